@@ -1,0 +1,5 @@
+"""The project's one Definitions object: `dagster ... -m activity_pipeline.definitions`."""
+
+import dagster as dg
+
+defs = dg.Definitions()
