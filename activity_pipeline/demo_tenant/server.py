@@ -122,6 +122,17 @@ class DemoTenantServer:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
+        # Bearer tokens issued by an EntraStandIn: token -> monotonic expiry.
+        self._bearers: dict[str, float] = {}
+
+    def accept_bearer(self, token: str, ttl_seconds: float) -> None:
+        with self._lock:
+            self._bearers[token] = time.monotonic() + ttl_seconds
+
+    def bearer_valid(self, token: str) -> bool:
+        with self._lock:
+            expiry = self._bearers.get(token)
+        return expiry is not None and time.monotonic() < expiry
 
     @property
     def port(self) -> int:
@@ -303,7 +314,8 @@ class _Handler(BaseHTTPRequestHandler):
         if credential in settings.forbidden_tokens:
             self._json(403, {"detail": "You do not have permission to perform this action."})
             return False
-        if credential not in settings.tokens:
+        issued = scheme == "Bearer" and self.server_app.bearer_valid(credential)
+        if credential not in settings.tokens and not issued:
             self._json(401, {"detail": "Invalid token"})
             return False
         return True

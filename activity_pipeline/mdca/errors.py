@@ -1,0 +1,48 @@
+"""Errors of the scan client. Messages say what happened and what to do; they never carry credentials."""
+
+from __future__ import annotations
+
+
+class MdcaError(Exception):
+    """Anything that stops a scan."""
+
+
+class ConfigError(MdcaError, ValueError):
+    """The settings are missing, malformed or contradictory. The message names the variables to fix."""
+
+
+class MdcaHTTPError(MdcaError):
+    """The API answered with an error that retrying will not fix."""
+
+    def __init__(self, message: str, *, status: int, path: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.path = path
+
+
+class AuthenticationError(MdcaHTTPError):
+    """401: the API rejected the credentials."""
+
+
+class PermissionDeniedError(MdcaHTTPError):
+    """403: the credentials are valid but lack the rights to read activities."""
+
+
+class BadRequestError(MdcaHTTPError):
+    """400: the API refused the request; the message repeats the API's own."""
+
+
+class RetriesExhaustedError(MdcaHTTPError):
+    """A transient failure outlasted the retry budget (attempts or total time)."""
+
+    def __init__(self, message: str, *, status: int, path: str, attempts: int) -> None:
+        super().__init__(message, status=status, path=path)
+        self.attempts = attempts
+
+
+class ScanStalledError(MdcaError):
+    """The server's cursor stopped moving: going on would loop forever."""
+
+
+class RetentionError(MdcaError):
+    """The requested window is older than the tenant keeps activities."""

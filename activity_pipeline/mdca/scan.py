@@ -1,0 +1,418 @@
+"""Scan mode: every record of a time window exactly once, page by page, in bounded memory.
+
+The loop is the seed document's, made serious:
+- `nextQueryFilters` goes back to the server byte for byte; the client never builds a cursor of its own.
+- Pages are yielded as they arrive; nothing holds the whole window.
+- Duplicate `_id`s and records outside the window are dropped and counted, never silently kept.
+- A cursor that stops moving (the same filters again, or a page that adds nothing) is an error, not a loop.
+- The window can be cut into slices scanned by worker threads. A worker that runs out of work takes the
+  back half of the slice with the most left, so a busy afternoon does not leave three threads idle. The
+  split needs no look inside the server's cursor: the slice owner stops once its records pass the split.
+- Records are decoded only as far as the caller's msgspec Struct asks; each is also kept as the raw bytes
+  it arrived as.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import logging
+import math
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import msgspec
+
+from activity_pipeline.mdca.client import MdcaClient, window_filters
+from activity_pipeline.mdca.errors import ScanStalledError
+
+log = logging.getLogger(__name__)
+
+PAGE_LIMIT = 5000
+# A slice is split only when its remainder likely holds this many pages: each half then still fills
+# whole pages, so the split saves time without costing more than a request or two.
+MIN_SPLIT_PAGES = 2
+
+
+class RecordKeys(msgspec.Struct):
+    """The least a scan decodes: what it needs to drop duplicates and records outside the window."""
+
+    id: str | None = msgspec.field(default=None, name="_id")
+    timestamp: int | None = None
+
+
+class HasKeys(Protocol):
+    id: str | None
+    timestamp: int | None
+
+
+class _ScanResponse(msgspec.Struct):
+    data: list[msgspec.Raw] = []
+    hasNext: bool = False
+    # Raw, so that it goes back byte for byte; empty when absent (msgspec has no Raw | None).
+    nextQueryFilters: msgspec.Raw = msgspec.Raw(b"")
+
+
+_decode_page = msgspec.json.Decoder(_ScanResponse).decode
+
+
+@dataclasses.dataclass
+class Page:
+    """One server page after checks: kept records (raw and decoded, same order) and malformed ones."""
+
+    slice_index: int
+    number: int
+    raws: list[msgspec.Raw]
+    rows: list[Any]
+    # Records without a usable `_id` or `timestamp`: the caller quarantines them.
+    malformed: list[msgspec.Raw]
+
+
+@dataclasses.dataclass
+class ScanStats:
+    """Figures of one scan, for logs and metadata."""
+
+    records: int = 0
+    pages: int = 0
+    duplicates_dropped: int = 0
+    out_of_window_dropped: int = 0
+    malformed: int = 0
+    slices: int = 0
+    expected_total: int | None = None
+    seconds: float = 0.0
+
+    @property
+    def records_per_second(self) -> float:
+        return self.records / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclasses.dataclass(eq=False)
+class _Slice:
+    index: int
+    start: int
+    end: int
+    progress: int
+    kept: int = 0
+    done: bool = False
+
+    def remaining_estimate(self) -> float:
+        """Records likely left, from the density seen so far; 0 before the first page."""
+        span = self.progress - self.start
+        if self.kept == 0 or span <= 0:
+            return 0.0
+        return self.kept / span * (self.end - self.progress)
+
+
+class _Work:
+    """Slices waiting and in progress; idle workers split the largest remainder."""
+
+    def __init__(self, start: int, end: int, k: int) -> None:
+        bounds = [start + (end - start) * i // k for i in range(k + 1)]
+        self.lock = threading.Condition()
+        self.pending = deque(_Slice(i, bounds[i], bounds[i + 1], bounds[i]) for i in range(k))
+        self.active: list[_Slice] = []
+        self.count = k
+
+    def take(self, stop: threading.Event) -> _Slice | None:
+        """The next slice to scan: a waiting one, or the back half of the busiest; None when all is done."""
+        with self.lock:
+            while True:
+                if self.pending:
+                    s = self.pending.popleft()
+                    self.active.append(s)
+                    return s
+                running = [s for s in self.active if not s.done]
+                if not running or stop.is_set():
+                    return None
+                live = [s for s in running if s.remaining_estimate() >= MIN_SPLIT_PAGES * PAGE_LIMIT]
+                if live:
+                    break
+                # Nothing worth splitting yet: wait for the next page anywhere, then look again.
+                self.lock.wait(timeout=0.5)
+            victim = max(live, key=lambda s: s.remaining_estimate())
+            mid = victim.progress + (victim.end - victim.progress) // 2
+            stolen = _Slice(self.count, mid, victim.end, mid)
+            self.count += 1
+            victim.end = mid
+            self.active.append(stolen)
+            return stolen
+
+    def end_of(self, s: _Slice) -> int:
+        with self.lock:
+            return s.end
+
+    def advance(self, s: _Slice, ts: int, kept: int) -> None:
+        with self.lock:
+            s.progress = max(s.progress, ts)
+            s.kept += kept
+            self.lock.notify_all()
+
+    def finish(self, s: _Slice) -> None:
+        with self.lock:
+            s.done = True
+            self.lock.notify_all()
+
+
+_DONE = object()
+
+
+class Scanner:
+    """Scan one window [start_ms, end_ms) of activities; iterate to get pages.
+
+    >>> scanner = Scanner(client, start_ms, end_ms, slices=4)     # doctest: +SKIP
+    >>> for page in scanner:
+    ...     write(page.raws, page.rows)
+    >>> scanner.stats.records, scanner.stats.duplicates_dropped
+    """
+
+    def __init__(
+        self,
+        client: MdcaClient,
+        start_ms: int,
+        end_ms: int,
+        *,
+        slices: int = 1,
+        filters: dict[str, Any] | None = None,
+        record_type: type[msgspec.Struct] = RecordKeys,
+        expected_total: int | None = None,
+        label: str = "scan",
+        logger: logging.Logger | Any = None,
+        sort_field: str = "date",
+    ) -> None:
+        if end_ms <= start_ms:
+            raise ValueError(f"empty window: end {end_ms} is not after start {start_ms}")
+        if slices < 1:
+            raise ValueError(f"slices must be at least 1, got {slices}")
+        self.client = client
+        self.start_ms, self.end_ms = start_ms, end_ms
+        self.filters = dict(filters or {})
+        window_filters(start_ms, end_ms, self.filters)  # validates: the window owns 'date'
+        self.slices = slices
+        self.sort_field = sort_field
+        self._decode_record = msgspec.json.Decoder(record_type).decode
+        self.stats = ScanStats(expected_total=expected_total)
+        self.label = label
+        self.log = logger or log
+        self._seen: set[bytes] = set()
+        self._seen_lock = threading.Lock()
+
+    # Per page, in the worker thread.
+    def _fetch_slice(
+        self, s: _Slice, work: _Work, out: _StopQueue, stop: threading.Event, closed: threading.Event
+    ) -> None:
+        body_tail = msgspec.json.encode(
+            {"isScan": True, "limit": PAGE_LIMIT, "sortField": self.sort_field, "sortDirection": "asc"}
+        )[1:]
+        filters = msgspec.json.encode(window_filters(s.start, s.end, self.filters))
+        number = 0
+        while not stop.is_set():
+            page = self.client.post(b'{"filters":' + filters + b"," + body_tail, _decode_page)
+            number += 1
+            end = work.end_of(s)
+            raws: list[msgspec.Raw] = []
+            rows: list[Any] = []
+            malformed: list[msgspec.Raw] = []
+            new = passed_end = dropped_out = dups = 0
+            beyond = False
+            for raw in page.data:
+                try:
+                    row = self._decode_record(raw)
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    malformed.append(raw)
+                    continue
+                rid, ts = row.id, row.timestamp
+                if not rid or ts is None or isinstance(ts, bool):
+                    malformed.append(raw)
+                    continue
+                if ts >= end and ts < self.end_ms:
+                    # Another worker owns this part of the window now (it split this slice).
+                    passed_end += 1
+                    continue
+                if ts < s.start or ts >= end:
+                    # Pages come sorted by timestamp: once past the end, the rest is past it too.
+                    beyond = beyond or ts >= end
+                    dropped_out += 1
+                    continue
+                digest = hashlib.blake2b(rid.encode(), digest_size=16).digest()
+                with self._seen_lock:
+                    if digest in self._seen:
+                        dups += 1
+                        continue
+                    self._seen.add(digest)
+                raws.append(raw)
+                rows.append(row)
+                new += 1
+            if rows:
+                work.advance(s, max(r.timestamp for r in rows), len(rows))
+            out.put((Page(s.index, number, raws, rows, malformed), dups, dropped_out), closed)
+            if passed_end or beyond or not page.hasNext:
+                return
+            next_filters = bytes(page.nextQueryFilters)
+            if next_filters in (b"", b"null"):
+                raise ScanStalledError(
+                    f"{self.label}: the server said hasNext but sent no nextQueryFilters (page {number} of "
+                    f"slice {s.index}); stopping rather than guessing a cursor"
+                )
+            if next_filters == filters:
+                raise ScanStalledError(
+                    f"{self.label}: the server sent back the same nextQueryFilters it was given (page {number} of "
+                    f"slice {s.index}); the scan would repeat this page forever"
+                )
+            if new == 0 and not malformed:
+                raise ScanStalledError(
+                    f"{self.label}: page {number} of slice {s.index} added no new record ({len(page.data)} "
+                    f"records, {dups} duplicates, {dropped_out} outside the window) but hasNext is true; "
+                    "stopping rather than looping"
+                )
+            filters = next_filters
+
+    def _worker(
+        self,
+        work: _Work,
+        out: _StopQueue,
+        stop: threading.Event,
+        closed: threading.Event,
+        errors: list[BaseException],
+    ) -> None:
+        try:
+            while not stop.is_set():
+                s = work.take(stop)
+                if s is None:
+                    break
+                try:
+                    self._fetch_slice(s, work, out, stop, closed)
+                finally:
+                    work.finish(s)
+        except _Stopped:
+            pass
+        except BaseException as exc:  # handed to the consumer, which raises it
+            errors.append(exc)
+            stop.set()
+        with contextlib.suppress(_Stopped):
+            out.put((_DONE,), closed)
+
+    def __iter__(self) -> Iterator[Page]:
+        started = time.monotonic()
+        k = self.slices
+        work = _Work(self.start_ms, self.end_ms, k)
+        # Bounded: a worker holds at most one page ahead of the consumer, which bounds memory.
+        out = _StopQueue(maxsize=1)
+        stop, closed = threading.Event(), threading.Event()
+        errors: list[BaseException] = []
+        threads = [
+            threading.Thread(
+                target=self._worker, args=(work, out, stop, closed, errors), name=f"{self.label}-{i}", daemon=True
+            )
+            for i in range(k)
+        ]
+        for t in threads:
+            t.start()
+        running = k
+        last_log = 0.0
+        try:
+            while running:
+                item, *rest = out.get()
+                if item is _DONE:
+                    if errors:
+                        raise errors[0]
+                    running -= 1
+                    continue
+                dups, dropped_out = rest
+                page: Page = item
+                st = self.stats
+                st.pages += 1
+                st.records += len(page.rows)
+                st.duplicates_dropped += dups
+                st.out_of_window_dropped += dropped_out
+                st.malformed += len(page.malformed)
+                st.seconds = time.monotonic() - started
+                now = time.monotonic()
+                if now - last_log >= 1.0 or st.pages == 1:
+                    last_log = now
+                    self._log_progress()
+                yield page
+        finally:
+            stop.set()
+            closed.set()
+            out.drain()
+            for t in threads:
+                t.join(timeout=30)
+            self.stats.slices = work.count
+            self.stats.seconds = time.monotonic() - started
+        self._log_progress(final=True)
+
+    def _log_progress(self, final: bool = False) -> None:
+        st = self.stats
+        rate = st.records_per_second
+        line = f"{self.label}: {st.records:,} records, {st.pages} pages, {rate:,.0f} records/s"
+        if st.expected_total:
+            left = max(0, st.expected_total - st.records)
+            eta = f"~{left / rate:,.0f}s left" if rate > 0 and not final else "done" if final else "?"
+            line += f", {min(100.0, 100.0 * st.records / st.expected_total):.0f}% of {st.expected_total:,} ({eta})"
+        if final:
+            line += (
+                f"; {st.duplicates_dropped} duplicates and {st.out_of_window_dropped} out-of-window records "
+                f"dropped, {st.malformed} malformed, {self.client.stats.requests} requests, "
+                f"{self.client.stats.retries} retries, {st.seconds:.1f}s"
+            )
+        self.log.info(line)
+
+
+class _Stopped(Exception):
+    pass
+
+
+class _StopQueue(queue.Queue):  # type: ignore[type-arg]
+    """A queue whose put gives up when the scan is being torn down."""
+
+    def put(self, item: Any, closed: threading.Event | None = None) -> None:  # type: ignore[override]
+        while True:
+            try:
+                super().put(item, timeout=0.2)
+                return
+            except queue.Full:
+                if closed is not None and closed.is_set():
+                    raise _Stopped from None
+
+    def drain(self) -> None:
+        while True:
+            try:
+                self.get_nowait()
+            except queue.Empty:
+                return
+
+
+def choose_slices(
+    expected_total: int | None,
+    requests_per_minute: int,
+    seconds_per_request: float,
+    *,
+    max_slices: int = 8,
+) -> int:
+    """How many slices pay off: enough to keep the rate limit busy while pages are in flight.
+
+    One slice sends its next request only after its page is back, so it manages 1/latency requests a second.
+    The limit allows rpm/60. More slices than latency * rpm/60 just queue at the limiter, and every slice
+    ends on a partial page that costs a request. Without a limit, latency is all there is: use them all.
+
+    >>> choose_slices(1_000_000, 30, 0.3)      # the limit (one request per 2 s) dominates
+    1
+    >>> choose_slices(1_000_000, 0, 0.3)
+    8
+    >>> choose_slices(4_000, 0, 0.3)           # a single page
+    1
+    """
+    if expected_total is not None:
+        pages = math.ceil(expected_total / PAGE_LIMIT)
+        if pages <= 1:
+            return 1
+        max_slices = min(max_slices, pages)
+    if requests_per_minute <= 0:
+        return max_slices
+    interval = 60.0 / requests_per_minute
+    return max(1, min(max_slices, math.ceil(seconds_per_request / interval)))

@@ -1,0 +1,52 @@
+"""Shared benchmark plumbing: a demo tenant in its own process, so it never competes for our GIL or RSS."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import platform
+import resource
+import subprocess
+import sys
+from collections.abc import Iterator
+
+from activity_pipeline.demo_tenant.data import DAY_MS, day_start_ms
+
+TOKEN = "bench-token"
+
+
+@contextlib.contextmanager
+def demo_tenant_process(activities: int, *, latency_ms: float = 0, rpm: int = 0, days: int = 1) -> Iterator[str]:
+    """Serve the last `days` complete days with `activities` each, all of them visible; yields the URL."""
+    cmd = [
+        sys.executable, "-m", "activity_pipeline.demo_tenant", "--port", "0", "--days", str(days),
+        "--activities-per-day", str(activities), "--token", TOKEN, "--requests-per-minute", str(rpm),
+        "--latency-ms", str(latency_ms), "--now", "2100-01-01T00:00:00Z",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if " at " not in line:
+            raise RuntimeError(f"demo tenant did not start: {line!r}")
+        yield line.rsplit(" at ", 1)[1].strip()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def yesterday() -> tuple[dt.date, int, int]:
+    day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    start = day_start_ms(day)
+    return day, start, start + DAY_MS
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def machine() -> str:
+    import os
+
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.platform()}"

@@ -1,0 +1,57 @@
+"""`make bench`: run every benchmark in its own process and write bench/RESULTS.md.
+
+Each benchmark runs in a fresh interpreter so that peak-RSS figures are its own. The figures are printed
+as they come and collected, with the machine and the date, into RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.common import machine
+
+BENCHMARKS: list[tuple[str, list[str], str]] = [
+    ("Demo tenant cost (1,000,000-activity day)", ["bench.demo_tenant_cost"], ""),
+    ("Scan memory (1,000,000-activity day, pages discarded)", ["bench.scan", "memory"], ""),
+    (
+        "Scan slices (200,000 activities, 300 ms per page, no rate limit)",
+        ["bench.scan", "slices"],
+        "When 4 slices come in under 3x: the demo tenant renders a 5000-record page in about 55-75 ms of "
+        "Python on one core (see the cost section), and on a 2-core machine the server and the client share "
+        "the cores; four pages requested at once queue behind the server's one GIL. The client keeps four "
+        "requests in flight (the request counts show no extra round trips), so against a service that serves "
+        "pages in parallel the speed-up is bounded by latency alone.",
+    ),
+]
+
+
+def main() -> int:
+    sections = []
+    failed = 0
+    for title, module, note in BENCHMARKS:
+        print(f"== {title}", flush=True)
+        proc = subprocess.run([sys.executable, "-m", *module], capture_output=True, text=True)
+        out = proc.stdout.strip()
+        print(out, flush=True)
+        if proc.returncode:
+            failed += 1
+            out += f"\n(exit {proc.returncode})\n{proc.stderr.strip()[-2000:]}"
+        sections.append(
+            f"## {title}\n\n`python -m {' '.join(module)}`\n\n```\n{out}\n```\n" + (f"\n{note}\n" if note else "")
+        )
+    results = Path(__file__).with_name("RESULTS.md")
+    results.write_text(
+        "# Benchmark results\n\n"
+        f"Written by `make bench` on {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC.\n\n"
+        f"Machine: {machine()}.\n\n"
+        "Targets that a figure misses are said so below each section, never tuned away.\n\n" + "\n".join(sections)
+    )
+    print(f"wrote {results}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
