@@ -2,4 +2,10 @@
 
 import dagster as dg
 
-defs = dg.Definitions()
+from activity_pipeline.defs.assets import activities
+from activity_pipeline.defs.resources import mdca_from_env, storage_from_env
+
+defs = dg.Definitions(
+    assets=[activities],
+    resources={"mdca": mdca_from_env(), "storage": storage_from_env()},
+)

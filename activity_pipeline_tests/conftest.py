@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
+# Partitions are defined at import from ACTIVITY_START_DATE: start early enough for the retention test.
+os.environ.setdefault("ACTIVITY_START_DATE", "2026-01-01")
+
 import datetime as dt
 from collections.abc import Iterator
 

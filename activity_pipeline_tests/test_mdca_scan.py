@@ -204,7 +204,14 @@ def test_a_consumer_that_stops_early_leaves_no_thread_behind(server):
 
 @pytest.mark.parametrize(
     ("total", "rpm", "latency", "expected"),
-    [(1_000_000, 30, 0.3, 1), (1_000_000, 30, 5.0, 3), (1_000_000, 0, 0.3, 8), (4_000, 0, 0.3, 1), (12_000, 0, 1, 3)],
+    [
+        (1_000_000, 30, 0.3, 1),
+        (1_000_000, 30, 5.0, 3),
+        (1_000_000, 0, 0.3, 4),
+        (1_000_000, 0, 0.01, 2),
+        (4_000, 0, 0.3, 1),
+        (12_000, 0, 1, 3),
+    ],
 )
 def test_choose_slices_pays_off_only_when_latency_dominates(total, rpm, latency, expected):
     assert choose_slices(total, rpm, latency) == expected

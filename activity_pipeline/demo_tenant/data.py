@@ -12,10 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from activity_pipeline.days import DAY_MS, HOUR_MS, day_start_ms
 from activity_pipeline.demo_tenant.catalog import APPS, DEVICES, DOMAIN, FIRST_NAMES, IP_CATEGORIES, LAST_NAMES, PLACES
 
-DAY_MS = 86_400_000
-HOUR_MS = 3_600_000
 TENANT_ID = 97134000
 AAD_TENANT_ID = "ebac1a16-81bf-449b-8d43-5732c3c1d999"
 
@@ -98,10 +97,6 @@ class TenantSpec:
         today = today or dt.datetime.now(dt.UTC).date()
         days = tuple(today - dt.timedelta(days=k) for k in range(n_days, 0, -1))
         return cls(days=days, **kwargs)  # type: ignore[arg-type]
-
-
-def day_start_ms(day: dt.date) -> int:
-    return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp() * 1000)
 
 
 @dataclass

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import msgspec
 import requests
 import tenacity
+import urllib3
 
 from activity_pipeline.mdca.auth import EntraAuth, TokenAuth, auth_for
 from activity_pipeline.mdca.errors import (
@@ -95,6 +96,33 @@ def _retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def _read_body(response: requests.Response) -> bytes | bytearray:
+    """The whole body, read into one buffer when its length is known (pages are ~20 MB: no second copy)."""
+    length = response.headers.get("Content-Length")
+    encoded = response.headers.get("Content-Encoding", "identity") != "identity"
+    if length is None or encoded or not length.isdigit():
+        return response.content
+    buffer = bytearray(int(length))
+    got = 0
+    try:
+        # 1 MiB at a time: urllib3's readinto would read the whole body into a temporary copy first.
+        while got < len(buffer):
+            chunk = response.raw.read(min(1 << 20, len(buffer) - got))
+            if not chunk:
+                break
+            buffer[got : got + len(chunk)] = chunk
+            got += len(chunk)
+    except (urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError, OSError) as exc:
+        raise requests.ConnectionError(str(exc)) from None
+    finally:
+        response.close()
+    if got < len(buffer):
+        raise requests.exceptions.ChunkedEncodingError(f"body truncated at {got} of {len(buffer)} bytes")
+    # Error pages are read whole too; requests' helpers (.json(), .text) look at _content.
+    response._content = buffer  # type: ignore[attr-defined]
+    return buffer
 
 
 def _ssl_reason(exc: Exception) -> str:
@@ -194,8 +222,9 @@ class MdcaClient:
                 headers={"Content-Type": "application/json", "Accept": "application/json"},
                 auth=self.auth,
                 timeout=self.timeout,
+                stream=True,
             )
-            content = response.content
+            content = _read_body(response)
         except requests.exceptions.SSLError as exc:
             # A certificate that does not verify will not verify on the next try either.
             raise MdcaError(

@@ -1,0 +1,1 @@
+"""Dagster objects only: partitions, resources, assets, checks and schedules. Logic lives outside."""

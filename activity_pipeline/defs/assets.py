@@ -1,0 +1,119 @@
+"""The `activities` asset: one complete UTC day of activities per partition, as Parquet."""
+
+import datetime as dt
+import warnings
+from urllib.parse import quote
+
+import dagster as dg
+
+from activity_pipeline.defs.partitions import daily
+from activity_pipeline.defs.resources import ActivityStorage, MdcaResource
+from activity_pipeline.ingest import IngestResult, check_retention, ingest_day
+from activity_pipeline.mdca import (
+    AuthenticationError,
+    BadRequestError,
+    ConfigError,
+    MdcaHTTPError,
+    PermissionDeniedError,
+    RetentionError,
+)
+from activity_pipeline.storage.schema import COLUMNS
+from activity_pipeline.storage.writer import DayLockedError, read_manifest
+
+# BackfillPolicy is a beta parameter; we accept it (partition-aware checks need single-partition runs).
+warnings.filterwarnings("ignore", message=r"Parameter `backfill_policy` of function `asset` is currently in beta")
+
+# Errors that another attempt cannot fix: fail the run at once instead of retrying the partition.
+_FINAL = (ConfigError, AuthenticationError, PermissionDeniedError, BadRequestError, RetentionError, DayLockedError)
+
+COLUMN_SCHEMA = dg.TableSchema(
+    columns=[
+        dg.TableColumn(name, str(dtype), description=text, constraints=dg.TableColumnConstraints(nullable=nullable))
+        for name, dtype, nullable, text in COLUMNS
+    ]
+)
+HOURLY_SCHEMA = dg.TableSchema(columns=[dg.TableColumn("hour", "int"), dg.TableColumn("activities", "int")])
+
+
+def _metadata(result: IngestResult, total_rows: int) -> dict[str, object]:
+    scan = result.scan
+    return {
+        "dagster/row_count": total_rows,
+        "dagster/partition_row_count": result.rows,
+        # '=' is legal in a file URI path; keep the hive folder name readable.
+        "dagster/uri": dg.MetadataValue.url("file://" + quote(str(result.path), safe="/=")),
+        "dagster/column_schema": COLUMN_SCHEMA,
+        "path": dg.MetadataValue.path(str(result.path)),
+        "source_total_at_scan": result.source_total,
+        "quarantined": result.quarantined,
+        "pages": scan.pages,
+        "slices": result.slices,
+        "requests": result.requests,
+        "retries": result.retries,
+        "throttled_responses": result.throttled,
+        "throttle_wait_seconds": round(result.throttle_wait_seconds, 2),
+        "duplicates_dropped": scan.duplicates_dropped,
+        "out_of_window_dropped": scan.out_of_window_dropped,
+        "seconds": round(result.seconds, 2),
+        "records_per_second": round(result.records_per_second, 1),
+        "bytes_received": result.bytes_received,
+        "bytes_written": result.bytes_written,
+        "hourly": dg.MetadataValue.table(
+            records=[dg.TableRecord({"hour": h, "activities": n}) for h, n in enumerate(result.hourly)],
+            schema=HOURLY_SCHEMA,
+        ),
+    }
+
+
+def _stored_rows(storage: ActivityStorage) -> int:
+    """Rows stored across all days, from the days' manifests (no Parquet is read)."""
+    total = 0
+    for manifest_path in (storage.path / "activities").glob("date=*/_manifest.json"):
+        manifest = read_manifest(storage.path, dt.date.fromisoformat(manifest_path.parent.name[5:]))
+        total += int(manifest["rows"]) if manifest else 0
+    return total
+
+
+@dg.asset(
+    partitions_def=daily,
+    pool="mdca_api",
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=60, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS),
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=1),
+    kinds={"parquet"},
+    group_name="mdca",
+    code_version="1",
+)
+def activities(context: dg.AssetExecutionContext, mdca: MdcaResource, storage: ActivityStorage) -> dg.MaterializeResult:
+    """Every Defender for Cloud Apps activity of one UTC day (by `timestamp`), one Parquet folder per day under $ACTIVITY_DATA_DIR/activities/date=YYYY-MM-DD/."""  # noqa: E501
+    window = context.partition_time_window
+    day = window.start.date()
+    try:
+        with mdca.open((day,), context.log) as tenant:
+            if not tenant.is_demo:
+                # Retention is relative to the service's now: the run's start time stands in for it.
+                check_retention(day, _run_start(context))
+            result = ingest_day(
+                tenant.client,
+                storage.path,
+                day,
+                slices=mdca.slices or None,
+                logger=context.log,
+                run_id=context.run.run_id[:12],
+            )
+    except _FINAL as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    except MdcaHTTPError as exc:
+        raise dg.Failure(description=str(exc)) from None
+    context.log.info(
+        f"{day}: {result.rows:,} activities stored ({result.source_total:,} at the source when the scan began), "
+        f"{result.quarantined} quarantined, in {result.seconds:.1f}s"
+    )
+    return dg.MaterializeResult(metadata=_metadata(result, _stored_rows(storage)))
+
+
+def _run_start(context: dg.AssetExecutionContext) -> dt.datetime:
+    """When this run started: the reference for retention, instead of reading the clock in the asset."""
+    stats = context.instance.get_run_stats(context.run.run_id)
+    if stats and stats.start_time:
+        return dt.datetime.fromtimestamp(stats.start_time, dt.UTC)
+    return dt.datetime.now(dt.UTC)  # no start time recorded yet: the run is starting now

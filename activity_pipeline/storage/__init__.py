@@ -1,0 +1,1 @@
+"""Parquet schema and writer, DuckDB views: storage with no Dagster imports."""

@@ -1,0 +1,209 @@
+"""The Parquet schema of a day of activities, and how a record becomes a row.
+
+Typed columns are for SQL; `raw` keeps every record exactly as the API sent it (JSON text), so nothing
+the columns leave out is lost, including keys that differ only in case. Records are decoded only as far as
+the columns need (msgspec), and `raw` is built from the received bytes without re-encoding them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+import numpy as np
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+TIMESTAMP = pa.timestamp("ms", tz="UTC")
+
+# (name, arrow type, nullable, description): the documented schema, in column order.
+COLUMNS: tuple[tuple[str, pa.DataType, bool, str], ...] = (
+    ("id", pa.string(), False, "the record's `_id`"),
+    ("timestamp", TIMESTAMP, False, "when the activity happened (`timestamp`, UTC)"),
+    ("created", TIMESTAMP, True, "when the service saved it (`created`, UTC); later than timestamp"),
+    ("app_id", pa.int32(), True, "`appId`: 11161 Office 365, 20893 Exchange Online, ..."),
+    ("app_name", pa.string(), True, "`appName`"),
+    ("event_type", pa.string(), True, "`eventTypeName`, e.g. EVENT_CATEGORY_FAILED_LOGIN"),
+    ("event_type_value", pa.string(), True, "`eventTypeValue`, e.g. EVENT_AAD_LOGIN_FAILED"),
+    ("action", pa.string(), True, "`mainInfo.rawOperationName`, the app's own operation name"),
+    ("description", pa.string(), True, "`description`"),
+    ("user_name", pa.string(), True, "`user.userName`"),
+    ("ip_address", pa.string(), True, "`device.clientIP`"),
+    ("country_code", pa.string(), True, "`location.countryCode`"),
+    ("city", pa.string(), True, "`location.city`"),
+    ("organization", pa.string(), True, "`location.organizationSearchable`, the IP's owner"),
+    ("device_type", pa.string(), True, "`userAgent.deviceType`"),
+    ("user_agent", pa.string(), True, "`device.userAgent`"),
+    ("is_success", pa.bool_(), True, "`mainInfo.activityResult.isSuccess`; null when the app reports none"),
+    ("is_admin", pa.bool_(), False, "administrative activity (`mainInfo.type` is admin)"),
+    ("source", pa.int32(), True, "`source` (2 = app connector)"),
+    ("raw", pa.string(), False, "the whole record exactly as received, JSON text"),
+)
+
+SCHEMA = pa.schema([pa.field(name, dtype, nullable=nullable) for name, dtype, nullable, _ in COLUMNS])
+# Columns whose values repeat: dictionary-encoded. Unique ones (id, raw, ...) would only pay for a dictionary.
+DICTIONARY_COLUMNS = [
+    "app_name", "event_type", "event_type_value", "action", "description", "user_name", "ip_address",
+    "country_code", "city", "organization", "device_type", "user_agent",
+]  # fmt: skip
+
+
+class _Device(msgspec.Struct):
+    clientIP: str | None = None
+    userAgent: str | None = None
+
+
+class _Location(msgspec.Struct):
+    countryCode: str | None = None
+    city: str | None = None
+    organizationSearchable: str | None = None
+
+
+class _User(msgspec.Struct):
+    userName: str | None = None
+
+
+class _UserAgent(msgspec.Struct):
+    deviceType: str | None = None
+
+
+class _Result(msgspec.Struct):
+    isSuccess: bool | None = None
+
+
+class _MainInfo(msgspec.Struct):
+    rawOperationName: str | None = None
+    type: str | None = None
+    activityResult: _Result | None = None
+
+
+class ActivityRecord(msgspec.Struct):
+    """The fields the columns need; everything else stays in `raw`."""
+
+    id: str | None = msgspec.field(default=None, name="_id")
+    timestamp: int | None = None
+    created: int | None = None
+    appId: int | None = None
+    appName: str | None = None
+    eventTypeName: str | None = None
+    eventTypeValue: str | None = None
+    description: str | None = None
+    device: _Device | None = None
+    location: _Location | None = None
+    user: _User | None = None
+    userAgent: _UserAgent | None = None
+    mainInfo: _MainInfo | None = None
+    source: int | None = None
+
+
+_typed = msgspec.json.Decoder(ActivityRecord).decode
+_generic = msgspec.json.Decoder().decode
+
+
+def _get(obj: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+def _as(value: Any, kind: type) -> Any:
+    if kind is int:
+        if isinstance(value, bool):
+            return None
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return None
+    return value if isinstance(value, kind) else None
+
+
+def decode_activity(raw: bytes | msgspec.Raw) -> ActivityRecord:
+    """Decode what the columns need. A field of an unexpected type becomes null instead of failing the record.
+
+    Raises msgspec.DecodeError (or ValueError) only when the record is not a JSON object at all.
+
+    >>> decode_activity(b'{"_id": "a", "timestamp": 1, "appId": "not a number"}').appId is None
+    True
+    """
+    try:
+        return _typed(raw)
+    except msgspec.ValidationError:
+        pass
+    obj = _generic(raw)
+    if not isinstance(obj, dict):
+        raise ValueError("an activity must be a JSON object")
+    result = _get(obj, "mainInfo", "activityResult")
+    return ActivityRecord(
+        id=_as(obj.get("_id"), str),
+        timestamp=_as(obj.get("timestamp"), int),
+        created=_as(obj.get("created"), int),
+        appId=_as(obj.get("appId"), int),
+        appName=_as(obj.get("appName"), str),
+        eventTypeName=_as(obj.get("eventTypeName"), str),
+        eventTypeValue=_as(obj.get("eventTypeValue"), str),
+        description=_as(obj.get("description"), str),
+        device=_Device(_as(_get(obj, "device", "clientIP"), str), _as(_get(obj, "device", "userAgent"), str)),
+        location=_Location(
+            _as(_get(obj, "location", "countryCode"), str),
+            _as(_get(obj, "location", "city"), str),
+            _as(_get(obj, "location", "organizationSearchable"), str),
+        ),
+        user=_User(_as(_get(obj, "user", "userName"), str)),
+        userAgent=_UserAgent(_as(_get(obj, "userAgent", "deviceType"), str)),
+        mainInfo=_MainInfo(
+            _as(_get(obj, "mainInfo", "rawOperationName"), str),
+            _as(_get(obj, "mainInfo", "type"), str),
+            _Result(_as(_get(result, "isSuccess"), bool)) if isinstance(result, dict) else None,
+        ),
+        source=_as(obj.get("source"), int),
+    )
+
+
+def _raw_array(raws: Sequence[bytes | msgspec.Raw]) -> pa.Array:
+    """A string array straight from the received bytes: one copy, no decode, no re-encode."""
+    lengths = np.fromiter((len(r) for r in raws), dtype=np.int64, count=len(raws))
+    offsets = np.zeros(len(raws) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    data = b"".join(raws)  # type: ignore[arg-type]
+    if offsets[-1] < 2**31:  # always, for a 5000-record page; int32 offsets avoid a cast that copies
+        array = pa.StringArray.from_buffers(len(raws), pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data))
+    else:
+        array = pa.LargeStringArray.from_buffers(len(raws), pa.py_buffer(offsets), pa.py_buffer(data))
+    array.validate(full=True)  # the API sends UTF-8; a record that is not would be caught here
+    return array if array.type == pa.string() else array.cast(pa.string())
+
+
+def to_table(raws: Sequence[bytes | msgspec.Raw], rows: Sequence[ActivityRecord]) -> pa.Table:
+    """Rows (decoded) and their raw bytes, same order, as a table of SCHEMA."""
+    dev = [r.device for r in rows]
+    loc = [r.location for r in rows]
+    ua = [r.userAgent for r in rows]
+    info = [r.mainInfo for r in rows]
+    result = [i.activityResult if i else None for i in info]
+    columns = [
+        pa.array([r.id for r in rows], pa.string()),
+        pa.array([r.timestamp for r in rows], pa.int64()).cast(TIMESTAMP),
+        pa.array([r.created for r in rows], pa.int64()).cast(TIMESTAMP),
+        pa.array([r.appId for r in rows], pa.int32()),
+        pa.array([r.appName for r in rows], pa.string()),
+        pa.array([r.eventTypeName for r in rows], pa.string()),
+        pa.array([r.eventTypeValue for r in rows], pa.string()),
+        pa.array([i.rawOperationName if i else None for i in info], pa.string()),
+        pa.array([r.description for r in rows], pa.string()),
+        pa.array([r.user.userName if r.user else None for r in rows], pa.string()),
+        pa.array([d.clientIP if d else None for d in dev], pa.string()),
+        pa.array([x.countryCode if x else None for x in loc], pa.string()),
+        pa.array([x.city if x else None for x in loc], pa.string()),
+        pa.array([x.organizationSearchable if x else None for x in loc], pa.string()),
+        pa.array([x.deviceType if x else None for x in ua], pa.string()),
+        pa.array([d.userAgent if d else None for d in dev], pa.string()),
+        pa.array([x.isSuccess if x else None for x in result], pa.bool_()),
+        pa.array([bool(i and i.type == "admin") for i in info], pa.bool_()),
+        pa.array([r.source for r in rows], pa.int32()),
+        _raw_array(raws),
+    ]
+    return pa.Table.from_arrays(columns, schema=SCHEMA)

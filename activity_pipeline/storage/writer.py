@@ -1,0 +1,208 @@
+"""Write one UTC day of activities as a self-contained Parquet folder, replaced whole or not at all.
+
+Layout under the data directory:
+
+    activities/date=YYYY-MM-DD/part-HHMMSSmmm.parquet   one file per scan slice, named by its start time
+    activities/date=YYYY-MM-DD/_manifest.json           row count, scan figures, schema version
+    activities/date=YYYY-MM-DD/_quarantine.jsonl        records without `_id` or `timestamp`, if any
+    .staging/                                           work in progress; never under activities/
+
+A run writes a complete new folder under .staging/, syncs it, and swaps it for the day's folder in one
+step (renameat2 RENAME_EXCHANGE on Linux), so a reader sees the old day or the new day, never a mix, and
+a run that dies leaves the old day untouched. A lock per day makes a second writer of the same day refuse.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import datetime as dt
+import errno
+import fcntl
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from activity_pipeline.storage.schema import DICTIONARY_COLUMNS, SCHEMA, SCHEMA_VERSION
+
+DATASET = "activities"
+STAGING = ".staging"
+MANIFEST = "_manifest.json"
+QUARANTINE = "_quarantine.jsonl"
+
+
+class DayLockedError(RuntimeError):
+    """Another process is writing the same day."""
+
+
+def day_dir(data_dir: Path, day: dt.date) -> Path:
+    return data_dir / DATASET / f"date={day.isoformat()}"
+
+
+def read_manifest(data_dir: Path, day: dt.date) -> dict[str, Any] | None:
+    path = day_dir(data_dir, day) / MANIFEST
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2). False when the platform or filesystem can't."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    rc = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return False
+    raise OSError(err, f"could not swap {a} and {b}: {os.strerror(err)}")
+
+
+class DayWriter:
+    """Stage a day's files, then replace the day in one step.
+
+    >>> with DayWriter(Path("data"), dt.date(2026, 11, 24)) as w:      # doctest: +SKIP
+    ...     w.write(slice_start_ms, table)
+    ...     w.commit({"rows": table.num_rows})
+    """
+
+    def __init__(self, data_dir: Path, day: dt.date, *, run_id: str | None = None) -> None:
+        self.data_dir = data_dir.resolve()
+        self.day = day
+        self.run_id = run_id or uuid.uuid4().hex[:12]
+        self.target = day_dir(self.data_dir, day)
+        self.staging_root = self.data_dir / STAGING
+        self.stage = self.staging_root / f"date={day.isoformat()}.{self.run_id}"
+        self._lock_file: Any = None
+        self._writers: dict[int, pq.ParquetWriter] = {}
+        self._quarantine: Any = None
+        self.rows = 0
+        self.quarantined = 0
+        self.committed = False
+
+    def __enter__(self) -> DayWriter:
+        self.staging_root.mkdir(parents=True, exist_ok=True)
+        lock_path = self.staging_root / f"date={self.day.isoformat()}.lock"
+        self._lock_file = open(lock_path, "a+")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            raise DayLockedError(
+                f"Another run is writing {self.day} right now (lock {lock_path}); this run leaves the day to it. "
+                "Re-run once that run has finished."
+            ) from None
+        # Work a killed run left behind for this day: nobody else holds the lock, so it is safe to remove.
+        for stale in self.staging_root.glob(f"date={self.day.isoformat()}.*"):
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+        self.stage.mkdir(parents=True)
+        return self
+
+    def write(self, slice_start_ms: int, table: pa.Table) -> None:
+        """Append a page to its slice's file; pages of one slice arrive in time order."""
+        writer = self._writers.get(slice_start_ms)
+        if writer is None:
+            when = dt.datetime.fromtimestamp(slice_start_ms / 1000, dt.UTC)
+            name = f"part-{when:%H%M%S}{when.microsecond // 1000:03d}.parquet"
+            writer = pq.ParquetWriter(
+                self.stage / name,
+                SCHEMA,
+                compression="zstd",
+                compression_level=3,
+                use_dictionary=DICTIONARY_COLUMNS,
+                # Min/max of `raw` would copy two whole records per row group into the footer, to no use.
+                write_statistics=[c for c in SCHEMA.names if c != "raw"],
+            )
+            self._writers[slice_start_ms] = writer
+        if table.num_rows:
+            writer.write_table(table)
+            self.rows += table.num_rows
+
+    def quarantine(self, raws: Sequence[bytes | msgspec.Raw]) -> None:
+        """Keep records that cannot be stored as rows, one JSON text per line, exactly as received."""
+        if not raws:
+            return
+        if self._quarantine is None:
+            self._quarantine = open(self.stage / QUARANTINE, "wb")  # noqa: SIM115 - closed in commit/abort
+        for raw in raws:
+            self._quarantine.write(bytes(raw).replace(b"\n", b" ") + b"\n")
+        self.quarantined += len(raws)
+
+    def _close_files(self) -> None:
+        for writer in self._writers.values():
+            writer.close()
+        self._writers.clear()
+        if self._quarantine is not None:
+            self._quarantine.close()
+            self._quarantine = None
+
+    def commit(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Finish the files, write the manifest, and swap the staged day into place."""
+        if not self._writers:
+            # An empty day is still a day: one empty file carries the schema.
+            pq.write_table(SCHEMA.empty_table(), self.stage / "part-000000000.parquet", compression="zstd")
+        self._close_files()
+        files = sorted(p.name for p in self.stage.glob("*.parquet"))
+        manifest = {
+            "day": self.day.isoformat(),
+            "rows": self.rows,
+            "quarantined": self.quarantined,
+            "files": files,
+            "bytes": sum((self.stage / f).stat().st_size for f in files),
+            "schema_version": SCHEMA_VERSION,
+            "run_id": self.run_id,
+            **manifest,
+        }
+        (self.stage / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+        for path in self.stage.iterdir():
+            _fsync(path)
+        _fsync(self.stage)
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        if self.target.exists():
+            if not _exchange(self.stage, self.target):
+                # No atomic exchange here: move the old day aside, then the new one in.
+                aside = self.staging_root / f"date={self.day.isoformat()}.{self.run_id}.old"
+                os.rename(self.target, aside)
+                os.rename(self.stage, self.target)
+                self.stage = aside
+        else:
+            os.rename(self.stage, self.target)
+        _fsync(self.target.parent)
+        self.committed = True
+        # self.stage now holds the previous version, if there was one.
+        shutil.rmtree(self.stage, ignore_errors=True)
+        return manifest
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(Exception):
+            self._close_files()
+        if not self.committed:
+            shutil.rmtree(self.stage, ignore_errors=True)
+        if self._lock_file is not None:
+            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+            self._lock_file.close()

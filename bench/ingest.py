@@ -1,0 +1,118 @@
+"""Ingest benchmarks (issue 4): the `activities` asset against the seed document's loop, same server.
+
+- memory: peak RSS of a process that materializes a 1,000,000-activity day (target <= 400 MB), next to a
+  process running the seed loop on the same day (it holds every record: about 10 GB expected).
+- throughput: records a second for a 200,000-activity day, asset (to Parquet) versus the seed loop (to a
+  list in memory). Target: at least 3x.
+
+Each side runs in a fresh interpreter (`python -m bench.ingest child ...`) so that peak RSS is its own.
+Run: .venv/bin/python -m bench.ingest memory|throughput [--activities N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+
+from bench.common import TOKEN, demo_tenant_process, peak_rss_mib, yesterday
+
+
+def child_pipeline(url: str, data_dir: str) -> dict[str, float]:
+    warnings.filterwarnings("ignore")
+    import dagster as dg
+
+    from activity_pipeline.defs.assets import activities
+    from activity_pipeline.defs.resources import ActivityStorage, MdcaResource
+
+    day, _, _ = yesterday()
+    t0 = time.perf_counter()
+    result = dg.materialize(
+        [activities],
+        partition_key=day.isoformat(),
+        resources={
+            "mdca": MdcaResource(api_url=url, api_token=TOKEN, requests_per_minute=0),
+            "storage": ActivityStorage(data_dir=data_dir),
+        },
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    wall = time.perf_counter() - t0
+    meta = result.asset_materializations_for_node("activities")[0].metadata
+    return {
+        "records": meta["dagster/partition_row_count"].value,
+        "asset_seconds": meta["seconds"].value,
+        "wall_seconds": wall,
+        "slices": meta["slices"].value,
+        "bytes_written": meta["bytes_written"].value,
+        "bytes_received": meta["bytes_received"].value,
+        "peak_rss_mib": peak_rss_mib(),
+    }
+
+
+def child_seed(url: str) -> dict[str, float]:
+    from bench.seed_loop import seed_loop
+
+    _, start, end = yesterday()
+    body = {"filters": {"date": {"gte": start, "lte": end - 1}}, "isScan": True, "limit": 5000}
+    t0 = time.perf_counter()
+    records = seed_loop(url + "/api/v1/activities/", TOKEN, body)
+    seconds = time.perf_counter() - t0
+    return {"records": len(records), "seconds": seconds, "peak_rss_mib": peak_rss_mib()}
+
+
+def _run_child(*args: str) -> dict[str, float]:
+    proc = subprocess.run([sys.executable, "-m", "bench.ingest", "child", *args], capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"child {args[0]} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def compare(activities: int, label: str) -> tuple[dict[str, float], dict[str, float]]:
+    with demo_tenant_process(activities) as url, tempfile.TemporaryDirectory() as data_dir:
+        pipe = _run_child("pipeline", url, data_dir)
+        seed = _run_child("seed", url)
+    print(
+        f"{label}: asset: {pipe['records']:,.0f} records to Parquet in {pipe['asset_seconds']:.1f}s "
+        f"({pipe['records'] / pipe['asset_seconds']:,.0f} records/s; {pipe['wall_seconds']:.1f}s with Dagster's "
+        f"run start-up), {pipe['slices']:.0f} slices, peak RSS {pipe['peak_rss_mib']:,.0f} MiB, "
+        f"{pipe['bytes_written'] / 2**20:,.0f} MiB Parquet from {pipe['bytes_received'] / 2**20:,.0f} MiB JSON"
+    )
+    print(
+        f"{label}: seed loop: {seed['records']:,.0f} records into a list in {seed['seconds']:.1f}s "
+        f"({seed['records'] / seed['seconds']:,.0f} records/s), peak RSS {seed['peak_rss_mib']:,.0f} MiB"
+    )
+    return pipe, seed
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("what", choices=["memory", "throughput", "child"])
+    p.add_argument("args", nargs="*")
+    p.add_argument("--activities", type=int)
+    a = p.parse_args()
+    if a.what == "child":
+        kind, url, *rest = a.args
+        print(json.dumps(child_pipeline(url, rest[0]) if kind == "pipeline" else child_seed(url)))
+        return
+    if a.what == "memory":
+        pipe, seed = compare(a.activities or 1_000_000, "ingest memory")
+        print(
+            f"ingest memory: peak RSS asset {pipe['peak_rss_mib']:,.0f} MiB vs seed loop "
+            f"{seed['peak_rss_mib']:,.0f} MiB: the seed loop holds {seed['peak_rss_mib'] / pipe['peak_rss_mib']:.0f}x "
+            "more"
+        )
+        mb = pipe["peak_rss_mib"] * 2**20 / 1e6
+        print(f"ingest memory: target asset <= 400 MB: {'met' if mb <= 400 else 'MISSED'} ({mb:,.0f} MB)")
+    else:
+        pipe, seed = compare(a.activities or 200_000, "ingest throughput")
+        ratio = (pipe["records"] / pipe["asset_seconds"]) / (seed["records"] / seed["seconds"])
+        verdict = "met" if ratio >= 3 else "MISSED"
+        print(f"ingest throughput: asset / seed loop, records a second: {ratio:.2f}x; target at least 3x: {verdict}")
+
+
+if __name__ == "__main__":
+    main()
