@@ -5,6 +5,7 @@ import warnings
 from urllib.parse import quote
 
 import dagster as dg
+import duckdb
 
 from activity_pipeline.defs.partitions import daily
 from activity_pipeline.defs.resources import ActivityStorage, MdcaResource
@@ -17,6 +18,7 @@ from activity_pipeline.mdca import (
     PermissionDeniedError,
     RetentionError,
 )
+from activity_pipeline.storage.duckdb_views import DatabaseBusyError, build_database
 from activity_pipeline.storage.schema import COLUMNS
 from activity_pipeline.storage.writer import DayLockedError, read_manifest
 
@@ -82,6 +84,8 @@ def _stored_rows(storage: ActivityStorage) -> int:
     kinds={"parquet"},
     group_name="mdca",
     code_version="1",
+    # The daily schedule runs at 02:15 UTC; yesterday should have landed by 04:00.
+    freshness_policy=dg.FreshnessPolicy.cron(deadline_cron="0 4 * * *", lower_bound_delta=dt.timedelta(hours=2)),
 )
 def activities(context: dg.AssetExecutionContext, mdca: MdcaResource, storage: ActivityStorage) -> dg.MaterializeResult:
     """Every Defender for Cloud Apps activity of one UTC day (by `timestamp`), one Parquet folder per day under $ACTIVITY_DATA_DIR/activities/date=YYYY-MM-DD/."""  # noqa: E501
@@ -117,3 +121,27 @@ def _run_start(context: dg.AssetExecutionContext) -> dt.datetime:
     if stats and stats.start_time:
         return dt.datetime.fromtimestamp(stats.start_time, dt.UTC)
     return dt.datetime.now(dt.UTC)  # no start time recorded yet: the run is starting now
+
+
+@dg.asset(deps=[activities], kinds={"duckdb"}, group_name="mdca")
+def activities_duckdb(context: dg.AssetExecutionContext, storage: ActivityStorage) -> dg.MaterializeResult:
+    """Views over every stored day of activities in $ACTIVITY_DATA_DIR/activities.duckdb: a file the DuckDB CLI opens, with absolute paths."""  # noqa: E501
+    try:
+        path, views = build_database(storage.path)
+    except DatabaseBusyError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    with duckdb.connect(str(path), read_only=True) as con:
+        days, rows = con.execute("SELECT count(DISTINCT date), count(*) FROM activities").fetchone()
+    context.log.info(f"{path}: {len(views)} views over {days} days, {rows:,} activities")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/uri": dg.MetadataValue.url("file://" + quote(str(path), safe="/=")),
+            "dagster/row_count": rows,
+            "path": dg.MetadataValue.path(str(path)),
+            "days": days,
+            "views": ", ".join(views),
+            "try": dg.MetadataValue.md(
+                f"```sh\nduckdb {path} -c 'select date, count(*) from activities group by 1'\n```"
+            ),
+        }
+    )

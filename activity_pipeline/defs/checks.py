@@ -1,0 +1,220 @@
+"""Partition-aware checks on `activities`: is each stored day complete, unique, in range and well formed?
+
+Each reports `actual`, `expected` and `diff` in its metadata. The two ERROR checks marked blocking stop
+`activities_duckdb` in the same run when they fail.
+"""
+
+import datetime as dt
+import warnings
+
+import dagster as dg
+import numpy as np
+
+from activity_pipeline.days import day_window
+from activity_pipeline.defs.assets import activities
+from activity_pipeline.defs.partitions import daily
+from activity_pipeline.defs.resources import ActivityStorage, MdcaResource
+from activity_pipeline.storage.duckdb_views import write_health
+from activity_pipeline.storage.inspect import DayFacts, day_facts, trailing_manifests
+
+# Partitioned checks are a Dagster 1.13 preview; they are what makes a check's verdict per day.
+warnings.filterwarnings("ignore", message=r"Specifying a partitions_def on an AssetCheckSpec is currently in preview")
+
+TRAILING_DAYS = 7
+# An hour with no rows is suspicious only if that hour usually carries at least this many.
+SILENT_HOUR_MIN_AVERAGE = 20
+# Trailing days needed before the history-based checks judge at all.
+MIN_HISTORY_DAYS = 3
+
+
+def _day(context: dg.AssetCheckExecutionContext) -> dt.date:
+    return context.partition_time_window.start.date()
+
+
+def _facts(context: dg.AssetCheckExecutionContext, storage: ActivityStorage) -> DayFacts:
+    day = _day(context)
+    return day_facts(storage.path, day, *day_window(day))
+
+
+def _missing(day: dt.date, severity: dg.AssetCheckSeverity) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        passed=False,
+        severity=severity,
+        description=f"{day} has not been materialized: nothing is stored for it",
+        metadata={"actual": 0, "expected": "a stored day", "diff": "day missing"},
+    )
+
+
+def _too_little_history(days: int) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        passed=True,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=f"only {days} trailing days stored; needs {MIN_HISTORY_DAYS} to judge",
+        metadata={"actual": 0, "expected": 0, "diff": 0, "trailing_days": days},
+    )
+
+
+@dg.asset_check(asset=activities, partitions_def=daily, blocking=True)
+def count_matches_source(
+    context: dg.AssetCheckExecutionContext, mdca: MdcaResource, storage: ActivityStorage
+) -> dg.AssetCheckResult:
+    """Rows stored for the day equal the API's own list-mode total for the day, asked at check time."""
+    day = _day(context)
+    facts = _facts(context, storage)
+    with mdca.open((day,), context.log) as tenant:
+        expected = tenant.client.count(*day_window(day))
+    passed = facts.exists and facts.rows == expected
+    at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    write_health(storage.path, day.isoformat(), source_total=expected, rows_checked=facts.rows, passed=passed, at=at)
+    diff = facts.rows - expected
+    if not facts.exists:
+        note = f"{day} is not stored; the source holds {expected:,}"
+    elif diff < 0:
+        note = f"{-diff:,} activities at the source are not stored (late arrivals, or an incomplete scan): re-run {day}"
+    elif diff > 0:
+        note = f"{diff:,} more rows stored than the source reports"
+    else:
+        note = f"all {expected:,} activities stored"
+    scanned = (facts.manifest or {}).get("source_total_at_scan")
+    return dg.AssetCheckResult(
+        passed=passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=note,
+        metadata={"actual": facts.rows, "expected": expected, "diff": diff, "source_total_at_scan": scanned},
+    )
+
+
+@dg.asset_check(asset=activities, partitions_def=daily, blocking=True)
+def ids_unique(context: dg.AssetCheckExecutionContext, storage: ActivityStorage) -> dg.AssetCheckResult:
+    """No `id` appears twice in the day."""
+    facts = _facts(context, storage)
+    if not facts.exists:
+        return _missing(facts.day, dg.AssetCheckSeverity.ERROR)
+    return dg.AssetCheckResult(
+        passed=facts.duplicate_ids == 0,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=f"{facts.duplicate_ids:,} duplicate rows" if facts.duplicate_ids else "every id once",
+        metadata={"actual": facts.duplicate_ids, "expected": 0, "diff": facts.duplicate_ids, "rows": facts.rows},
+    )
+
+
+@dg.asset_check(asset=activities, partitions_def=daily)
+def timestamps_in_partition(context: dg.AssetCheckExecutionContext, storage: ActivityStorage) -> dg.AssetCheckResult:
+    """Every row's timestamp falls inside the partition's UTC day."""
+    facts = _facts(context, storage)
+    if not facts.exists:
+        return _missing(facts.day, dg.AssetCheckSeverity.ERROR)
+    start, end = day_window(facts.day)
+    fmt = _iso
+    return dg.AssetCheckResult(
+        passed=facts.outside == 0,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "actual": facts.outside,
+            "expected": 0,
+            "diff": facts.outside,
+            "min_timestamp": fmt(facts.min_ms),
+            "max_timestamp": fmt(facts.max_ms),
+            "window": f"[{fmt(start)}, {fmt(end)})",
+        },
+    )
+
+
+def _iso(ms: int | None) -> str:
+    return "" if ms is None else dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="milliseconds")
+
+
+@dg.asset_check(asset=activities, partitions_def=daily)
+def no_quarantined_records(context: dg.AssetCheckExecutionContext, storage: ActivityStorage) -> dg.AssetCheckResult:
+    """The day's quarantine file holds nothing: every record had an `_id` and a `timestamp`."""
+    facts = _facts(context, storage)
+    if not facts.exists:
+        return _missing(facts.day, dg.AssetCheckSeverity.ERROR)
+    return dg.AssetCheckResult(
+        passed=facts.quarantined == 0,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=(
+            f"{facts.quarantined} records kept in _quarantine.jsonl, not in the table" if facts.quarantined else None
+        ),
+        metadata={"actual": facts.quarantined, "expected": 0, "diff": facts.quarantined},
+    )
+
+
+@dg.asset_check(asset=activities, partitions_def=daily)
+def schema_matches(context: dg.AssetCheckExecutionContext, storage: ActivityStorage) -> dg.AssetCheckResult:
+    """Every file of the day has the documented schema."""
+    facts = _facts(context, storage)
+    if not facts.exists:
+        return _missing(facts.day, dg.AssetCheckSeverity.ERROR)
+    bad = facts.schema_mismatches
+    return dg.AssetCheckResult(
+        passed=not bad,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"actual": len(bad), "expected": 0, "diff": len(bad), "files_with_other_schema": ", ".join(bad)},
+    )
+
+
+@dg.asset_check(asset=activities, partitions_def=daily)
+def no_unexpected_silent_hours(context: dg.AssetCheckExecutionContext, storage: ActivityStorage) -> dg.AssetCheckResult:
+    """No hour is empty when that hour averaged at least 20 rows over the trailing 7 stored days."""
+    day = _day(context)
+    facts = _facts(context, storage)
+    if not facts.exists or not facts.manifest:
+        return _missing(day, dg.AssetCheckSeverity.WARN)
+    history = trailing_manifests(storage.path, day, TRAILING_DAYS)
+    if len(history) < MIN_HISTORY_DAYS:
+        return _too_little_history(len(history))
+    today = np.array(facts.manifest["hourly"])
+    average = np.mean([m["hourly"] for m in history.values()], axis=0)
+    silent = [h for h in range(24) if today[h] == 0 and average[h] >= SILENT_HOUR_MIN_AVERAGE]
+    return dg.AssetCheckResult(
+        passed=not silent,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=(f"silent hours (UTC) that are usually busy: {silent}" if silent else None),
+        metadata={
+            "actual": len(silent),
+            "expected": 0,
+            "diff": len(silent),
+            "silent_hours_utc": str(silent),
+            "trailing_average_of_those_hours": str([round(float(average[h]), 1) for h in silent]),
+            "trailing_days": len(history),
+        },
+    )
+
+
+@dg.asset_check(asset=activities, partitions_def=daily)
+def apps_still_reporting(context: dg.AssetCheckExecutionContext, storage: ActivityStorage) -> dg.AssetCheckResult:
+    """Every app that reported on each of the trailing 7 stored days also reported today."""
+    day = _day(context)
+    facts = _facts(context, storage)
+    if not facts.exists or not facts.manifest:
+        return _missing(day, dg.AssetCheckSeverity.WARN)
+    history = trailing_manifests(storage.path, day, TRAILING_DAYS)
+    if len(history) < MIN_HISTORY_DAYS:
+        return _too_little_history(len(history))
+    regular = set.intersection(*(set(m.get("apps", {})) for m in history.values())) - {"None"}
+    today = set(facts.manifest.get("apps", {}))
+    missing = sorted(regular - today, key=int)
+    return dg.AssetCheckResult(
+        passed=not missing,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=(f"apps that reported every trailing day but not today: {missing}" if missing else None),
+        metadata={
+            "actual": len(regular & today),
+            "expected": len(regular),
+            "diff": -len(missing),
+            "missing_app_ids": ", ".join(missing),
+            "trailing_days": len(history),
+        },
+    )
+
+
+CHECKS = [
+    count_matches_source,
+    ids_unique,
+    timestamps_in_partition,
+    no_quarantined_records,
+    schema_matches,
+    no_unexpected_silent_hours,
+    apps_still_reporting,
+]

@@ -1,0 +1,187 @@
+"""The DuckDB file: views over the Parquet days, for SQL from Python, the DuckDB CLI or any DuckDB client.
+
+The file holds no data, only views with absolute paths, so it works from any working directory and stays
+current as days are replaced. It is built as a new file and renamed over the old one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import duckdb
+
+from activity_pipeline.storage.schema import COLUMNS
+from activity_pipeline.storage.writer import DATASET
+
+DATABASE = "activities.duckdb"
+HEALTH = "_health"
+
+
+class DatabaseBusyError(RuntimeError):
+    """Another process has the DuckDB file open for writing."""
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _typed_empty() -> str:
+    cols = ", ".join(f"NULL::{_duck_type(str(t))} AS {name}" for name, t, _, _ in COLUMNS)
+    return f"SELECT {cols}, NULL::DATE AS date WHERE false"
+
+
+def _duck_type(arrow: str) -> str:
+    return {
+        "string": "VARCHAR",
+        "int32": "INTEGER",
+        "bool": "BOOLEAN",
+        "timestamp[ms, tz=UTC]": "TIMESTAMPTZ",
+    }[arrow]
+
+
+# Analytic views a SOC reaches for first. Each reads the `activities` view; DuckDB prunes by `date` and
+# by the Parquet statistics, so a filter on date or timestamp reads only the days it needs.
+ANALYTIC_VIEWS: dict[str, str] = {
+    "daily_app_activity": """
+        SELECT date, app_id, app_name, count(*) AS activities, count(DISTINCT user_name) AS users,
+               count(*) FILTER (WHERE is_success = false) AS failures,
+               count(*) FILTER (WHERE is_admin) AS admin_activities
+        FROM activities GROUP BY ALL""",
+    "daily_user_activity": """
+        SELECT date, user_name, count(*) AS activities, count(DISTINCT app_id) AS apps,
+               count(DISTINCT country_code) AS countries, count(DISTINCT ip_address) AS ip_addresses,
+               count(*) FILTER (WHERE is_success = false) AS failures,
+               count(*) FILTER (WHERE is_admin) AS admin_activities
+        FROM activities GROUP BY ALL""",
+    "failed_sign_ins": """
+        SELECT date, timestamp, user_name, app_name, ip_address, country_code, city, organization,
+               user_agent, description, id
+        FROM activities
+        WHERE event_type = 'EVENT_CATEGORY_FAILED_LOGIN' OR (is_success = false AND action ILIKE '%log%')""",
+    "admin_activities": """
+        SELECT date, timestamp, user_name, app_name, action, description, ip_address, country_code, id
+        FROM activities WHERE is_admin""",
+    "activity_by_country": """
+        SELECT date, country_code, count(*) AS activities, count(DISTINCT user_name) AS users,
+               count(*) FILTER (WHERE is_success = false) AS failures
+        FROM activities GROUP BY ALL""",
+    "hourly_activity": """
+        SELECT date, hour(timestamp AT TIME ZONE 'UTC') AS hour_utc, app_name, count(*) AS activities
+        FROM activities GROUP BY ALL""",
+    "new_country_sightings": """
+        WITH firsts AS (
+            SELECT user_name, country_code, min(timestamp) AS first_seen, arg_min(ip_address, timestamp) AS ip_address,
+                   arg_min(app_name, timestamp) AS app_name
+            FROM activities WHERE user_name IS NOT NULL AND country_code IS NOT NULL GROUP BY ALL
+        ), ranked AS (
+            SELECT *, row_number() OVER (PARTITION BY user_name ORDER BY first_seen) AS nth_country FROM firsts
+        )
+        SELECT user_name, country_code, first_seen, ip_address, app_name, nth_country
+        FROM ranked WHERE nth_country > 1""",
+    "user_failure_bursts": """
+        SELECT user_name, time_bucket(INTERVAL 1 HOUR, timestamp) AS hour_start, count(*) AS failed_sign_ins,
+               count(DISTINCT ip_address) AS ip_addresses, count(DISTINCT country_code) AS countries
+        FROM failed_sign_ins GROUP BY ALL HAVING count(*) >= 5""",
+    "shared_ip_addresses": """
+        SELECT date, ip_address, organization, country_code, count(DISTINCT user_name) AS users,
+               count(*) AS activities
+        FROM activities WHERE ip_address IS NOT NULL GROUP BY ALL HAVING count(DISTINCT user_name) >= 5""",
+    # Microsoft's CloudAppEvents schema (advanced hunting), for queries written for it or the SIEM agent.
+    "cloud_app_events": """
+        SELECT timestamp AS Timestamp, action AS ActionType, app_name AS Application, app_id AS ApplicationId,
+               json_extract_string(raw, '$.resolvedActor.id') AS AccountObjectId,
+               user_name AS AccountId, user_name AS AccountDisplayName, is_admin AS IsAdminOperation,
+               device_type AS DeviceType, json_extract_string(raw, '$.userAgent.operatingSystem.name') AS OSPlatform,
+               ip_address AS IPAddress,
+               TRY_CAST(json_extract(raw, '$.location.anonymousProxy') AS BOOLEAN) AS IsAnonymousProxy,
+               country_code AS CountryCode, city AS City, organization AS Isp, user_agent AS UserAgent,
+               event_type AS ActivityType, json_extract(raw, '$.mainInfo.eventObjects') AS ActivityObjects,
+               json_extract_string(raw, '$.location.categoryValue') AS IPCategory,
+               json_extract(raw, '$.rawDataJson') AS RawEventData, id AS ReportId, description AS AdditionalFields,
+               date
+        FROM activities""",
+}
+
+
+def _health_view(data_dir: Path) -> str:
+    health = data_dir / HEALTH
+    stored = """SELECT date, count(*) AS rows_stored, count(DISTINCT app_id) AS apps FROM activities GROUP BY date"""
+    if any(health.glob("*.json")):
+        checks = (
+            f"SELECT CAST(day AS DATE) AS date, source_total, rows_checked, checked_at, passed "
+            f"FROM read_json({_sql_string(str(health / '*.json'))}, columns = {{day: 'VARCHAR', "
+            "source_total: 'BIGINT', rows_checked: 'BIGINT', checked_at: 'TIMESTAMPTZ', passed: 'BOOLEAN'})"
+        )
+    else:
+        checks = (
+            "SELECT NULL::DATE AS date, NULL::BIGINT AS source_total, NULL::BIGINT AS rows_checked, "
+            "NULL::TIMESTAMPTZ AS checked_at, NULL::BOOLEAN AS passed WHERE false"
+        )
+    return f"""
+        WITH stored AS ({stored}), checks AS ({checks})
+        SELECT coalesce(stored.date, checks.date) AS date, coalesce(stored.rows_stored, 0) AS rows_stored,
+               checks.source_total AS source_total_at_last_check,
+               checks.source_total - coalesce(stored.rows_stored, 0) AS drift,
+               checks.passed AS last_check_passed, checks.checked_at AS last_checked_at
+        FROM stored FULL OUTER JOIN checks ON stored.date = checks.date
+        ORDER BY 1"""
+
+
+def write_health(data_dir: Path, day: str, *, source_total: int, rows_checked: int, passed: bool, at: str) -> None:
+    """Record a count check's outcome for `partition_health` (one small JSON file per day, replaced atomically)."""
+    health = data_dir / HEALTH
+    health.mkdir(parents=True, exist_ok=True)
+    tmp = health / f".{day}.json.tmp"
+    tmp.write_text(
+        json.dumps(
+            {"day": day, "source_total": source_total, "rows_checked": rows_checked, "checked_at": at, "passed": passed}
+        )
+    )
+    os.replace(tmp, health / f"{day}.json")
+
+
+def build_database(data_dir: Path) -> tuple[Path, list[str]]:
+    """Build `activities.duckdb` next to the dataset; returns its path and the views it holds."""
+    data_dir = data_dir.resolve()
+    target = data_dir / DATABASE
+    _refuse_if_open(target)
+    tmp = data_dir / f".{DATABASE}.{os.getpid()}.tmp"
+    tmp.unlink(missing_ok=True)
+    glob = data_dir / DATASET / "date=*" / "*.parquet"
+    has_days = any((data_dir / DATASET).glob("date=*/*.parquet"))
+    source = (
+        f"SELECT * FROM read_parquet({_sql_string(str(glob))}, hive_partitioning = true, hive_types = {{'date': DATE}})"
+        if has_days
+        else _typed_empty()
+    )
+    views = ["activities", *ANALYTIC_VIEWS, "partition_health"]
+    try:
+        with duckdb.connect(str(tmp)) as con:
+            con.execute(f"CREATE VIEW activities AS {source}")
+            for name, sql in ANALYTIC_VIEWS.items():
+                con.execute(f"CREATE VIEW {name} AS {sql}")
+            con.execute(f"CREATE VIEW partition_health AS {_health_view(data_dir)}")
+            con.execute("CHECKPOINT")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+        Path(str(tmp) + ".wal").unlink(missing_ok=True)
+    return target, views
+
+
+def _refuse_if_open(target: Path) -> None:
+    """DuckDB locks a file it has open for writing; renaming over it would leave that session on a stale copy."""
+    if not target.exists():
+        return
+    try:
+        duckdb.connect(str(target)).close()
+    except duckdb.IOException as exc:
+        pid = re.search(r"PID (\d+)", str(exc))
+        who = f" (process {pid.group(1)})" if pid else ""
+        raise DatabaseBusyError(
+            f"{target} is open in another process{who}, for example a DuckDB CLI session. Close it and run "
+            "activities_duckdb again; the Parquet days are unaffected."
+        ) from None

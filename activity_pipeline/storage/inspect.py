@@ -1,0 +1,71 @@
+"""Facts about a stored day, for the completeness checks: rows, duplicate ids, time range, schema, quarantine.
+
+No Dagster here. Row counts come from Parquet footers; duplicate ids from DuckDB over the day's files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow.parquet as pq
+
+from activity_pipeline.storage.schema import SCHEMA
+from activity_pipeline.storage.writer import QUARANTINE, day_dir, read_manifest
+
+
+@dataclasses.dataclass
+class DayFacts:
+    day: dt.date
+    exists: bool
+    rows: int = 0
+    duplicate_ids: int = 0
+    min_ms: int | None = None
+    max_ms: int | None = None
+    outside: int = 0
+    quarantined: int = 0
+    schema_mismatches: list[str] = dataclasses.field(default_factory=list)
+    manifest: dict[str, Any] | None = None
+
+
+def day_facts(data_dir: Path, day: dt.date, start_ms: int, end_ms: int) -> DayFacts:
+    """Read what the checks need from the day's folder (absent day: `exists` is False)."""
+    folder = day_dir(data_dir, day)
+    files = sorted(folder.glob("*.parquet"))
+    if not files:
+        return DayFacts(day, exists=False)
+    facts = DayFacts(day, exists=True, manifest=read_manifest(data_dir, day))
+    for f in files:
+        meta = pq.ParquetFile(f)
+        facts.rows += meta.metadata.num_rows
+        if not meta.schema_arrow.remove_metadata().equals(SCHEMA):
+            facts.schema_mismatches.append(f.name)
+    quarantine = folder / QUARANTINE
+    if quarantine.exists():
+        with quarantine.open("rb") as fh:
+            facts.quarantined = sum(1 for _ in fh)
+    if facts.rows:
+        paths = [str(f) for f in files]
+        with duckdb.connect() as con:
+            dups, lo, hi, outside = con.execute(
+                """SELECT count(*) - count(DISTINCT id), epoch_ms(min(timestamp)), epoch_ms(max(timestamp)),
+                          count(*) FILTER (WHERE epoch_ms(timestamp) < ? OR epoch_ms(timestamp) >= ?)
+                   FROM read_parquet(?)""",
+                [start_ms, end_ms, paths],
+            ).fetchone()
+        facts.duplicate_ids, facts.min_ms, facts.max_ms, facts.outside = int(dups), lo, hi, int(outside)
+    return facts
+
+
+def trailing_manifests(data_dir: Path, day: dt.date, days: int) -> dict[dt.date, dict[str, Any]]:
+    """Manifests of the `days` days before `day` that are stored."""
+    found = {}
+    for k in range(1, days + 1):
+        d = day - dt.timedelta(days=k)
+        manifest = read_manifest(data_dir, d)
+        if manifest is not None:
+            found[d] = manifest
+    return found
