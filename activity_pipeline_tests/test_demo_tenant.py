@@ -21,7 +21,8 @@ from activity_pipeline.demo_tenant.data import DAY_MS, HOUR_MS, day_start_ms
 from activity_pipeline_tests.conftest import DAYS, FORBIDDEN_TOKEN, STRESS_DAY, TOKEN, day_filter, serve
 from bench.seed_loop import seed_loop
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "reference" / "sample-activities.json"
+# A copy of the two real (upstream-anonymised) records from the project notes, shipped so the repo stands alone.
+SAMPLES = Path(__file__).with_name("fixtures") / "sample-activities.json"
 
 
 def post(url: str, body: Any, token: str | None = TOKEN, path: str = "/api/v1/activities/") -> requests.Response:

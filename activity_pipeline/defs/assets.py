@@ -1,6 +1,7 @@
 """The `activities` asset: one complete UTC day of activities per partition, as Parquet."""
 
 import datetime as dt
+import errno
 import warnings
 from urllib.parse import quote
 
@@ -21,6 +22,8 @@ from activity_pipeline.mdca import (
 from activity_pipeline.storage.duckdb_views import DatabaseBusyError, build_database
 from activity_pipeline.storage.schema import COLUMNS
 from activity_pipeline.storage.writer import DayLockedError, read_manifest
+
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 
 # BackfillPolicy is a beta parameter; we accept it (partition-aware checks need single-partition runs).
 warnings.filterwarnings("ignore", message=r"Parameter `backfill_policy` of function `asset` is currently in beta")
@@ -106,6 +109,15 @@ def activities(context: dg.AssetExecutionContext, mdca: MdcaResource, storage: A
             )
     except _FINAL as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
+    except OSError as exc:
+        if exc.errno not in _DISK_ERRNOS:
+            raise
+        # A full or read-only disk does not heal in a minute: say so instead of retrying.
+        raise dg.Failure(
+            description=f"Could not write {day} under {storage.path}: {exc.strerror or exc}. Free space (or fix the "
+            "mount) and re-run the day; the previously stored version of the day is intact.",
+            allow_retries=False,
+        ) from exc
     except MdcaHTTPError as exc:
         raise dg.Failure(description=str(exc)) from None
     context.log.info(

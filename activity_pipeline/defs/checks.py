@@ -6,6 +6,7 @@ Each reports `actual`, `expected` and `diff` in its metadata. The two ERROR chec
 
 import datetime as dt
 import warnings
+from typing import Any
 
 import dagster as dg
 import numpy as np
@@ -45,13 +46,23 @@ def _missing(day: dt.date, severity: dg.AssetCheckSeverity) -> dg.AssetCheckResu
     )
 
 
-def _too_little_history(days: int) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(
-        passed=True,
-        severity=dg.AssetCheckSeverity.WARN,
-        description=f"only {days} trailing days stored; needs {MIN_HISTORY_DAYS} to judge",
-        metadata={"actual": 0, "expected": 0, "diff": 0, "trailing_days": days},
-    )
+def _with_history(
+    context: dg.AssetCheckExecutionContext, storage: ActivityStorage
+) -> tuple[DayFacts, dict[dt.date, dict[str, Any]]] | dg.AssetCheckResult:
+    """The day's facts and its trailing days' manifests, or the verdict when there is too little to judge."""
+    day = _day(context)
+    facts = _facts(context, storage)
+    if not facts.exists or not facts.manifest:
+        return _missing(day, dg.AssetCheckSeverity.WARN)
+    history = trailing_manifests(storage.path, day, TRAILING_DAYS)
+    if len(history) < MIN_HISTORY_DAYS:
+        return dg.AssetCheckResult(
+            passed=True,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=f"only {len(history)} trailing days stored; needs {MIN_HISTORY_DAYS} to judge",
+            metadata={"actual": 0, "expected": 0, "diff": 0, "trailing_days": len(history)},
+        )
+    return facts, history
 
 
 @dg.asset_check(asset=activities, partitions_def=daily, blocking=True)
@@ -157,13 +168,10 @@ def schema_matches(context: dg.AssetCheckExecutionContext, storage: ActivityStor
 @dg.asset_check(asset=activities, partitions_def=daily)
 def no_unexpected_silent_hours(context: dg.AssetCheckExecutionContext, storage: ActivityStorage) -> dg.AssetCheckResult:
     """No hour is empty when that hour averaged at least 20 rows over the trailing 7 stored days."""
-    day = _day(context)
-    facts = _facts(context, storage)
-    if not facts.exists or not facts.manifest:
-        return _missing(day, dg.AssetCheckSeverity.WARN)
-    history = trailing_manifests(storage.path, day, TRAILING_DAYS)
-    if len(history) < MIN_HISTORY_DAYS:
-        return _too_little_history(len(history))
+    judged = _with_history(context, storage)
+    if isinstance(judged, dg.AssetCheckResult):
+        return judged
+    facts, history = judged
     today = np.array(facts.manifest["hourly"])
     average = np.mean([m["hourly"] for m in history.values()], axis=0)
     silent = [h for h in range(24) if today[h] == 0 and average[h] >= SILENT_HOUR_MIN_AVERAGE]
@@ -185,13 +193,10 @@ def no_unexpected_silent_hours(context: dg.AssetCheckExecutionContext, storage: 
 @dg.asset_check(asset=activities, partitions_def=daily)
 def apps_still_reporting(context: dg.AssetCheckExecutionContext, storage: ActivityStorage) -> dg.AssetCheckResult:
     """Every app that reported on each of the trailing 7 stored days also reported today."""
-    day = _day(context)
-    facts = _facts(context, storage)
-    if not facts.exists or not facts.manifest:
-        return _missing(day, dg.AssetCheckSeverity.WARN)
-    history = trailing_manifests(storage.path, day, TRAILING_DAYS)
-    if len(history) < MIN_HISTORY_DAYS:
-        return _too_little_history(len(history))
+    judged = _with_history(context, storage)
+    if isinstance(judged, dg.AssetCheckResult):
+        return judged
+    facts, history = judged
     regular = set.intersection(*(set(m.get("apps", {})) for m in history.values())) - {"None"}
     today = set(facts.manifest.get("apps", {}))
     missing = sorted(regular - today, key=int)

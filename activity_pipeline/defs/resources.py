@@ -33,6 +33,8 @@ class MdcaResource(dg.ConfigurableResource):
     slices: int = 0
     retry_max_attempts: int = 8
     retry_max_seconds: float = 900.0
+    # First backoff after a failure, doubling per attempt (with jitter) up to a minute.
+    retry_backoff_seconds: float = 1.0
     demo_activities_per_day: int = 20_000
     demo_seed: int = 7
 
@@ -52,7 +54,12 @@ class MdcaResource(dg.ConfigurableResource):
 
     @contextlib.contextmanager
     def open(self, days: tuple[dt.date, ...], logger: Any) -> Iterator[Tenant]:
-        retry = RetryPolicy(max_attempts=self.retry_max_attempts, max_seconds=self.retry_max_seconds)
+        retry = RetryPolicy(
+            max_attempts=self.retry_max_attempts,
+            max_seconds=self.retry_max_seconds,
+            backoff_first=self.retry_backoff_seconds,
+            throttle_default=max(self.retry_backoff_seconds, 0.1) * 10,
+        )
         with open_tenant(
             self.settings(),
             days=days,
