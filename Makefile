@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Headless runs, `make ui` and the daemon share one instance: its run history, pools and schedules.
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
+# Absolute, so that the UI, the daemon and headless runs write the same folder wherever they start.
+export ACTIVITY_DATA_DIR ?= $(CURDIR)/data
 
 .PHONY: demo test lint bench ui clean
 

@@ -121,6 +121,8 @@ def ingest_day(
                 for item in pc.value_counts(table.column("app_id")).to_pylist():
                     key = str(item["values"])
                     apps[key] = apps.get(key, 0) + item["counts"]
+            if page.last:
+                writer.close_slice(page.slice_start)
         stats = client.stats
         manifest = writer.commit(
             {

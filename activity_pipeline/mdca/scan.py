@@ -78,6 +78,8 @@ class Page:
     # response body they point into is freed before the page waits in the queue.
     converted: Any = None
     count: int = 0
+    # The slice's last page: nothing more will come for `slice_start` (the caller can close its file).
+    last: bool = False
 
 
 @dataclasses.dataclass
@@ -319,16 +321,17 @@ class Scanner:
                 new = len(rows)
             if rows:
                 work.advance(s, max(r.timestamp for r in rows), len(rows))
-            result = Page(s.index, s.start, number, raws, rows, malformed, count=len(rows))
+            final = bool(passed_end or beyond or not page.hasNext)
+            result = Page(s.index, s.start, number, raws, rows, malformed, count=len(rows), last=final)
             if self._convert is not None:
                 result.converted = self._convert(raws, rows)
                 result.raws, result.rows = [], []
                 malformed = [msgspec.Raw(bytes(m)) for m in malformed]  # detached from the body
                 result.malformed = malformed
-            has_next, next_filters, received = page.hasNext, bytes(page.nextQueryFilters), len(page.data)
+            next_filters, received = bytes(page.nextQueryFilters), len(page.data)
             del page, raws, rows
             out.put((result, dups, dropped_out), closed)
-            if passed_end or beyond or not has_next:
+            if final:
                 return
             if next_filters in (b"", b"null"):
                 raise ScanStalledError(

@@ -99,6 +99,7 @@ class DayWriter:
         self.stage = self.staging_root / f"date={day.isoformat()}.{self.run_id}"
         self._lock_file: Any = None
         self._writers: dict[int, pq.ParquetWriter] = {}
+        self._closed: set[int] = set()
         self._quarantine: Any = None
         self.rows = 0
         self.quarantined = 0
@@ -127,6 +128,8 @@ class DayWriter:
         """Append a page to its slice's file; pages of one slice arrive in time order."""
         writer = self._writers.get(slice_start_ms)
         if writer is None:
+            if slice_start_ms in self._closed:
+                raise RuntimeError(f"slice starting at {slice_start_ms} was already closed")
             when = dt.datetime.fromtimestamp(slice_start_ms / 1000, dt.UTC)
             name = f"part-{when:%H%M%S}{when.microsecond // 1000:03d}.parquet"
             writer = pq.ParquetWriter(
@@ -142,6 +145,13 @@ class DayWriter:
         if table.num_rows:
             writer.write_table(table)
             self.rows += table.num_rows
+
+    def close_slice(self, slice_start_ms: int) -> None:
+        """Finish a slice's file once its last page is written: an open writer holds its encoders' buffers."""
+        writer = self._writers.pop(slice_start_ms, None)
+        if writer is not None:
+            writer.close()
+            self._closed.add(slice_start_ms)
 
     def quarantine(self, raws: Sequence[bytes | msgspec.Raw]) -> None:
         """Keep records that cannot be stored as rows, one JSON text per line, exactly as received."""
@@ -163,7 +173,7 @@ class DayWriter:
 
     def commit(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """Finish the files, write the manifest, and swap the staged day into place."""
-        if not self._writers:
+        if not self._writers and not self._closed:
             # An empty day is still a day: one empty file carries the schema.
             pq.write_table(SCHEMA.empty_table(), self.stage / "part-000000000.parquet", compression="zstd")
         self._close_files()
