@@ -508,6 +508,7 @@ def test_cli_serves_until_interrupted_and_prints_its_url():
         (["--outage", "colour=red"], "bad --outage 'colour=red'"),
         (["--fault-rate", "2"], "fault_rate must be between 0 and 1"),
         (["--days", "0"], "n_days must be at least 1"),
+        (["--processes", "2"], "--processes > 1 keeps a throttle per process"),
     ],
 )
 def test_cli_rejects_bad_arguments_with_a_clear_message(args, message):
@@ -516,3 +517,22 @@ def test_cli_rejects_bad_arguments_with_a_clear_message(args, message):
     )
     assert result.returncode == 2
     assert message in result.stderr
+
+
+def test_cli_serves_from_several_processes_and_stops_them_all():
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "activity_pipeline.demo_tenant", "--port", "0", "--days", "1",
+         "--activities-per-day", "2000", "--token", TOKEN, "--requests-per-minute", "0", "--processes", "3"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        url = proc.stdout.readline().rsplit(" at ", 1)[1].strip()
+        totals = {post(url, {"limit": 1}).json()["total"] for _ in range(12)}
+        assert len(totals) == 1, "every process serves the same tenant"
+        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        assert len(children) == 2
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    time.sleep(0.5)
+    assert all(not Path(f"/proc/{pid}").exists() for pid in children), "children stop with the parent"

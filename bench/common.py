@@ -16,12 +16,19 @@ TOKEN = "bench-token"
 
 
 @contextlib.contextmanager
-def demo_tenant_process(activities: int, *, latency_ms: float = 0, rpm: int = 0, days: int = 1) -> Iterator[str]:
-    """Serve the last `days` complete days with `activities` each, all of them visible; yields the URL."""
+def demo_tenant_process(
+    activities: int, *, latency_ms: float = 0, rpm: int = 0, days: int = 1, processes: int = 2
+) -> Iterator[str]:
+    """Serve the last `days` complete days with `activities` each, all of them visible; yields the URL.
+
+    Without a rate limit the tenant serves from two processes, so that rendering pages (Python, one core
+    per process) is not what a benchmark measures.
+    """
+    processes = processes if rpm == 0 else 1
     cmd = [
         sys.executable, "-m", "activity_pipeline.demo_tenant", "--port", "0", "--days", str(days),
         "--activities-per-day", str(activities), "--token", TOKEN, "--requests-per-minute", str(rpm),
-        "--latency-ms", str(latency_ms), "--now", "2100-01-01T00:00:00Z",
+        "--latency-ms", str(latency_ms), "--now", "2100-01-01T00:00:00Z", "--processes", str(processes),
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     try:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import datetime as dt
 import logging
+import os
+import signal
 import sys
 
 from activity_pipeline.demo_tenant import DEMO_TOKEN, FAULT_KINDS, DemoTenant, DemoTenantServer, Outage, ServerSettings
@@ -61,6 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stress-tie", type=int, default=6_000)
     p.add_argument("--outage", type=_outage, action="append", default=[], help="app=ID and/or hour=H[:day=D]")
     p.add_argument("--now", help="pin the tenant's clock (ISO 8601, UTC); default: the real time")
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="serve from N forked processes sharing the socket, so rendering is not held to one core "
+        "(benchmarks); throttling state is per process, so N > 1 needs --requests-per-minute 0",
+    )
     return p
 
 
@@ -84,6 +95,13 @@ def main(argv: list[str] | None = None) -> int:
             latency_ms=args.latency_ms,
             fault_rate=args.fault_rate,
         )
+        if args.processes < 1:
+            raise ValueError(f"--processes must be at least 1, got {args.processes}")
+        if args.processes > 1 and args.requests_per_minute:
+            raise ValueError(
+                "--processes > 1 keeps a throttle per process, which would multiply the rate limit; "
+                "use it with --requests-per-minute 0"
+            )
         tenant = DemoTenant(spec)
         if args.now:
             tenant.set_now(dt.datetime.fromisoformat(args.now.replace("Z", "+00:00")).astimezone(dt.UTC))
@@ -94,13 +112,39 @@ def main(argv: list[str] | None = None) -> int:
     days = f"{spec.days[0]} to {spec.days[-1]}"
     print(f"demo tenant serving {len(tenant.cols)} synthetic activities ({days}) at {server.url}", flush=True)
     print(f"  export MDCA_API_URL={server.url} MDCA_API_TOKEN=<the --token you passed>", flush=True)
+    children = [_fork_server(server) for _ in range(args.processes - 1)]
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        for pid in children:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
         server.stop()
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _fork_server(server: DemoTenantServer) -> int:
+    """A child process accepting on the same listening socket; it dies with its parent."""
+    pid = os.fork()
+    if pid:
+        return pid
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        server.serve_forever()
+    finally:
+        os._exit(0)
 
 
 if __name__ == "__main__":
