@@ -24,12 +24,13 @@ def main() -> int:
         print("make demo reads the built-in demo tenant; unset MDCA_API_URL to run it.", file=sys.stderr)
         return 2
     from activity_pipeline.definitions import defs
+    from activity_pipeline.defs.resources import data_dir_from_env
 
     today = dt.datetime.now(dt.UTC).date()
     days = [today - dt.timedelta(days=k) for k in range(DAYS, 0, -1)]
     instance = dg.DagsterInstance.get()
     job = defs.resolve_job_def("daily_activities")
-    data_dir = defs.resources["storage"].path  # type: ignore[attr-defined]
+    data_dir = data_dir_from_env()
     print(f"demo: running daily_activities for {days[0]} .. {days[-1]} into {data_dir}", flush=True)
     outcomes: dict[dt.date, list[str]] = {}
     failed = 0

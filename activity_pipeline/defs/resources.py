@@ -103,3 +103,8 @@ def mdca_from_env() -> MdcaResource:
 
 def storage_from_env() -> ActivityStorage:
     return ActivityStorage(data_dir=_env("ACTIVITY_DATA_DIR") or "data")
+
+
+def data_dir_from_env() -> Path:
+    """The data directory as the resource will resolve it (outside a run, where EnvVars stay unresolved)."""
+    return ActivityStorage(data_dir=os.environ.get("ACTIVITY_DATA_DIR", "").strip() or "data").path
