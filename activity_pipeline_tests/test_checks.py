@@ -18,10 +18,10 @@ from activity_pipeline.defs.automation import daily_activities, daily_schedule, 
 from activity_pipeline.defs.checks import CHECKS
 from activity_pipeline.defs.resources import ActivityStorage, MdcaResource
 from activity_pipeline.demo_tenant import DemoTenant, DemoTenantServer, Outage, ServerSettings, TenantSpec
-from activity_pipeline.demo_tenant.tenant import Page as ServerPage
 from activity_pipeline.mdca import scan as scan_module
 from activity_pipeline.storage.duckdb_views import DatabaseBusyError, build_database
 from activity_pipeline_tests.conftest import TOKEN
+from activity_pipeline_tests.test_mdca_scan import _OverlappingPages
 
 REPO = Path(__file__).resolve().parents[1]
 TODAY = dt.datetime.now(dt.UTC).date()
@@ -138,19 +138,15 @@ def test_a_silent_busy_hour_fires_no_unexpected_silent_hours(outage_days):
         assert last[name].passed, name
 
 
-class _OverlappingPages(DemoTenant):
-    """A server whose next page starts ten minutes early, so records repeat across pages."""
+class _WideOverlap(_OverlappingPages):
+    """Ten minutes of overlap, so that even sparse night slices repeat records."""
 
-    def scan(self, filters: dict[str, Any], **kw: Any) -> ServerPage:
-        page = super().scan(filters, **kw)
-        if page.has_next and page.next_filters:
-            page.next_filters["date"]["gte"] -= 600_000
-        return page
+    overlap_ms = 600_000
 
 
 def test_a_duplicated_row_fires_ids_unique_and_blocks_the_duckdb_views(tmp_path, monkeypatch):
     day = last_days(2)[0]
-    broken = _OverlappingPages(TenantSpec(days=(day,), activities_per_day=12_000))
+    broken = _WideOverlap(TenantSpec(days=(day,), activities_per_day=12_000))
     broken.set_now(dt.datetime.combine(TODAY + dt.timedelta(days=5), dt.time(), dt.UTC))
     # A dedupe bug upstream, so that duplicates reach the Parquet: the check is the safety net.
     monkeypatch.setattr(scan_module.DigestSet, "add_new", lambda self, ids: __import__("numpy").ones(len(ids), bool))

@@ -120,12 +120,14 @@ class _RepeatingCursor(DemoTenant):
 
 
 class _OverlappingPages(DemoTenant):
-    """A server whose next page starts one second early, so records repeat across pages."""
+    """A server whose next page starts `overlap_ms` early, so records repeat across pages."""
+
+    overlap_ms = 1000
 
     def scan(self, filters: dict[str, Any], **kw: Any) -> ServerPage:
         page = super().scan(filters, **kw)
         if page.has_next and page.next_filters:
-            page.next_filters["date"]["gte"] -= 1000
+            page.next_filters["date"]["gte"] -= self.overlap_ms
         return page
 
 
