@@ -11,6 +11,7 @@ from typing import Any
 
 import dagster as dg
 import duckdb
+import numpy as np
 import pytest
 
 from activity_pipeline.defs.assets import activities, activities_duckdb
@@ -149,7 +150,7 @@ def test_a_duplicated_row_fires_ids_unique_and_blocks_the_duckdb_views(tmp_path,
     broken = _WideOverlap(TenantSpec(days=(day,), activities_per_day=12_000))
     broken.set_now(dt.datetime.combine(TODAY + dt.timedelta(days=5), dt.time(), dt.UTC))
     # A dedupe bug upstream, so that duplicates reach the Parquet: the check is the safety net.
-    monkeypatch.setattr(scan_module.DigestSet, "add_new", lambda self, ids: __import__("numpy").ones(len(ids), bool))
+    monkeypatch.setattr(scan_module.DigestSet, "add_new", lambda self, ids: np.ones(len(ids), bool))
     with DemoTenantServer(broken, ServerSettings(tokens=(TOKEN,), requests_per_minute=0)) as server:
         result = run_day(day, server.url, tmp_path)
     checks = evaluations(result)

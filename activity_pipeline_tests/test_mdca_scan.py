@@ -12,7 +12,7 @@ import pytest
 from activity_pipeline.demo_tenant import FAULT_KINDS, DemoTenant, DemoTenantServer, ServerSettings, TenantSpec
 from activity_pipeline.demo_tenant.data import DAY_MS, day_start_ms
 from activity_pipeline.demo_tenant.tenant import Page as ServerPage
-from activity_pipeline.mdca import RateLimiter, ScanStalledError, choose_slices
+from activity_pipeline.mdca import RateLimiter, Scanner, ScanStalledError, choose_slices
 from activity_pipeline_tests.conftest import ALL_ARRIVED, DAYS, TOKEN, serve
 from activity_pipeline_tests.helpers import client_for, scan_day
 
@@ -143,48 +143,38 @@ class _LeakyWindow(DemoTenant):
 
 
 def _broken(cls: type[DemoTenant], tenant: DemoTenant) -> DemoTenantServer:
+    """A server for a misbehaving copy of `tenant`; use it as a context manager."""
     broken = cls(tenant.spec)
     broken.set_now(tenant.now_ms())
-    return DemoTenantServer(broken, ServerSettings(tokens=(TOKEN,), requests_per_minute=0)).start()
+    return DemoTenantServer(broken, ServerSettings(tokens=(TOKEN,), requests_per_minute=0))
 
 
 def test_a_cursor_that_does_not_move_is_an_error_not_a_loop(tenant):
-    server = _broken(_RepeatingCursor, tenant)
-    try:
+    with _broken(_RepeatingCursor, tenant) as server:
         with pytest.raises(ScanStalledError, match="same nextQueryFilters"):
             scan_day(client_for(server.url), DAYS[0])
         assert server.stats.requests <= 2
-    finally:
-        server.stop()
 
 
 def test_duplicates_across_pages_are_dropped_and_counted(tenant):
-    server = _broken(_OverlappingPages, tenant)
-    try:
+    with _broken(_OverlappingPages, tenant) as server:
         ids, scanner = scan_day(client_for(server.url), DAYS[0])
-        assert sorted(ids) == sorted(tenant.truth_ids(DAYS[0]))
-        assert scanner.stats.duplicates_dropped > 0
-    finally:
-        server.stop()
+    assert sorted(ids) == sorted(tenant.truth_ids(DAYS[0]))
+    assert scanner.stats.duplicates_dropped > 0
 
 
 def test_records_outside_the_window_are_dropped_and_counted(tenant):
-    server = _broken(_LeakyWindow, tenant)
-    try:
+    with _broken(_LeakyWindow, tenant) as server:
         ids, scanner = scan_day(client_for(server.url), DAYS[1])
-        assert sorted(ids) == sorted(tenant.truth_ids(DAYS[1]))
-        assert scanner.stats.out_of_window_dropped > 0
-    finally:
-        server.stop()
+    assert sorted(ids) == sorted(tenant.truth_ids(DAYS[1]))
+    assert scanner.stats.out_of_window_dropped > 0
 
 
 def test_scanner_refuses_an_empty_window_or_a_date_filter(server):
     client = client_for(server.url)
     start = day_start_ms(DAYS[0])
     with pytest.raises(ValueError, match="empty window"):
-        iter(__import__("activity_pipeline.mdca", fromlist=["Scanner"]).Scanner(client, start, start))
-    from activity_pipeline.mdca import Scanner
-
+        Scanner(client, start, start)
     with pytest.raises(ValueError, match="'date' filter"):
         Scanner(client, start, start + DAY_MS, filters={"date": {"gte": 0}})
     with pytest.raises(ValueError, match="slices must be at least 1"):
@@ -196,8 +186,6 @@ def test_a_consumer_that_stops_early_leaves_no_thread_behind(server):
 
     client = client_for(server.url)
     start = day_start_ms(DAYS[0])
-    from activity_pipeline.mdca import Scanner
-
     scanner = iter(Scanner(client, start, start + DAY_MS, slices=4, label="early-exit"))
     next(scanner)
     scanner.close()
@@ -228,8 +216,6 @@ def test_scan_accepts_a_richer_record_type(server, tenant):
         appId: int = 0
 
     start = day_start_ms(DAYS[0])
-    from activity_pipeline.mdca import Scanner
-
     rows = [r for p in Scanner(client_for(server.url), start, start + DAY_MS, record_type=Row) for r in p.rows]
     assert {r.appId for r in rows} >= {11161, 20893}
     assert len(rows) == tenant.truth_count(DAYS[0])

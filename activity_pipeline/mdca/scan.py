@@ -24,7 +24,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -45,11 +45,6 @@ class RecordKeys(msgspec.Struct):
 
     id: str | None = msgspec.field(default=None, name="_id")
     timestamp: int | None = None
-
-
-class HasKeys(Protocol):
-    id: str | None
-    timestamp: int | None
 
 
 class _ScanResponse(msgspec.Struct):
