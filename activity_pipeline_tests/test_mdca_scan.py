@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import logging
+import threading
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from activity_pipeline.demo_tenant import FAULT_KINDS, DemoTenant, DemoTenantSer
 from activity_pipeline.demo_tenant.data import DAY_MS, day_start_ms
 from activity_pipeline.demo_tenant.tenant import Page as ServerPage
 from activity_pipeline.mdca import RateLimiter, Scanner, ScanStalledError, choose_slices
+from activity_pipeline.mdca.scan import MIN_SPLIT_PAGES, PAGE_LIMIT, _Slice, _Work
 from activity_pipeline_tests.conftest import ALL_ARRIVED, DAYS, TOKEN, serve
 from activity_pipeline_tests.helpers import client_for, scan_day
 
@@ -87,6 +89,29 @@ def test_slices_split_the_busiest_part_of_the_day():
     assert sorted(ids) == sorted(big.truth_ids(day))
     # Nights are quiet: an idle worker takes half of a busy slice instead of waiting.
     assert scanner.stats.slices > 4
+
+
+def test_an_idle_worker_takes_half_of_what_is_left_after_the_page_in_flight():
+    stop = threading.Event()
+    work = _Work(0, 1_000_000, 2)
+    busy, quiet = work.take(stop), work.take(stop)
+    assert (busy.start, busy.end, quiet.start, quiet.end) == (0, 500_000, 500_000, 1_000_000)
+    # A full page over the first 10,000 ms: one record every 2 ms. Its worker now fetches the next page,
+    # which likely reaches 20,000 ms; 480,000 ms (240,000 records) are left after it.
+    work.advance(busy, range(0, 10_000, 2))
+    work.advance(quiet, [600_000])
+    work.finish(quiet)
+    assert busy.ahead() == 19_998
+    stolen = work.take(stop)
+    assert stolen is not None
+    assert (stolen.start, stolen.end) == (19_998 + (500_000 - 19_998) // 2, 500_000)
+    assert busy.end == stolen.start
+    # What is left after the page in flight decides, not the whole remainder: 1.2 pages more is not split.
+    # One record every 2 ms up to 10,000 ms; the page in flight likely ends at 20,000 ms, and 6,000 follow.
+    tail = _Slice(9, 0, 20_000 + 2 * int(1.2 * PAGE_LIMIT), 0)
+    tail.kept, tail.pages, tail.progress, tail.density = PAGE_LIMIT, 1, 10_000, 0.5
+    assert tail.remaining_estimate() == pytest.approx(1.2 * PAGE_LIMIT, abs=1)
+    assert tail.remaining_estimate() < MIN_SPLIT_PAGES * PAGE_LIMIT
 
 
 def test_progress_is_logged_per_page_with_rate_and_eta(server, tenant, caplog):

@@ -6,7 +6,8 @@ The loop is the seed document's, made serious:
 - Duplicate `_id`s and records outside the window are dropped and counted, never silently kept.
 - A cursor that stops moving (the same filters again, or a page that adds nothing) is an error, not a loop.
 - The window can be cut into slices scanned by worker threads. A worker that runs out of work takes the
-  back half of the slice with the most left, so a busy afternoon does not leave three threads idle. The
+  back half of what the busiest slice has left after the page its worker is already fetching (judged by
+  the density of that slice's latest page), so a busy afternoon does not leave three threads idle. The
   split needs no look inside the server's cursor: the slice owner stops once its records pass the split.
 - Records are decoded only as far as the caller's msgspec Struct asks; each is also kept as the raw bytes
   it arrived as.
@@ -35,9 +36,10 @@ from activity_pipeline.mdca.errors import ScanStalledError
 log = logging.getLogger(__name__)
 
 PAGE_LIMIT = 5000
-# A slice is split only when its remainder likely holds this many pages: each half then still fills
-# whole pages, so the split saves time without costing more than a request or two.
-MIN_SPLIT_PAGES = 2
+# A slice is split only when, after the page its worker is already fetching, it likely holds this many
+# pages more: alone it needs two more requests, split each half needs one. Below that a split only adds a
+# partial page. (Measured with 4 slices at 300 ms a page: 1.25 finishes soonest and steadiest of 1-2.)
+MIN_SPLIT_PAGES = 1.25
 
 
 class RecordKeys(msgspec.Struct):
@@ -102,14 +104,26 @@ class _Slice:
     end: int
     progress: int
     kept: int = 0
+    pages: int = 0
     done: bool = False
+    # Records per millisecond on the latest page: activity comes in hourly waves, so the latest page
+    # predicts what follows better than the slice's average since its start.
+    density: float = 0.0
 
-    def remaining_estimate(self) -> float:
-        """Records likely left, from the density seen so far; 0 before the first page."""
+    def _density(self) -> float:
         span = self.progress - self.start
         if self.kept == 0 or span <= 0:
             return 0.0
-        return self.kept / span * (self.end - self.progress)
+        return self.density or self.kept / span
+
+    def ahead(self) -> int:
+        """Where the page in flight likely ends: the slice's worker is already fetching the page after progress."""
+        density = self._density()
+        return min(self.end, self.progress + int(PAGE_LIMIT / density)) if density > 0 else self.progress
+
+    def remaining_estimate(self) -> float:
+        """Records likely left after the page in flight, from the latest page's density; 0 before the first."""
+        return self._density() * (self.end - self.ahead())
 
 
 class _Work:
@@ -133,13 +147,17 @@ class _Work:
                 running = [s for s in self.active if not s.done]
                 if not running or stop.is_set():
                     return None
+                # A slice without its first page is a blind guess: wait for the first pages before choosing.
+                known = all(s.pages for s in running)
                 live = [s for s in running if s.remaining_estimate() >= MIN_SPLIT_PAGES * PAGE_LIMIT]
-                if live:
+                if live and known:
                     break
                 # Nothing worth splitting yet: wait for the next page anywhere, then look again.
                 self.lock.wait(timeout=0.5)
             victim = max(live, key=lambda s: s.remaining_estimate())
-            mid = victim.progress + (victim.end - victim.progress) // 2
+            # Halve what is left after the page the victim is already fetching, so that both finish together.
+            ahead = victim.ahead()
+            mid = ahead + (victim.end - ahead) // 2
             stolen = _Slice(self.count, mid, victim.end, mid)
             self.count += 1
             victim.end = mid
@@ -150,10 +168,17 @@ class _Work:
         with self.lock:
             return s.end
 
-    def advance(self, s: _Slice, ts: int, kept: int) -> None:
+    def advance(self, s: _Slice, stamps: Sequence[int]) -> None:
+        """A page of `s` came back holding these timestamps (of the records kept)."""
         with self.lock:
-            s.progress = max(s.progress, ts)
-            s.kept += kept
+            s.pages += 1
+            if stamps:
+                first, last = min(stamps), max(stamps)
+                # A page of one millisecond (a tie) says nothing about the density after it.
+                if last > first and len(stamps) > 1:
+                    s.density = (len(stamps) - 1) / (last - first)
+                s.progress = max(s.progress, last)
+                s.kept += len(stamps)
             self.lock.notify_all()
 
     def finish(self, s: _Slice) -> None:
@@ -314,8 +339,7 @@ class Scanner:
                     raws = [r for r, keep in zip(raws, first, strict=True) if keep]
                     rows = [r for r, keep in zip(rows, first, strict=True) if keep]
                 new = len(rows)
-            if rows:
-                work.advance(s, max(r.timestamp for r in rows), len(rows))
+            work.advance(s, [r.timestamp for r in rows])
             final = bool(passed_end or beyond or not page.hasNext)
             result = Page(s.index, s.start, number, raws, rows, malformed, count=len(rows), last=final)
             if self._convert is not None:
