@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import msgspec
+import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
@@ -22,9 +24,10 @@ from activity_pipeline.defs.assets import activities
 from activity_pipeline.defs.resources import ActivityStorage, MdcaResource
 from activity_pipeline.demo_tenant import DemoTenant, DemoTenantServer, ServerSettings, TenantSpec
 from activity_pipeline.demo_tenant.tenant import Page as ServerPage
+from activity_pipeline.mdca.scan import _decode_page
 from activity_pipeline.source import DEMO_WARNING
-from activity_pipeline.storage.schema import SCHEMA
-from activity_pipeline.storage.writer import QUARANTINE, read_manifest
+from activity_pipeline.storage.schema import SCHEMA, _raw_array
+from activity_pipeline.storage.writer import QUARANTINE, DayWriter, read_manifest
 from activity_pipeline_tests.conftest import TOKEN
 
 REPO = Path(__file__).resolve().parents[1]
@@ -305,3 +308,34 @@ def test_the_token_never_reaches_dagster_logs_metadata_or_files(tmp_path, recent
     configured = mdca_from_env()
     assert isinstance(configured.api_token, dg.EnvVar)
     assert secret not in repr(configured)
+
+
+@pytest.mark.parametrize("separator", [b",", b", ", b",\n    "])
+def test_the_raw_column_reuses_the_page_buffer_and_keeps_each_record_byte_for_byte(separator):
+    records = [
+        b'{"_id":"a","timestamp":1,"note":"caf\xc3\xa9"}',
+        b'{"_id":"b","timestamp":2}',
+        b'{"_id": "c", "timestamp": 3, "ID": "differs only in case"}',
+        b'{"_id":"d","timestamp":4,"nested":{"x":[1,2,{"y":null}]}}',
+    ]
+    body = bytearray(b'{"hasNext":false, "data":[' + separator.join(records) + b'], "total":4}')
+    page, buffer = _decode_page(body)
+    assert buffer is body
+    # As after dropping a duplicate: the kept records are not contiguous in the buffer.
+    kept = [page.data[0], page.data[2], page.data[3]]
+    array = _raw_array(kept, body)
+    assert array.to_pylist() == [r.decode() for r in (records[0], records[2], records[3])]
+    # No second copy: the values live inside the page buffer.
+    start = pa.py_buffer(body).address
+    assert start <= array.buffers()[2].address < start + len(body)
+    # Records that are not views into a writable page (a copy, bytes) are joined instead, just as exactly.
+    assert _raw_array([msgspec.Raw(r) for r in records], bytes(body)).to_pylist() == [r.decode() for r in records]
+
+
+def test_a_page_written_after_the_days_files_are_closed_fails_instead_of_writing(tmp_path):
+    with DayWriter(tmp_path, dt.date(2026, 11, 24)) as writer:
+        writer.commit({})
+        with pytest.raises(RuntimeError, match="already closed"):
+            writer.write(0, SCHEMA.empty_table())
+        with pytest.raises(RuntimeError, match="already closed"):
+            writer.quarantine([b'{"no_id": 1}'])

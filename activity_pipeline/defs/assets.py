@@ -6,7 +6,6 @@ import warnings
 from urllib.parse import quote
 
 import dagster as dg
-import duckdb
 
 from activity_pipeline.defs.partitions import daily
 from activity_pipeline.defs.resources import ActivityStorage, MdcaResource
@@ -142,6 +141,8 @@ def activities_duckdb(context: dg.AssetExecutionContext, storage: ActivityStorag
         path, views = build_database(storage.path)
     except DatabaseBusyError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
+    import duckdb  # here, not at the top: the process materializing `activities` never needs it
+
     with duckdb.connect(str(path), read_only=True) as con:
         days, rows = con.execute("SELECT count(DISTINCT date), count(*) FROM activities").fetchone()
     context.log.info(f"{path}: {len(views)} views over {days} days, {rows:,} activities")

@@ -56,7 +56,12 @@ class _ScanResponse(msgspec.Struct):
     nextQueryFilters: msgspec.Raw = msgspec.Raw(b"")
 
 
-_decode_page = msgspec.json.Decoder(_ScanResponse).decode
+_page_decoder = msgspec.json.Decoder(_ScanResponse).decode
+
+
+def _decode_page(content: bytes | bytearray) -> tuple[_ScanResponse, bytes | bytearray]:
+    """The page, and the buffer its records are views into."""
+    return _page_decoder(content), content
 
 
 @dataclasses.dataclass
@@ -71,8 +76,8 @@ class Page:
     rows: list[Any]
     # Records without a usable `_id` or `timestamp`: the caller quarantines them.
     malformed: list[msgspec.Raw]
-    # What `convert` made of (raws, rows) in the worker thread; raws and rows are then dropped, so that the
-    # response body they point into is freed before the page waits in the queue.
+    # What `convert` made of the page in the worker thread. Raws and rows are then dropped (convert may have
+    # reused the body's memory, moving the bytes they point at), so that only what it returned is queued.
     converted: Any = None
     count: int = 0
     # The slice's last page: nothing more will come for `slice_start` (the caller can close its file).
@@ -202,6 +207,11 @@ class DigestSet:
     ([True, True, False], [False, True])
     """
 
+    # Runs stop merging at this size: a merge briefly holds both runs, their concatenation and its sort order,
+    # and merging a day's last million ids would cost a 50 MB spike. A page's lookup then takes a few more
+    # binary searches (one per 262,144 ids).
+    MAX_RUN = 1 << 18
+
     def __init__(self) -> None:
         self._runs: list[tuple[np.ndarray, np.ndarray]] = []
         self._lock = threading.Lock()
@@ -230,7 +240,11 @@ class DigestSet:
 
     def _push(self, hi: np.ndarray, lo: np.ndarray) -> None:
         self._runs.append((hi, lo))
-        while len(self._runs) > 1 and len(self._runs[-1][0]) * 2 >= len(self._runs[-2][0]):
+        while (
+            len(self._runs) > 1
+            and len(self._runs[-1][0]) * 2 >= len(self._runs[-2][0])
+            and len(self._runs[-1][0]) + len(self._runs[-2][0]) <= self.MAX_RUN
+        ):
             (h2, l2), (h1, l1) = self._runs.pop(), self._runs.pop()
             h, lo_ = np.concatenate([h1, h2]), np.concatenate([l1, l2])
             order = np.lexsort((lo_, h))
@@ -269,7 +283,7 @@ class Scanner:
         filters: dict[str, Any] | None = None,
         record_type: type[msgspec.Struct] = RecordKeys,
         decoder: Callable[[msgspec.Raw], Any] | None = None,
-        convert: Callable[[list[msgspec.Raw], list[Any]], Any] | None = None,
+        convert: Callable[[Page, bytes | bytearray], Any] | None = None,
         expected_total: int | None = None,
         label: str = "scan",
         logger: logging.Logger | Any = None,
@@ -287,6 +301,8 @@ class Scanner:
         self.sort_field = sort_field
         # A decoder returns an object with `id` and `timestamp`, or raises for a record that is not one.
         self._decode_record = decoder or msgspec.json.Decoder(record_type).decode
+        # convert(page, body) runs in the worker thread, for a slice's pages in order (one worker scans a slice);
+        # what it returns is queued as page.converted, and the page's raws and rows are dropped.
         self._convert = convert
         self.stats = ScanStats(expected_total=expected_total)
         self.label = label
@@ -303,7 +319,7 @@ class Scanner:
         filters = msgspec.json.encode(window_filters(s.start, s.end, self.filters))
         number = 0
         while not stop.is_set():
-            page = self.client.post(b'{"filters":' + filters + b"," + body_tail, _decode_page)
+            page, body = self.client.post(b'{"filters":' + filters + b"," + body_tail, _decode_page)
             number += 1
             end = work.end_of(s)
             raws: list[msgspec.Raw] = []
@@ -342,13 +358,14 @@ class Scanner:
             work.advance(s, [r.timestamp for r in rows])
             final = bool(passed_end or beyond or not page.hasNext)
             result = Page(s.index, s.start, number, raws, rows, malformed, count=len(rows), last=final)
+            next_filters, received = bytes(page.nextQueryFilters), len(page.data)
             if self._convert is not None:
-                result.converted = self._convert(raws, rows)
-                result.raws, result.rows = [], []
                 malformed = [msgspec.Raw(bytes(m)) for m in malformed]  # detached from the body
                 result.malformed = malformed
-            next_filters, received = bytes(page.nextQueryFilters), len(page.data)
-            del page, raws, rows
+                # `convert` may reuse the body's memory, which leaves the raws pointing at moved bytes.
+                result.converted = self._convert(result, body)
+                result.raws, result.rows = [], []
+            del page, body, raws, rows
             out.put((result, dups, dropped_out), closed)
             if final:
                 return
@@ -435,6 +452,8 @@ class Scanner:
                     last_log = now
                     self._log_progress()
                 yield page
+                # Not held while waiting for the next one: a page is ~20 MB.
+                del item, page
         finally:
             stop.set()
             closed.set()

@@ -10,7 +10,6 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pyarrow.parquet as pq
 
 from activity_pipeline.storage.schema import SCHEMA
@@ -49,6 +48,8 @@ def day_facts(data_dir: Path, day: dt.date, start_ms: int, end_ms: int) -> DayFa
             facts.quarantined = sum(1 for _ in fh)
     if facts.rows:
         paths = [str(f) for f in files]
+        import duckdb  # here, not at the top: see storage/duckdb_views.py
+
         with duckdb.connect() as con:
             dups, lo, hi, outside = con.execute(
                 """SELECT count(*) - count(DISTINCT id), epoch_ms(min(timestamp)), epoch_ms(max(timestamp)),

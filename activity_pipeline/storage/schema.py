@@ -7,6 +7,7 @@ the columns need (msgspec), and `raw` is built from the received bytes without r
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Sequence
 from typing import Any
 
@@ -163,22 +164,59 @@ def decode_activity(raw: bytes | msgspec.Raw) -> ActivityRecord:
     )
 
 
-def _raw_array(raws: Sequence[bytes | msgspec.Raw]) -> pa.Array:
-    """A string array straight from the received bytes: one copy, no decode, no re-encode."""
-    lengths = np.fromiter((len(r) for r in raws), dtype=np.int64, count=len(raws))
+def _raw_array(raws: Sequence[bytes | msgspec.Raw], body: bytes | bytearray | None = None) -> pa.Array:
+    """A string array of the records' bytes as received: never decoded, never re-encoded.
+
+    When `body` is the writable page buffer the raws are views into, the records are moved together inside
+    it and the array points into it, so a page is never held twice. The raws are spent then (they point at
+    moved bytes). Otherwise the records are joined into a new buffer.
+    """
+    lengths = np.fromiter(map(len, raws), dtype=np.int64, count=len(raws))
     offsets = np.zeros(len(raws) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    data = b"".join(raws)  # type: ignore[arg-type]
+    data = _compact_in_place(raws, lengths, body)
+    if data is None:
+        data = pa.py_buffer(b"".join(raws))  # type: ignore[arg-type]
     if offsets[-1] < 2**31:  # always, for a 5000-record page; int32 offsets avoid a cast that copies
-        array = pa.StringArray.from_buffers(len(raws), pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data))
+        array = pa.StringArray.from_buffers(len(raws), pa.py_buffer(offsets.astype(np.int32)), data)
     else:
-        array = pa.LargeStringArray.from_buffers(len(raws), pa.py_buffer(offsets), pa.py_buffer(data))
+        array = pa.LargeStringArray.from_buffers(len(raws), pa.py_buffer(offsets), data)
     array.validate(full=True)  # the API sends UTF-8; a record that is not would be caught here
     return array if array.type == pa.string() else array.cast(pa.string())
 
 
-def to_table(raws: Sequence[bytes | msgspec.Raw], rows: Sequence[ActivityRecord]) -> pa.Table:
-    """Rows (decoded) and their raw bytes, same order, as a table of SCHEMA."""
+def _compact_in_place(
+    raws: Sequence[bytes | msgspec.Raw], lengths: np.ndarray, body: bytes | bytearray | None
+) -> pa.Buffer | None:
+    """Move the records to the front of their run in `body`, back to back; None unless they are views into it.
+
+    Records lie in `body` in order and apart (a page's `data` array), so each moves left or stays, onto bytes
+    that are separators or records already moved: nothing is overwritten before it is read.
+    """
+    if not isinstance(body, bytearray) or not raws:
+        return None
+    whole = pa.py_buffer(body)
+    base = whole.address
+    starts = np.fromiter((pa.py_buffer(r).address for r in raws), dtype=np.int64, count=len(raws)) - base
+    ends = starts + lengths
+    if starts[0] < 0 or ends[-1] > len(body) or bool((starts[1:] < ends[:-1]).any()):
+        return None
+    first = dst = int(starts[0])
+    memmove = ctypes.memmove
+    for start, length in zip(starts.tolist(), lengths.tolist(), strict=True):
+        if start != dst:
+            memmove(base + dst, base + start, length)
+        dst += length
+    return whole.slice(first, dst - first)
+
+
+def to_table(
+    raws: Sequence[bytes | msgspec.Raw], rows: Sequence[ActivityRecord], body: bytes | bytearray | None = None
+) -> pa.Table:
+    """Rows (decoded) and their raw bytes, same order, as a table of SCHEMA.
+
+    With `body`, the page buffer the raws point into, the `raw` column reuses it (see `_raw_array`).
+    """
     dev = [r.device for r in rows]
     loc = [r.location for r in rows]
     ua = [r.userAgent for r in rows]
@@ -204,6 +242,6 @@ def to_table(raws: Sequence[bytes | msgspec.Raw], rows: Sequence[ActivityRecord]
         pa.array([x.isSuccess if x else None for x in result], pa.bool_()),
         pa.array([bool(i and i.type == "admin") for i in info], pa.bool_()),
         pa.array([r.source for r in rows], pa.int32()),
-        _raw_array(raws),
+        _raw_array(raws, body),
     ]
     return pa.Table.from_arrays(columns, schema=SCHEMA)
