@@ -18,8 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from activity_pipeline.days import HOUR_MS, day_window
-from activity_pipeline.mdca import MdcaClient, RetentionError, Scanner, ScanStats, choose_slices
-from activity_pipeline.mdca.scan import Page
+from activity_pipeline.mdca import MdcaClient, Page, RetentionError, Scanner, ScanStats, choose_slices
 from activity_pipeline.storage.schema import decode_activity, to_table
 from activity_pipeline.storage.writer import DayWriter
 
@@ -39,8 +38,9 @@ def _return_page_buffers_to_the_os() -> None:
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(_M_MMAP_THRESHOLD, 512 << 10)
-    # Arrow's jemalloc pool hands freed column buffers back sooner than its default mimalloc (measured:
-    # about 40 MiB less peak RSS on a 200,000-record day). Not every pyarrow build has it.
+    # Arrow's jemalloc pool hands freed column buffers back sooner than its default mimalloc. The package
+    # chooses it at import (activity_pipeline/__init__.py), which also covers Parquet's writer; this covers a
+    # process that imported pyarrow first. Not every pyarrow build has it.
     with contextlib.suppress(NotImplementedError, AttributeError):
         pa.set_memory_pool(pa.jemalloc_memory_pool())
 

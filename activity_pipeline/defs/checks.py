@@ -101,12 +101,8 @@ def ids_unique(context: dg.AssetCheckExecutionContext, storage: ActivityStorage)
     facts = _facts(context, storage)
     if not facts.exists:
         return _missing(facts.day, dg.AssetCheckSeverity.ERROR)
-    return dg.AssetCheckResult(
-        passed=facts.duplicate_ids == 0,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description=f"{facts.duplicate_ids:,} duplicate rows" if facts.duplicate_ids else "every id once",
-        metadata={"actual": facts.duplicate_ids, "expected": 0, "diff": facts.duplicate_ids, "rows": facts.rows},
-    )
+    dups = facts.duplicate_ids
+    return _none_found(dups, f"{dups:,} duplicate rows" if dups else "every id once", rows=facts.rows)
 
 
 @dg.asset_check(asset=activities, partitions_def=daily)
@@ -117,17 +113,21 @@ def timestamps_in_partition(context: dg.AssetCheckExecutionContext, storage: Act
         return _missing(facts.day, dg.AssetCheckSeverity.ERROR)
     start, end = day_window(facts.day)
     fmt = _iso
+    return _none_found(
+        facts.outside,
+        min_timestamp=fmt(facts.min_ms),
+        max_timestamp=fmt(facts.max_ms),
+        window=f"[{fmt(start)}, {fmt(end)})",
+    )
+
+
+def _none_found(count: int, description: str | None = None, **metadata: Any) -> dg.AssetCheckResult:
+    """An ERROR check that passes when `count`, of things that must not exist, is 0."""
     return dg.AssetCheckResult(
-        passed=facts.outside == 0,
+        passed=count == 0,
         severity=dg.AssetCheckSeverity.ERROR,
-        metadata={
-            "actual": facts.outside,
-            "expected": 0,
-            "diff": facts.outside,
-            "min_timestamp": fmt(facts.min_ms),
-            "max_timestamp": fmt(facts.max_ms),
-            "window": f"[{fmt(start)}, {fmt(end)})",
-        },
+        description=description,
+        metadata={"actual": count, "expected": 0, "diff": count, **metadata},
     )
 
 
@@ -141,14 +141,8 @@ def no_quarantined_records(context: dg.AssetCheckExecutionContext, storage: Acti
     facts = _facts(context, storage)
     if not facts.exists:
         return _missing(facts.day, dg.AssetCheckSeverity.ERROR)
-    return dg.AssetCheckResult(
-        passed=facts.quarantined == 0,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description=(
-            f"{facts.quarantined} records kept in _quarantine.jsonl, not in the table" if facts.quarantined else None
-        ),
-        metadata={"actual": facts.quarantined, "expected": 0, "diff": facts.quarantined},
-    )
+    n = facts.quarantined
+    return _none_found(n, f"{n} records kept in _quarantine.jsonl, not in the table" if n else None)
 
 
 @dg.asset_check(asset=activities, partitions_def=daily)
@@ -158,11 +152,7 @@ def schema_matches(context: dg.AssetCheckExecutionContext, storage: ActivityStor
     if not facts.exists:
         return _missing(facts.day, dg.AssetCheckSeverity.ERROR)
     bad = facts.schema_mismatches
-    return dg.AssetCheckResult(
-        passed=not bad,
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"actual": len(bad), "expected": 0, "diff": len(bad), "files_with_other_schema": ", ".join(bad)},
-    )
+    return _none_found(len(bad), files_with_other_schema=", ".join(bad))
 
 
 @dg.asset_check(asset=activities, partitions_def=daily)

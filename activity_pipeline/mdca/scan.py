@@ -180,7 +180,7 @@ class _Work:
             if stamps:
                 first, last = min(stamps), max(stamps)
                 # A page of one millisecond (a tie) says nothing about the density after it.
-                if last > first and len(stamps) > 1:
+                if last > first:
                     s.density = (len(stamps) - 1) / (last - first)
                 s.progress = max(s.progress, last)
                 s.kept += len(stamps)

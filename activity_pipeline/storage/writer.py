@@ -11,8 +11,7 @@ A run writes a complete new folder under .staging/, syncs it, and swaps it for t
 step (renameat2 RENAME_EXCHANGE on Linux), so a reader sees the old day or the new day, never a mix, and
 a run that dies leaves the old day untouched. A lock per day makes a second writer of the same day refuse.
 
-`write`, `close_slice` and `quarantine` may be called from any thread; one lock orders them, and once the
-files are closed (committed or aborted) a late write fails instead of touching them.
+Once the files are closed (committed or aborted), a late `write` or `quarantine` fails instead of touching them.
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ import fcntl
 import json
 import os
 import shutil
-import threading
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -105,7 +103,6 @@ class DayWriter:
         self._writers: dict[int, pq.ParquetWriter] = {}
         self._closed: set[int] = set()
         self._quarantine: Any = None
-        self._lock = threading.Lock()
         self._files_closed = False
         self.rows = 0
         self.quarantined = 0
@@ -132,10 +129,6 @@ class DayWriter:
 
     def write(self, slice_start_ms: int, table: pa.Table) -> None:
         """Append a page to its slice's file; pages of one slice arrive in time order."""
-        with self._lock:
-            self._write(slice_start_ms, table)
-
-    def _write(self, slice_start_ms: int, table: pa.Table) -> None:
         if self._files_closed:
             raise RuntimeError(f"the files of {self.day} are already closed; this page came too late")
         writer = self._writers.get(slice_start_ms)
@@ -160,34 +153,31 @@ class DayWriter:
 
     def close_slice(self, slice_start_ms: int) -> None:
         """Finish a slice's file once its last page is written: an open writer holds its encoders' buffers."""
-        with self._lock:
-            writer = self._writers.pop(slice_start_ms, None)
-            if writer is not None:
-                writer.close()
-                self._closed.add(slice_start_ms)
+        writer = self._writers.pop(slice_start_ms, None)
+        if writer is not None:
+            writer.close()
+            self._closed.add(slice_start_ms)
 
     def quarantine(self, raws: Sequence[bytes | msgspec.Raw]) -> None:
         """Keep records that cannot be stored as rows, one JSON text per line, exactly as received."""
         if not raws:
             return
-        with self._lock:
-            if self._files_closed:
-                raise RuntimeError(f"the files of {self.day} are already closed; these records came too late")
-            if self._quarantine is None:
-                self._quarantine = open(self.stage / QUARANTINE, "wb")  # noqa: SIM115 - closed in commit/abort
-            for raw in raws:
-                self._quarantine.write(bytes(raw).replace(b"\n", b" ") + b"\n")
-            self.quarantined += len(raws)
+        if self._files_closed:
+            raise RuntimeError(f"the files of {self.day} are already closed; these records came too late")
+        if self._quarantine is None:
+            self._quarantine = open(self.stage / QUARANTINE, "wb")  # noqa: SIM115 - closed in commit/abort
+        for raw in raws:
+            self._quarantine.write(bytes(raw).replace(b"\n", b" ") + b"\n")
+        self.quarantined += len(raws)
 
     def _close_files(self) -> None:
-        with self._lock:
-            self._files_closed = True
-            for writer in self._writers.values():
-                writer.close()
-            self._writers.clear()
-            if self._quarantine is not None:
-                self._quarantine.close()
-                self._quarantine = None
+        self._files_closed = True
+        for writer in self._writers.values():
+            writer.close()
+        self._writers.clear()
+        if self._quarantine is not None:
+            self._quarantine.close()
+            self._quarantine = None
 
     def commit(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """Finish the files, write the manifest, and swap the staged day into place."""
