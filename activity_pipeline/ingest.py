@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from activity_pipeline.days import HOUR_MS, day_window
 from activity_pipeline.mdca import MdcaClient, Page, RetentionError, Scanner, ScanStats, choose_slices
-from activity_pipeline.storage.schema import decode_activity, to_table
+from activity_pipeline.storage.schema import PageBody, decode_activity, to_table
 from activity_pipeline.storage.writer import DayWriter
 
 RETENTION_DAYS = 180
@@ -69,7 +69,7 @@ class IngestResult:
         return self.rows / self.seconds if self.seconds > 0 else 0.0
 
 
-def _to_table(page: Page, body: bytes | bytearray) -> pa.Table | None:
+def _to_table(page: Page, body: PageBody) -> pa.Table | None:
     return to_table(page.raws, page.rows, body) if page.rows else None
 
 

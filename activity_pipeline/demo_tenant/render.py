@@ -7,6 +7,7 @@ format: a few microseconds, which keeps the server far from being a benchmark's 
 from __future__ import annotations
 
 import json
+import operator
 import re
 from typing import Any
 
@@ -251,7 +252,29 @@ def _record(app: App, event: Event) -> dict[str, Any]:
     return record
 
 
-TEMPLATES: tuple[str, ...] = tuple(_compile(_record(APPS[app_index], event)) for app_index, event in EVENTS)
+class _Template:
+    """A `%(name)s` template made positional: the slots' values are picked from a dict in C, in slot order.
+
+    Formatting a 2 KB template with 30 named slots from a dict took twice as long as with a tuple.
+    """
+
+    def __init__(self, named: str) -> None:
+        names, parts = [], []
+        for part in re.split(r"(%%|%\(\w+\)s)", named):  # "%%" stays a literal percent sign
+            slot = re.fullmatch(r"%\((\w+)\)s", part)
+            if slot:
+                names.append(slot.group(1))
+            parts.append("%s" if slot else part)
+        self.text = "".join(parts)
+        self.pick = operator.itemgetter(*names)
+
+    def __mod__(self, values: dict[str, Any]) -> str:
+        return self.text % self.pick(values)
+
+
+TEMPLATES: tuple[_Template, ...] = tuple(
+    _Template(_compile(_record(APPS[app_index], event))) for app_index, event in EVENTS
+)
 
 
 def _location(place: int, category: int) -> str:
@@ -318,26 +341,28 @@ class Renderer:
         rows = np.asarray(rows, dtype=np.int64)
         ts = c.ts[rows]
         iso_ms = np.datetime_as_string(ts.astype("datetime64[ms]"), unit="ms").tolist()
-        hexes = c.uid[rows].tobytes().hex()
+        # The uid's hex digits (h) and the same reversed (g), cut into uuids and a document URL by numpy.
+        h = _HEX_DIGITS[c.uid[rows]].reshape(len(rows), 32)
+        g = h[:, ::-1]
+        uuids, uuids2, objects = _texts(_uuid(h)), _texts(_uuid(g)), _texts(_document(h, g))
         out = []
         users, ips, ip_cc, locations = self.users, self.ips, self.ip_cc, self.locations
         agents, ua_strings = self.user_agents, self.ua_strings
-        for k, (row_id, t, inst, created, ip, device, user, event, iso) in enumerate(
-            zip(
-                c.ids[rows].tolist(),
-                ts.tolist(),
-                c.instantiation[rows].tolist(),
-                c.created[rows].tolist(),
-                c.ip[rows].tolist(),
-                c.device[rows].tolist(),
-                c.user[rows].tolist(),
-                c.event[rows].tolist(),
-                iso_ms,
-                strict=True,
-            )
+        for row_id, t, inst, created, ip, device, user, event, iso, uuid, uuid2, document in zip(
+            c.ids[rows].tolist(),
+            ts.tolist(),
+            c.instantiation[rows].tolist(),
+            c.created[rows].tolist(),
+            c.ip[rows].tolist(),
+            c.device[rows].tolist(),
+            c.user[rows].tolist(),
+            c.event[rows].tolist(),
+            iso_ms,
+            uuids,
+            uuids2,
+            objects,
+            strict=True,
         ):
-            h = hexes[32 * k : 32 * k + 32]
-            g = h[::-1]
             out.append(
                 TEMPLATES[event]
                 % {
@@ -352,11 +377,45 @@ class Renderer:
                     "ua": ua_strings[device],
                     "useragent": agents[device],
                     "user": users[user],
-                    "uuid": f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}",
-                    "uuid2": f"{g[:8]}-{g[8:12]}-{g[12:16]}-{g[16:20]}-{g[20:]}",
-                    "object": f"https://contoso.sharepoint.com/sites/s{h[:2]}/Shared%20Documents/{g[:10]}.docx",
+                    "uuid": uuid,
+                    "uuid2": uuid2,
+                    "object": document,
                     "iso": iso + "Z",
                     "iso7": iso + "0000Z",
                 }
             )
         return out
+
+
+# Lower-case hex digit (ASCII code) of each half byte: _HEX_DIGITS[byte] is the byte's two digits.
+_HEX_DIGITS = np.frombuffer(bytes(range(256)).hex().encode(), dtype=np.uint8).reshape(256, 2)
+
+
+def _ascii(text: str, n: int) -> np.ndarray:
+    return np.broadcast_to(np.frombuffer(text.encode(), dtype=np.uint8), (n, len(text)))
+
+
+def _uuid(digits: np.ndarray) -> np.ndarray:
+    """8-4-4-4-12 from 32 hex digits a row."""
+    dash = _ascii("-", len(digits))
+    cuts = (digits[:, :8], dash, digits[:, 8:12], dash, digits[:, 12:16], dash, digits[:, 16:20], dash)
+    return np.hstack((*cuts, digits[:, 20:]))
+
+
+def _document(h: np.ndarray, g: np.ndarray) -> np.ndarray:
+    n = len(h)
+    return np.hstack(
+        (
+            _ascii("https://contoso.sharepoint.com/sites/s", n),
+            h[:, :2],
+            _ascii("/Shared%20Documents/", n),
+            g[:, :10],
+            _ascii(".docx", n),
+        )
+    )
+
+
+def _texts(chars: np.ndarray) -> list[str]:
+    """Rows of ASCII codes as str."""
+    chars = np.ascontiguousarray(chars)
+    return chars.view(f"S{chars.shape[1]}").ravel().astype(f"U{chars.shape[1]}").tolist()

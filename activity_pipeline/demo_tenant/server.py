@@ -363,7 +363,7 @@ class _Handler(BaseHTTPRequestHandler):
             tail = b'],"hasNext":' + (b"true" if page.has_next else b"false")
             if page.has_next:
                 tail += b',"nextQueryFilters":' + json.dumps(page.next_filters, separators=(",", ":")).encode()
-            return 200, head + ",".join(page.records).encode() + tail + b"}"
+            return 200, b"".join((head, ",".join(page.records).encode(), tail, b"}"))
         skip = body.get("skip", 0)
         if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:
             raise BadRequest(f"'skip' must be a non-negative integer, got {skip!r}")

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import msgspec
+import numpy as np
+import pyarrow as pa
 import requests
 import tenacity
 import urllib3
@@ -98,30 +100,42 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _read_body(response: requests.Response) -> bytes | bytearray:
-    """The whole body, read into one buffer when its length is known (pages are ~20 MB: no second copy)."""
+def _read_body(response: requests.Response) -> bytes | pa.Buffer:
+    """The whole body, read straight into one buffer when its length is known (pages are ~17 MB).
+
+    The buffer is writable (the `raw` column is later built inside it) and is not zeroed first: bytearray(n)
+    would write 17 MB of zeros while holding the GIL, and the kernel hands over zeroed pages anyway, as the
+    socket read touches them with the GIL released. (Arrow's pool measured slower and 30 MiB larger at peak.)
+    Other statuses (small error bodies) are returned as bytes.
+    """
     length = response.headers.get("Content-Length")
     encoded = response.headers.get("Content-Encoding", "identity") != "identity"
     if length is None or encoded or not length.isdigit():
         return response.content
-    buffer = bytearray(int(length))
+    buffer = pa.py_buffer(np.empty(int(length), dtype=np.uint8))
+    view = memoryview(buffer).cast("B")
     got = 0
     try:
-        # 1 MiB at a time: urllib3's readinto would read the whole body into a temporary copy first.
+        # http.client's response under urllib3's reads straight into the buffer. urllib3's own read and
+        # readinto copy every chunk once more, after http.client's read(amt) has copied it once: for a 17 MB
+        # page that was 34 MB of fresh memory and three copies, a fifth of the asset's time on two cores.
+        readinto = getattr(getattr(response.raw, "_fp", None), "readinto", None) or response.raw.readinto
         while got < len(buffer):
-            chunk = response.raw.read(min(1 << 20, len(buffer) - got))
-            if not chunk:
+            n = readinto(view[got:])
+            if not n:
                 break
-            buffer[got : got + len(chunk)] = chunk
-            got += len(chunk)
+            got += n
     except (urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError, OSError) as exc:
         raise requests.ConnectionError(str(exc)) from None
     finally:
+        view.release()
         response.close()
     if got < len(buffer):
         raise requests.exceptions.ChunkedEncodingError(f"body truncated at {got} of {len(buffer)} bytes")
-    # Error pages are read whole too; requests' helpers (.json(), .text) look at _content.
-    response._content = buffer  # type: ignore[attr-defined]
+    if response.status_code != 200:
+        # requests' helpers (.json(), .text), which error messages use, look at _content and want bytes.
+        response._content = buffer.to_pybytes()  # type: ignore[attr-defined]
+        return response._content  # type: ignore[attr-defined]
     return buffer
 
 

@@ -164,7 +164,10 @@ def decode_activity(raw: bytes | msgspec.Raw) -> ActivityRecord:
     )
 
 
-def _raw_array(raws: Sequence[bytes | msgspec.Raw], body: bytes | bytearray | None = None) -> pa.Array:
+PageBody = bytes | bytearray | pa.Buffer
+
+
+def _raw_array(raws: Sequence[bytes | msgspec.Raw], body: PageBody | None = None) -> pa.Array:
     """A string array of the records' bytes as received: never decoded, never re-encoded.
 
     When `body` is the writable page buffer the raws are views into, the records are moved together inside
@@ -186,20 +189,25 @@ def _raw_array(raws: Sequence[bytes | msgspec.Raw], body: bytes | bytearray | No
 
 
 def _compact_in_place(
-    raws: Sequence[bytes | msgspec.Raw], lengths: np.ndarray, body: bytes | bytearray | None
+    raws: Sequence[bytes | msgspec.Raw], lengths: np.ndarray, body: PageBody | None
 ) -> pa.Buffer | None:
     """Move the records to the front of their run in `body`, back to back; None unless they are views into it.
 
     Records lie in `body` in order and apart (a page's `data` array), so each moves left or stays, onto bytes
     that are separators or records already moved: nothing is overwritten before it is read.
     """
-    if not isinstance(body, bytearray) or not raws:
+    if isinstance(body, bytearray):
+        whole = pa.py_buffer(body)
+    elif isinstance(body, pa.Buffer) and body.is_mutable:
+        whole = body
+    else:
         return None
-    whole = pa.py_buffer(body)
+    if not raws:
+        return None
     base = whole.address
     starts = np.fromiter((pa.py_buffer(r).address for r in raws), dtype=np.int64, count=len(raws)) - base
     ends = starts + lengths
-    if starts[0] < 0 or ends[-1] > len(body) or bool((starts[1:] < ends[:-1]).any()):
+    if starts[0] < 0 or ends[-1] > whole.size or bool((starts[1:] < ends[:-1]).any()):
         return None
     first = dst = int(starts[0])
     memmove = ctypes.memmove
@@ -211,7 +219,7 @@ def _compact_in_place(
 
 
 def to_table(
-    raws: Sequence[bytes | msgspec.Raw], rows: Sequence[ActivityRecord], body: bytes | bytearray | None = None
+    raws: Sequence[bytes | msgspec.Raw], rows: Sequence[ActivityRecord], body: PageBody | None = None
 ) -> pa.Table:
     """Rows (decoded) and their raw bytes, same order, as a table of SCHEMA.
 
