@@ -31,7 +31,7 @@ BENCHMARKS: list[tuple[str, list[str], str]] = [
     ),
     (
         "Ingest throughput (200,000 activities): the activities asset vs the seed loop, same server",
-        ["bench.ingest", "throughput", "--rounds", "3"],
+        ["bench.ingest", "throughput", "--rounds", "5"],
         "Records a second of the asset come from its own timing (scan start to the day swapped in); Dagster's "
         "run start-up is shown beside it. The seed loop only collects records into a list. The asset keeps both "
         "cores busy (its own decoding and writing, the demo tenant's rendering) where the seed loop uses one, "

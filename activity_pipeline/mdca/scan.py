@@ -43,7 +43,7 @@ PAGE_LIMIT = 5000
 MIN_SPLIT_PAGES = 1.25
 
 
-class RecordKeys(msgspec.Struct):
+class RecordKeys(msgspec.Struct, gc=False):  # untracked, like ActivityRecord (storage/schema.py)
     """The least a scan decodes: what it needs to drop duplicates and records outside the window."""
 
     id: str | None = msgspec.field(default=None, name="_id")
