@@ -19,7 +19,6 @@ from typing import Any, TypeVar
 
 import msgspec
 import numpy as np
-import pyarrow as pa
 import requests
 import tenacity
 import urllib3
@@ -100,20 +99,20 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _read_body(response: requests.Response) -> bytes | pa.Buffer:
+def _read_body(response: requests.Response) -> bytes | np.ndarray:
     """The whole body, read straight into one buffer when its length is known (pages are ~17 MB).
 
-    The buffer is writable (the `raw` column is later built inside it) and is not zeroed first: bytearray(n)
-    would write 17 MB of zeros while holding the GIL, and the kernel hands over zeroed pages anyway, as the
-    socket read touches them with the GIL released. (Arrow's pool measured slower and 30 MiB larger at peak.)
-    Other statuses (small error bodies) are returned as bytes.
+    The buffer (a numpy byte array: msgspec decodes from it, and the `raw` column is later built inside it) is
+    not zeroed first: bytearray(n) would write 17 MB of zeros while holding the GIL, and the kernel hands over
+    zeroed pages anyway, as the socket read touches them with the GIL released. (Arrow's pool measured slower
+    and 30 MiB larger at peak.) Other statuses (small error bodies) are returned as bytes.
     """
     length = response.headers.get("Content-Length")
     encoded = response.headers.get("Content-Encoding", "identity") != "identity"
     if length is None or encoded or not length.isdigit():
         return response.content
-    buffer = pa.py_buffer(np.empty(int(length), dtype=np.uint8))
-    view = memoryview(buffer).cast("B")
+    buffer = np.empty(int(length), dtype=np.uint8)
+    view = memoryview(buffer)
     got = 0
     try:
         # http.client's response under urllib3's reads straight into the buffer. urllib3's own read and
@@ -134,7 +133,7 @@ def _read_body(response: requests.Response) -> bytes | pa.Buffer:
         raise requests.exceptions.ChunkedEncodingError(f"body truncated at {got} of {len(buffer)} bytes")
     if response.status_code != 200:
         # requests' helpers (.json(), .text), which error messages use, look at _content and want bytes.
-        response._content = buffer.to_pybytes()  # type: ignore[attr-defined]
+        response._content = buffer.tobytes()  # type: ignore[attr-defined]
         return response._content  # type: ignore[attr-defined]
     return buffer
 

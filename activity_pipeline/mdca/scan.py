@@ -29,7 +29,6 @@ from typing import Any
 
 import msgspec
 import numpy as np
-import pyarrow as pa
 
 from activity_pipeline.mdca.client import MdcaClient, window_filters
 from activity_pipeline.mdca.errors import ScanStalledError
@@ -60,7 +59,7 @@ class _ScanResponse(msgspec.Struct):
 _page_decoder = msgspec.json.Decoder(_ScanResponse).decode
 
 
-def _decode_page(content: bytes | bytearray | pa.Buffer) -> tuple[_ScanResponse, bytes | bytearray | pa.Buffer]:
+def _decode_page(content: bytes | np.ndarray) -> tuple[_ScanResponse, bytes | np.ndarray]:
     """The page, and the buffer its records are views into."""
     return _page_decoder(content), content
 
@@ -284,7 +283,7 @@ class Scanner:
         filters: dict[str, Any] | None = None,
         record_type: type[msgspec.Struct] = RecordKeys,
         decoder: Callable[[msgspec.Raw], Any] | None = None,
-        convert: Callable[[Page, bytes | bytearray | pa.Buffer], Any] | None = None,
+        convert: Callable[[Page, bytes | np.ndarray], Any] | None = None,
         expected_total: int | None = None,
         label: str = "scan",
         logger: logging.Logger | Any = None,

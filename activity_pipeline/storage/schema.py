@@ -167,7 +167,8 @@ def decode_activity(raw: bytes | msgspec.Raw) -> ActivityRecord:
     )
 
 
-PageBody = bytes | bytearray | pa.Buffer
+# A page as the client read it: a numpy byte array; bytes and bytearray where tests build pages by hand.
+PageBody = bytes | bytearray | np.ndarray
 
 
 def _raw_array(raws: Sequence[bytes | msgspec.Raw], body: PageBody | None = None) -> pa.Array:
@@ -199,14 +200,10 @@ def _compact_in_place(
     Records lie in `body` in order and apart (a page's `data` array), so each moves left or stays, onto bytes
     that are separators or records already moved: nothing is overwritten before it is read.
     """
-    if isinstance(body, bytearray):
-        whole = pa.py_buffer(body)
-    elif isinstance(body, pa.Buffer) and body.is_mutable:
-        whole = body
-    else:
+    writable = isinstance(body, bytearray) or (isinstance(body, np.ndarray) and body.flags.writeable)
+    if not writable or not raws:
         return None
-    if not raws:
-        return None
+    whole = pa.py_buffer(body)
     base = whole.address
     starts = np.fromiter((pa.py_buffer(r).address for r in raws), dtype=np.int64, count=len(raws)) - base
     ends = starts + lengths
