@@ -36,14 +36,14 @@ BENCHMARKS: list[tuple[str, list[str], str]] = [
         "run start-up is shown beside it. The seed loop only collects records into a list. The asset keeps both "
         "cores busy (its own decoding and writing, the demo tenant's rendering) where the seed loop uses one, "
         "so this ratio moves with the CPU the machine grants more than the seed loop's figure does: on this "
-        "machine it has measured from 2.7x to 3.5x on the same code.",
+        "machine the same code has measured from 3.1x to 3.8x (medians of 3 or 5 runs).",
     ),
     (
         "Ingest memory (1,000,000 activities): peak RSS, the activities asset vs the seed loop",
         ["bench.ingest", "memory", "--rounds", "1"],
         "Peak RSS is the whole materializing process: Python, Dagster and pyarrow take about 125 MiB before the "
         "scan starts. Targets are in MB (10^6 bytes): 400 MB is 381 MiB. One run each: the seed loop needs "
-        "about two minutes and 11 GB. Across runs on this machine the asset's peak has measured 334-342 MiB.",
+        "about two minutes and 11 GB. Across runs on this machine the asset's peak has measured 333-342 MiB.",
     ),
     (
         "DuckDB over 30 days of 50,000 activities: pruning, and Parquet size against JSON",

@@ -50,9 +50,9 @@ DICTIONARY_COLUMNS = [
 ]  # fmt: skip
 
 
-# gc=False: a day decodes millions of these (up to seven per record), and tracked by the garbage collector they set
-# off a collection every few hundred records: 1,883 collections and 0.56 s of a 200,000-record scan, all of it
-# holding the GIL. They hold only strings, numbers and each other, so they can't form a reference cycle.
+# gc=False: a day decodes millions of these (up to seven per record). Tracked by the garbage collector, they
+# set off a collection every few hundred records: 1,883 collections and 0.56 s of a 200,000-record scan, all
+# of it holding the GIL. They hold only strings, numbers and each other, so they can't form a reference cycle.
 class _Device(msgspec.Struct, gc=False):
     clientIP: str | None = None
     userAgent: str | None = None
