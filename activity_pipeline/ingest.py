@@ -29,11 +29,12 @@ _M_MMAP_THRESHOLD = -3
 def _return_page_buffers_to_the_os() -> None:
     """Have glibc mmap blocks of 512 KiB and more (and unmap them on free) instead of reusing per-thread arenas.
 
-    Pages are ~16 MB buffers, filled 1 MiB at a time, allocated and freed several times a second by worker
-    threads. glibc's adaptive threshold moves such blocks into per-thread arenas after the first free, and
-    those arenas keep their high-water mark: peak RSS then grows with the number of threads rather than with
-    the pages in flight. A fixed threshold keeps them out (measured on a 1,000,000-record day: 4 MiB -> 512
-    KiB took about 15 MiB off the peak). Elsewhere than glibc this does nothing.
+    Pages are ~17 MB buffers (mdca/client.py reads each into one numpy array), allocated and freed several
+    times a second by worker threads. glibc's adaptive threshold moves such blocks into per-thread arenas
+    after the first free, and those arenas keep their high-water mark: peak RSS then grows with the number of
+    threads rather than with the pages in flight. A fixed threshold keeps them out (measured on a
+    1,000,000-record day: 4 MiB -> 512 KiB took about 15 MiB off the peak). Elsewhere than glibc this does
+    nothing.
     """
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL("libc.so.6")

@@ -268,7 +268,7 @@ class _Template:
         self.text = "".join(parts)
         self.pick = operator.itemgetter(*names)
 
-    def __mod__(self, values: dict[str, Any]) -> str:
+    def fill(self, values: dict[str, Any]) -> str:
         return self.text % self.pick(values)
 
 
@@ -364,25 +364,26 @@ class Renderer:
             strict=True,
         ):
             out.append(
-                TEMPLATES[event]
-                % {
-                    "id": row_id.decode(),
-                    "ts": t,
-                    "inst": inst,
-                    "created": created,
-                    "ms": t,
-                    "ip": ips[ip],
-                    "cc": ip_cc[ip],
-                    "location": locations[ip],
-                    "ua": ua_strings[device],
-                    "useragent": agents[device],
-                    "user": users[user],
-                    "uuid": uuid,
-                    "uuid2": uuid2,
-                    "object": document,
-                    "iso": iso + "Z",
-                    "iso7": iso + "0000Z",
-                }
+                TEMPLATES[event].fill(
+                    {
+                        "id": row_id.decode(),
+                        "ts": t,
+                        "inst": inst,
+                        "created": created,
+                        "ms": t,
+                        "ip": ips[ip],
+                        "cc": ip_cc[ip],
+                        "location": locations[ip],
+                        "ua": ua_strings[device],
+                        "useragent": agents[device],
+                        "user": users[user],
+                        "uuid": uuid,
+                        "uuid2": uuid2,
+                        "object": document,
+                        "iso": iso + "Z",
+                        "iso7": iso + "0000Z",
+                    }
+                )
             )
         return out
 
