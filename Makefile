@@ -33,14 +33,14 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff format --check .
 
 test: lint $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster definitions validate -w workspace.yaml
+	$(BIN)/dg check defs
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.installed-dev $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m bench.run_all
 
 ui: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster dev -w workspace.yaml
+	$(BIN)/dg dev
 
 clean:
 	rm -rf $(VENV) $(DAGSTER_HOME) data/activities data/*.duckdb

@@ -7,11 +7,12 @@ DAGSTER_HOME, so the runs show up in `make ui` afterwards.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import sys
 
 import dagster as dg
 import duckdb
+
+from activity_pipeline import config
 
 DAYS = 3
 EXAMPLE = """SELECT app_name, count(*) AS activities, count(DISTINCT user_name) AS users,
@@ -20,17 +21,17 @@ FROM activities GROUP BY ALL ORDER BY activities DESC LIMIT 5"""
 
 
 def main() -> int:
-    if os.environ.get("MDCA_API_URL"):
+    settings = config.load()
+    if not settings.uses_demo_tenant:
         print("make demo reads the built-in demo tenant; unset MDCA_API_URL to run it.", file=sys.stderr)
         return 2
     from activity_pipeline.definitions import defs
-    from activity_pipeline.defs.resources import data_dir_from_env
 
     today = dt.datetime.now(dt.UTC).date()
     days = [today - dt.timedelta(days=k) for k in range(DAYS, 0, -1)]
     instance = dg.DagsterInstance.get()
-    job = defs.resolve_job_def("daily_activities")
-    data_dir = data_dir_from_env()
+    job = defs().resolve_job_def("daily_activities")
+    data_dir = settings.data_dir
     print(f"demo: running daily_activities for {days[0]} .. {days[-1]} into {data_dir}", flush=True)
     outcomes: dict[dt.date, list[str]] = {}
     failed = 0

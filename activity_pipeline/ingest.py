@@ -18,8 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from activity_pipeline.days import HOUR_MS, day_window
-from activity_pipeline.mdca import MdcaClient, Page, RetentionError, Scanner, ScanStats, choose_slices
-from activity_pipeline.storage.schema import PageBody, decode_activity, to_table
+from activity_pipeline.mdca import MdcaClient, Page, PageBody, RetentionError, Scanner, ScanStats, choose_slices
+from activity_pipeline.storage.schema import decode_activity, to_table
 from activity_pipeline.storage.writer import DayWriter
 
 RETENTION_DAYS = 180
@@ -103,7 +103,21 @@ def ingest_day(
     logger: Any = None,
     run_id: str | None = None,
 ) -> IngestResult:
-    """Scan `day` ([00:00, 24:00) UTC) and replace its folder under `data_dir` with what the scan found."""
+    """Scan `day` ([00:00, 24:00) UTC) and replace its folder under `data_dir` with what the scan found.
+
+    Args:
+        client: the tenant's client; the day's count and every page go through it.
+        data_dir: the dataset's root; the day lands in `activities/date=YYYY-MM-DD/` under it.
+        day: the UTC day.
+        slices: parallel parts of the day; None chooses from the day's size, the rate limit and the latency.
+        logger: where progress lines go (a Dagster run's `context.log` works).
+        run_id: names the staging folder and goes into the manifest; a fresh one when None.
+
+    >>> with MdcaClient(settings) as client:                                    # doctest: +SKIP
+    ...     result = ingest_day(client, Path("data"), dt.date(2026, 11, 24))
+    >>> result.rows, result.source_total, result.path
+    (19400, 19400, PosixPath('/.../data/activities/date=2026-11-24'))
+    """
     _return_page_buffers_to_the_os()
     started = time.monotonic()
     start, end = day_window(day)

@@ -1,13 +1,39 @@
-"""Small helpers shared by the tests: clients pointed at the demo tenant, scanning a day."""
+"""Shared test doubles and helpers: the test tenants' constants, misbehaving servers, clients pointed at the
+demo tenant, and the project's real definitions run with test resources. Tests import from here only."""
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
+import json
+import os
+import sys
+from pathlib import Path
 from typing import Any
 
+import dagster as dg
+import requests
+
+from activity_pipeline.definitions import build_defs
+from activity_pipeline.defs.resources import ActivityStorage, MdcaResource
+from activity_pipeline.demo_tenant import DemoTenant, DemoTenantServer, ServerSettings
 from activity_pipeline.demo_tenant.data import DAY_MS, day_start_ms
-from activity_pipeline.mdca import MdcaClient, MdcaSettings, RateLimiter, RetryPolicy, Scanner, Secret
-from activity_pipeline_tests.conftest import TOKEN
+from activity_pipeline.demo_tenant.tenant import Page as ServerPage
+from activity_pipeline.mdca import MdcaClient, MdcaSettings, RateLimiter, RetryPolicy, Scanner
+
+REPO = Path(__file__).resolve().parents[1]
+# Three fixed days, so failures reproduce; the last is the stress day with a 6000-record tie.
+DAYS = (dt.date(2026, 11, 21), dt.date(2026, 11, 22), dt.date(2026, 11, 23))
+STRESS_DAY = DAYS[2]
+TOKEN = "test-token-5f2c9a0e-do-not-log"
+FORBIDDEN_TOKEN = "no-rights-token-7d41"
+# Far enough after the last day that every late record has arrived.
+ALL_ARRIVED = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+# Where a test goes through Dagster, its days must be partitions (up to yesterday) and within the service's
+# 180 days of the run's start, both by the real clock: "today" is read once, here.
+TODAY = dt.datetime.now(dt.UTC).date()
+# Two recent days (the `recent` fixture's): partitions, and inside the service's 180-day retention.
+RECENT = (TODAY - dt.timedelta(days=3), TODAY - dt.timedelta(days=2))
 
 # Fast backoff, so that tests exercise retries without waiting like production would. The waits after a 429
 # without Retry-After (0.2 s doubling, up to 1 s: about 5 s over 12 attempts) still outlast the test servers'
@@ -16,8 +42,30 @@ from activity_pipeline_tests.conftest import TOKEN
 FAST_RETRY = RetryPolicy(max_attempts=12, max_seconds=120, backoff_first=0.01, backoff_max=1.0, throttle_default=0.2)
 
 
+def last_days(n: int) -> tuple[dt.date, ...]:
+    """The `n` complete UTC days before today, oldest first."""
+    return tuple(TODAY - dt.timedelta(days=k) for k in range(n, 0, -1))
+
+
+def later(days: int) -> dt.datetime:
+    """Midnight UTC `days` after today: a tenant clock by which a recent day's late records have arrived."""
+    return dt.datetime.combine(TODAY + dt.timedelta(days=days), dt.time(), dt.UTC)
+
+
+def day_filter(day: dt.date) -> dict[str, dict[str, int]]:
+    start = day_start_ms(day)
+    return {"date": {"gte": start, "lt": start + DAY_MS}}
+
+
+def serve(tenant: DemoTenant, **settings: Any) -> DemoTenantServer:
+    """A started server with the test token and throttling off unless asked for; stop it when done."""
+    base: dict[str, Any] = {"tokens": (TOKEN,), "forbidden_tokens": (FORBIDDEN_TOKEN,), "requests_per_minute": 0}
+    base.update(settings)
+    return DemoTenantServer(tenant, ServerSettings(**base)).start()
+
+
 def client_for(url: str, *, token: str = TOKEN, limiter: RateLimiter | None = None, **kwargs: Any) -> MdcaClient:
-    settings = MdcaSettings(api_url=url, token=Secret(token), requests_per_minute=0)
+    settings = MdcaSettings(api_url=url, api_token=token, requests_per_minute=0)
     kwargs.setdefault("retry", FAST_RETRY)
     return MdcaClient(settings, limiter=limiter or RateLimiter(0), **kwargs)
 
@@ -27,3 +75,170 @@ def scan_day(client: MdcaClient, day: dt.date, **kwargs: Any) -> tuple[list[str]
     scanner = Scanner(client, start, start + DAY_MS, **kwargs)
     ids = [row.id for page in scanner for row in page.rows]
     return ids, scanner
+
+
+def seed_loop(activities_url: str, your_token: str, request_data: dict[str, Any], *, quiet: bool = True) -> list:
+    """The seed document's scan loop, kept as written; only the URL, the token and the request body vary.
+
+    The baseline the benchmarks measure against, and the reference client of the demo tenant's tests: if the
+    naive loop gets every record exactly once, the server keeps the scan-mode contract. It holds every
+    record in memory, has no retries and never checks what it got; that is the point.
+    """
+    headers = {
+        "Authorization": f"Token {your_token}",
+    }
+    records = []
+    has_next = True
+    while has_next:
+        content = json.loads(requests.post(activities_url, json=request_data, headers=headers).content)
+        response_data = content.get("data", [])
+        records += response_data
+        if not quiet:
+            print(f"Got {len(response_data)} more records")
+        has_next = content.get("hasNext", False)
+        request_data["filters"] = content.get("nextQueryFilters")
+    if not quiet:
+        print(f"Got {len(records)} records in total")
+    return records
+
+
+# Misbehaving servers: copies of a tenant that break one rule of the API each.
+class RepeatingCursor(DemoTenant):
+    """A server whose cursor never moves: it hands back the filters it was given."""
+
+    def scan(self, filters: dict[str, Any], **kw: Any) -> ServerPage:
+        page = super().scan(filters, **kw)
+        if page.has_next:
+            page.next_filters = copy.deepcopy(filters)
+        return page
+
+
+class OverlappingPages(DemoTenant):
+    """A server whose next page starts `overlap_ms` early, so records repeat across pages."""
+
+    overlap_ms = 1000
+
+    def scan(self, filters: dict[str, Any], **kw: Any) -> ServerPage:
+        page = super().scan(filters, **kw)
+        if page.has_next and page.next_filters:
+            page.next_filters["date"]["gte"] -= self.overlap_ms
+        return page
+
+
+class WideOverlap(OverlappingPages):
+    """Ten minutes of overlap, so that even sparse night slices repeat records."""
+
+    overlap_ms = 600_000
+
+
+class LeakyWindow(DemoTenant):
+    """A server that answers for an hour more than was asked, on both sides of the window."""
+
+    def scan(self, filters: dict[str, Any], **kw: Any) -> ServerPage:
+        f = copy.deepcopy(filters)
+        f["date"]["lte"] = f["date"]["lte"] + 3_600_000
+        if "scanCursor" not in f and f["date"]["gte"] % DAY_MS == 0:
+            f["date"]["gte"] -= 3_600_000
+        return super().scan(f, **kw)
+
+
+class Untidy(DemoTenant):
+    """Some records lack `_id` or `timestamp`, some lack optional fields, some carry odd types."""
+
+    def scan(self, filters: dict[str, Any], **kw: Any) -> ServerPage:
+        page = super().scan(filters, **kw)
+        records = []
+        for k, text in enumerate(page.records):
+            record = json.loads(text)
+            if k % 500 == 7:
+                del record["_id"]
+            elif k % 500 == 9:
+                record["timestamp"] = "yesterday"
+            elif k % 50 == 3:
+                del record["location"], record["device"]
+            elif k % 70 == 5:
+                record["appId"] = str(record["appId"])
+            records.append(json.dumps(record, separators=(",", ":")))
+        page.records = records
+        return page
+
+
+def broken(cls: type[DemoTenant], tenant: DemoTenant, **settings: Any) -> DemoTenantServer:
+    """A server (not started: use it as a context manager) for a misbehaving copy of `tenant`."""
+    copy_ = cls(tenant.spec)
+    copy_.set_now(tenant.now_ms())
+    return DemoTenantServer(copy_, ServerSettings(tokens=(TOKEN,), requests_per_minute=0, **settings))
+
+
+# The project's definitions, run with test resources.
+def tenant_resource(url: str, **kw: Any) -> MdcaResource:
+    """The tenant at `url` with the test token, no client-side limit and a short retry budget."""
+    kw.setdefault("api_token", TOKEN)
+    kw.setdefault("requests_per_minute", 0)
+    kw.setdefault("retry_max_attempts", 4)
+    kw.setdefault("retry_max_seconds", 20)
+    return MdcaResource(api_url=url, **kw)
+
+
+def project_defs(mdca: Any, data_dir: Path) -> dg.Definitions:
+    """The project's real definitions, with this tenant resource and a dataset in `data_dir`."""
+    return build_defs({"mdca": mdca, "storage": ActivityStorage(data_dir=str(data_dir))})
+
+
+def materialize(day: dt.date, data_dir: Path, mdca: Any, **kw: Any) -> dg.ExecuteInProcessResult:
+    """The `activities` asset alone, for one day (no checks, no views)."""
+    kw.setdefault("instance", dg.DagsterInstance.ephemeral())
+    asset = project_defs(mdca, data_dir).resolve_assets_def("activities")  # bound to these resources
+    return dg.materialize([asset], partition_key=day.isoformat(), **kw)
+
+
+def run_day(day: dt.date, mdca: Any, data_dir: Path, **kw: Any) -> dg.ExecuteInProcessResult:
+    """The daily job for one partition: the asset, its checks, the DuckDB views."""
+    job = project_defs(mdca, data_dir).resolve_job_def("daily_activities")
+    return job.execute_in_process(partition_key=day.isoformat(), raise_on_error=False, **kw)
+
+
+def check_only(name: str, day: dt.date, mdca: Any, data_dir: Path) -> dg.AssetCheckEvaluation:
+    """Run one check for one partition, without re-materializing the day (as from the UI's check menu)."""
+    defs = project_defs(mdca, data_dir)
+    key = dg.AssetCheckKey(dg.AssetKey("activities"), name)
+    job = dg.define_asset_job("one_check", selection=dg.AssetSelection.checks(key))
+    with_job = dg.Definitions.merge(defs, dg.Definitions(jobs=[job]))
+    # A checks-only job has no asset to take a partitions definition from (Dagster 1.13 refuses
+    # partition_key= there), so the partition goes in as the run tag that partition_key= would set.
+    result = with_job.resolve_job_def("one_check").execute_in_process(
+        tags={"dagster/partition": day.isoformat()}, raise_on_error=False
+    )
+    (evaluation,) = result.get_asset_check_evaluations()
+    return evaluation
+
+
+def evaluations(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any MDCA_* or ACTIVITY_* variable, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MDCA_", "ACTIVITY_", "DAGSTER_HOME"))}
+    env.update(extra)
+    return env
+
+
+def launch(day: dt.date | str, *, job: bool = False) -> list[str]:
+    """The README's headless command for one day: `dg launch` of the asset (or the daily job)."""
+    what = ["--job", "daily_activities"] if job else ["--assets", "activities"]
+    dg_cli = str(Path(sys.executable).with_name("dg"))
+    return [dg_cli, "launch", *what, "--partition", str(day), "--target-path", str(REPO)]
+
+
+def cli_env(url: str, data_dir: Path, home: Path) -> dict[str, str]:
+    """The environment of a headless run against the tenant at `url`, with its own Dagster instance in `home`."""
+    home.mkdir(exist_ok=True)
+    return clean_env(
+        MDCA_API_URL=url,
+        MDCA_API_TOKEN=TOKEN,
+        MDCA_REQUESTS_PER_MINUTE="0",
+        ACTIVITY_DATA_DIR=str(data_dir),
+        ACTIVITY_START_DATE="2026-01-01",
+        DAGSTER_HOME=str(home),
+    )

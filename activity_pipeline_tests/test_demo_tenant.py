@@ -18,8 +18,7 @@ import requests
 from activity_pipeline.demo_tenant import DemoTenant, Outage, TenantSpec
 from activity_pipeline.demo_tenant.catalog import APP_BY_ID
 from activity_pipeline.demo_tenant.data import DAY_MS, HOUR_MS, day_start_ms
-from activity_pipeline_tests.conftest import DAYS, FORBIDDEN_TOKEN, STRESS_DAY, TOKEN, day_filter, serve
-from bench.seed_loop import seed_loop
+from activity_pipeline_tests.helpers import DAYS, FORBIDDEN_TOKEN, STRESS_DAY, TOKEN, day_filter, seed_loop, serve
 
 # A copy of the two real (upstream-anonymised) records from the project notes, shipped so the repo stands alone.
 SAMPLES = Path(__file__).with_name("fixtures") / "sample-activities.json"
@@ -536,3 +535,29 @@ def test_cli_serves_from_several_processes_and_stops_them_all():
         proc.wait(timeout=10)
     time.sleep(0.5)
     assert all(not Path(f"/proc/{pid}").exists() for pid in children), "children stop with the parent"
+
+
+def test_the_on_demand_tenant_serves_any_recent_day_as_the_fixed_tenant_does():
+    from activity_pipeline.demo_tenant import DemoTenantOnDemand, DemoTenantServer, ServerSettings
+
+    day = dt.date.today() - dt.timedelta(days=5)
+    fixed = DemoTenant(TenantSpec(days=(day,), activities_per_day=3_000))
+    on_demand = DemoTenantOnDemand(activities_per_day=3_000)
+    with DemoTenantServer(on_demand, ServerSettings(tokens=(TOKEN,), requests_per_minute=0)) as server:
+        records = seed_loop(server.url + "/api/v1/activities/", TOKEN,
+                            {"filters": day_filter(day), "isScan": True, "limit": 5000})  # fmt: skip
+    assert {r["_id"] for r in records} == fixed.truth_ids(day)
+    first = records[0]
+    assert json.loads(fixed.record(first["_id"])) == first
+
+
+def test_the_on_demand_tenant_keeps_180_days_and_refuses_queries_over_too_many():
+    from activity_pipeline.demo_tenant import DemoTenantOnDemand
+
+    tenant = DemoTenantOnDemand(activities_per_day=1_000)
+    old = dt.date.today() - dt.timedelta(days=200)
+    page = tenant.list(day_filter(old), limit=1, skip=0, sort_field="date", direction="desc")
+    assert page.total == 0, "beyond the retention nothing is kept"
+    wide = {"date": {"gte": day_start_ms(dt.date.today() - dt.timedelta(days=30))}}
+    with pytest.raises(ValueError, match="narrow the 'date' filter"):
+        tenant.list(wide, limit=1, skip=0, sort_field="date", direction="desc")

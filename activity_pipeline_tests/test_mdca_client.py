@@ -23,8 +23,7 @@ from activity_pipeline.mdca import (
     Secret,
 )
 from activity_pipeline.mdca.auth import EntraAuth
-from activity_pipeline_tests.conftest import DAYS, FORBIDDEN_TOKEN, TOKEN, serve
-from activity_pipeline_tests.helpers import FAST_RETRY, client_for, scan_day
+from activity_pipeline_tests.helpers import DAYS, FAST_RETRY, FORBIDDEN_TOKEN, TOKEN, client_for, scan_day, serve
 
 TENANT_GUID = "3f2b6c1e-8d4a-4e7b-9c15-0a6d2e4f8b71"
 CLIENT_ID = "6a1d7f0e-2b3c-4d5e-8f90-1a2b3c4d5e6f"

@@ -1,22 +1,28 @@
-"""The scan client gets every record of a window exactly once, through what the real service does."""
+"""The scan driver: every record of a window exactly once, through throttling, faults, ties and slices."""
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import logging
 import threading
 from typing import Any
 
+import msgspec
 import pytest
 
 from activity_pipeline.demo_tenant import FAULT_KINDS, DemoTenant, DemoTenantServer, ServerSettings, TenantSpec
 from activity_pipeline.demo_tenant.data import DAY_MS, day_start_ms
-from activity_pipeline.demo_tenant.tenant import Page as ServerPage
-from activity_pipeline.mdca import RateLimiter, Scanner, ScanStalledError, choose_slices
-from activity_pipeline.mdca.scan import MIN_SPLIT_PAGES, PAGE_LIMIT, _Slice, _Work
-from activity_pipeline_tests.conftest import ALL_ARRIVED, DAYS, TOKEN, serve
-from activity_pipeline_tests.helpers import client_for, scan_day
+from activity_pipeline.mdca import RateLimiter, Scanner
+from activity_pipeline_tests.helpers import (
+    ALL_ARRIVED,
+    DAYS,
+    TOKEN,
+    LeakyWindow,
+    broken,
+    client_for,
+    scan_day,
+    serve,
+)
 
 SCENARIOS: dict[str, dict[str, Any]] = {
     # Short windows so that tests run fast; the client has no limiter of its own, so it meets 429s.
@@ -91,29 +97,6 @@ def test_slices_split_the_busiest_part_of_the_day():
     assert scanner.stats.slices > 4
 
 
-def test_an_idle_worker_takes_half_of_what_is_left_after_the_page_in_flight():
-    stop = threading.Event()
-    work = _Work(0, 1_000_000, 2)
-    busy, quiet = work.take(stop), work.take(stop)
-    assert (busy.start, busy.end, quiet.start, quiet.end) == (0, 500_000, 500_000, 1_000_000)
-    # A full page over the first 10,000 ms: one record every 2 ms. Its worker now fetches the next page,
-    # which likely reaches 20,000 ms; 480,000 ms (240,000 records) are left after it.
-    work.advance(busy, range(0, 10_000, 2))
-    work.advance(quiet, [600_000])
-    work.finish(quiet)
-    assert busy.ahead() == 19_998
-    stolen = work.take(stop)
-    assert stolen is not None
-    assert (stolen.start, stolen.end) == (19_998 + (500_000 - 19_998) // 2, 500_000)
-    assert busy.end == stolen.start
-    # What is left after the page in flight decides, not the whole remainder: 1.2 pages more is not split.
-    # One record every 2 ms up to 10,000 ms; the page in flight likely ends at 20,000 ms, and 6,000 follow.
-    tail = _Slice(9, 0, 20_000 + 2 * int(1.2 * PAGE_LIMIT), 0)
-    tail.kept, tail.pages, tail.progress, tail.density = PAGE_LIMIT, 1, 10_000, 0.5
-    assert tail.remaining_estimate() == pytest.approx(1.2 * PAGE_LIMIT, abs=1)
-    assert tail.remaining_estimate() < MIN_SPLIT_PAGES * PAGE_LIMIT
-
-
 def test_progress_is_logged_per_page_with_rate_and_eta(server, tenant, caplog):
     caplog.set_level(logging.INFO, logger="activity_pipeline.mdca.scan")
     day = DAYS[0]
@@ -134,62 +117,8 @@ def test_count_is_the_list_mode_total_of_the_window(server, tenant):
     assert client.count(start, start + DAY_MS, {"service": {"eq": [20893]}}) < tenant.truth_count(DAYS[0])
 
 
-class _RepeatingCursor(DemoTenant):
-    """A server whose cursor never moves: it hands back the filters it was given."""
-
-    def scan(self, filters: dict[str, Any], **kw: Any) -> ServerPage:
-        page = super().scan(filters, **kw)
-        if page.has_next:
-            page.next_filters = copy.deepcopy(filters)
-        return page
-
-
-class _OverlappingPages(DemoTenant):
-    """A server whose next page starts `overlap_ms` early, so records repeat across pages."""
-
-    overlap_ms = 1000
-
-    def scan(self, filters: dict[str, Any], **kw: Any) -> ServerPage:
-        page = super().scan(filters, **kw)
-        if page.has_next and page.next_filters:
-            page.next_filters["date"]["gte"] -= self.overlap_ms
-        return page
-
-
-class _LeakyWindow(DemoTenant):
-    """A server that answers for an hour more than was asked, on both sides of the window."""
-
-    def scan(self, filters: dict[str, Any], **kw: Any) -> ServerPage:
-        f = copy.deepcopy(filters)
-        f["date"]["lte"] = f["date"]["lte"] + 3_600_000
-        if "scanCursor" not in f and f["date"]["gte"] % DAY_MS == 0:
-            f["date"]["gte"] -= 3_600_000
-        return super().scan(f, **kw)
-
-
-def _broken(cls: type[DemoTenant], tenant: DemoTenant) -> DemoTenantServer:
-    """A server for a misbehaving copy of `tenant`; use it as a context manager."""
-    broken = cls(tenant.spec)
-    broken.set_now(tenant.now_ms())
-    return DemoTenantServer(broken, ServerSettings(tokens=(TOKEN,), requests_per_minute=0))
-
-
-def test_a_cursor_that_does_not_move_is_an_error_not_a_loop(tenant):
-    with _broken(_RepeatingCursor, tenant) as server:
-        with pytest.raises(ScanStalledError, match="same nextQueryFilters"):
-            scan_day(client_for(server.url), DAYS[0])
-        assert server.stats.requests <= 2
-
-
-def test_duplicates_across_pages_are_dropped_and_counted(tenant):
-    with _broken(_OverlappingPages, tenant) as server:
-        ids, scanner = scan_day(client_for(server.url), DAYS[0])
-    assert sorted(ids) == sorted(tenant.truth_ids(DAYS[0]))
-    assert scanner.stats.duplicates_dropped > 0
-
-
 def test_records_outside_the_window_are_dropped_and_counted(tenant):
-    with _broken(_LeakyWindow, tenant) as server:
+    with broken(LeakyWindow, tenant) as server:
         ids, scanner = scan_day(client_for(server.url), DAYS[1])
     assert sorted(ids) == sorted(tenant.truth_ids(DAYS[1]))
     assert scanner.stats.out_of_window_dropped > 0
@@ -207,8 +136,6 @@ def test_scanner_refuses_an_empty_window_or_a_date_filter(server):
 
 
 def test_a_consumer_that_stops_early_leaves_no_thread_behind(server):
-    import threading
-
     client = client_for(server.url)
     start = day_start_ms(DAYS[0])
     scanner = iter(Scanner(client, start, start + DAY_MS, slices=4, label="early-exit"))
@@ -217,24 +144,7 @@ def test_a_consumer_that_stops_early_leaves_no_thread_behind(server):
     assert not [t for t in threading.enumerate() if t.name.startswith("early-exit")]
 
 
-@pytest.mark.parametrize(
-    ("total", "rpm", "latency", "expected"),
-    [
-        (1_000_000, 30, 0.3, 1),
-        (1_000_000, 30, 5.0, 3),
-        (1_000_000, 0, 0.3, 4),
-        (1_000_000, 0, 0.01, 2),
-        (4_000, 0, 0.3, 1),
-        (12_000, 0, 1, 3),
-    ],
-)
-def test_choose_slices_pays_off_only_when_latency_dominates(total, rpm, latency, expected):
-    assert choose_slices(total, rpm, latency) == expected
-
-
 def test_scan_accepts_a_richer_record_type(server, tenant):
-    import msgspec
-
     class Row(msgspec.Struct):
         id: str | None = msgspec.field(default=None, name="_id")
         timestamp: int | None = None

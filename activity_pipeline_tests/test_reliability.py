@@ -5,12 +5,10 @@ Each test states its figures: records expected (the tenant's truth), stored, dup
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import os
 import shutil
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,40 +18,30 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from activity_pipeline.defs.assets import activities
-from activity_pipeline.defs.resources import ActivityStorage, MdcaResource
-from activity_pipeline.demo_tenant import FAULT_KINDS, DemoTenant, DemoTenantServer, ServerSettings, TenantSpec
+from activity_pipeline.defs.resources import MdcaResource
+from activity_pipeline.demo_tenant import FAULT_KINDS, DemoTenant, DemoTenantServer, TenantSpec
 from activity_pipeline.storage.schema import SCHEMA
 from activity_pipeline.storage.writer import DayLockedError, DayWriter, read_manifest
-from activity_pipeline_tests.conftest import TOKEN
+from activity_pipeline_tests import helpers
+from activity_pipeline_tests.helpers import clean_env, cli_env, last_days, later, launch, serve, tenant_resource
 
-TODAY = dt.datetime.now(dt.UTC).date()
-DAYS = (TODAY - dt.timedelta(days=4), TODAY - dt.timedelta(days=3), TODAY - dt.timedelta(days=2))
+DAYS = last_days(4)[:3]
 
 
 @pytest.fixture(scope="module")
 def tenant() -> DemoTenant:
     t = DemoTenant(TenantSpec(days=DAYS, activities_per_day=10_000, stress_days=frozenset({DAYS[2]})))
-    t.set_now(dt.datetime.combine(TODAY + dt.timedelta(days=5), dt.time(), dt.UTC))
+    t.set_now(later(5))
     return t
 
 
-@contextlib.contextmanager
-def serving(tenant: DemoTenant, **settings: Any) -> Iterator[DemoTenantServer]:
-    settings.setdefault("requests_per_minute", 0)
-    with DemoTenantServer(tenant, ServerSettings(tokens=(TOKEN,), **settings)) as server:
-        yield server
+def serving(tenant: DemoTenant, **settings: Any) -> DemoTenantServer:
+    return serve(tenant, **settings)
 
 
 def materialize(day: dt.date, url: str, data_dir: Path, **resource: Any) -> dg.ExecuteInProcessResult:
-    resource.setdefault("requests_per_minute", 0)
-    mdca = MdcaResource(api_url=url, api_token=TOKEN, retry_backoff_seconds=0.02, retry_max_attempts=12, **resource)
-    return dg.materialize(
-        [activities],
-        partition_key=day.isoformat(),
-        resources={"mdca": mdca, "storage": ActivityStorage(data_dir=str(data_dir))},
-        raise_on_error=False,
-    )
+    mdca = tenant_resource(url, retry_backoff_seconds=0.02, retry_max_attempts=12, **resource)
+    return helpers.materialize(day, data_dir, mdca, raise_on_error=False)
 
 
 def figures(tenant: DemoTenant, day: dt.date, data_dir: Path) -> dict[str, int]:
@@ -113,13 +101,8 @@ def test_a_second_writer_of_the_same_day_refuses_and_the_first_lands(tmp_path):
 
 
 def _cli(day: dt.date, url: str, data_dir: Path, home: Path) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MDCA_", "ACTIVITY_"))}
-    home.mkdir(exist_ok=True)
-    env.update(MDCA_API_URL=url, MDCA_API_TOKEN=TOKEN, MDCA_REQUESTS_PER_MINUTE="0", ACTIVITY_DATA_DIR=str(data_dir),
-               ACTIVITY_START_DATE="2026-01-01", DAGSTER_HOME=str(home))  # fmt: skip
-    cmd = [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m",
-           "activity_pipeline.definitions", "--select", "activities", "--partition", day.isoformat()]  # fmt: skip
-    return subprocess.Popen(cmd, env=env, cwd=home, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = cli_env(url, data_dir, home)
+    return subprocess.Popen(launch(day), env=env, cwd=home, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def test_two_runs_of_the_same_day_at_once_are_atomic_or_refused(tenant, tmp_path):
@@ -155,7 +138,7 @@ def small_disk(tmp_path) -> Iterator[Path]:
 def test_a_full_disk_partway_leaves_the_previous_day_intact(small_disk):
     day = DAYS[0]
     big = DemoTenant(TenantSpec(days=(day,), activities_per_day=40_000))
-    big.set_now(dt.datetime.combine(TODAY + dt.timedelta(days=5), dt.time(), dt.UTC))
+    big.set_now(later(5))
     small = DemoTenant(TenantSpec(days=(day,), activities_per_day=15_000))
     small.set_now(big.now_ms())
     with serving(small) as server:
@@ -173,14 +156,9 @@ def test_a_full_disk_partway_leaves_the_previous_day_intact(small_disk):
 
 
 def test_a_bad_partition_key_is_named_in_the_error(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MDCA_", "ACTIVITY_"))}
     (tmp_path / "home").mkdir()
-    env.update(DAGSTER_HOME=str(tmp_path / "home"), ACTIVITY_START_DATE="2026-01-01")
-    out = subprocess.run(
-        [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m", "activity_pipeline.definitions",
-         "--select", "activities", "--partition", "2026-13-45"],
-        env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    env = clean_env(DAGSTER_HOME=str(tmp_path / "home"), ACTIVITY_START_DATE="2026-01-01")
+    out = subprocess.run(launch("2026-13-45"), env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode != 0
     assert "partition key `2026-13-45`" in out.stderr
 
@@ -202,12 +180,7 @@ def test_a_bad_partition_key_is_named_in_the_error(tmp_path):
     ],
 )
 def test_bad_configuration_fails_before_any_request_with_its_own_message(tmp_path, resource, message):
-    result = dg.materialize(
-        [activities],
-        partition_key=DAYS[0].isoformat(),
-        resources={"mdca": MdcaResource(**resource), "storage": ActivityStorage(data_dir=str(tmp_path))},
-        raise_on_error=False,
-    )
+    result = helpers.materialize(DAYS[0], tmp_path, MdcaResource(**resource), raise_on_error=False)
     assert not result.success
     assert message in result.failure_data_for_node("activities").user_failure_data.description
     assert not (tmp_path / "activities").exists()

@@ -19,7 +19,7 @@ from pathlib import Path
 import duckdb
 
 from activity_pipeline.ingest import ingest_day
-from activity_pipeline.mdca import MdcaClient, MdcaSettings, RateLimiter, Secret
+from activity_pipeline.mdca import MdcaClient, MdcaSettings, RateLimiter
 from activity_pipeline.storage.duckdb_views import build_database
 from bench.common import TOKEN, demo_tenant_process
 
@@ -43,7 +43,7 @@ def main() -> None:
     days = [today - dt.timedelta(days=k) for k in range(a.days, 0, -1)]
     with demo_tenant_process(a.activities, days=a.days) as url, tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
-        settings = MdcaSettings(api_url=url, token=Secret(TOKEN), requests_per_minute=0)
+        settings = MdcaSettings(api_url=url, api_token=TOKEN, requests_per_minute=0)
         json_bytes = parquet_bytes = rows = 0
         t0 = time.perf_counter()
         for day in days:

@@ -55,7 +55,7 @@ def child_pipeline(url: str, data_dir: str) -> dict[str, float]:
 
 
 def child_seed(url: str) -> dict[str, float]:
-    from bench.seed_loop import seed_loop
+    from activity_pipeline_tests.helpers import seed_loop
 
     _, start, end = yesterday()
     body = {"filters": {"date": {"gte": start, "lte": end - 1}}, "isScan": True, "limit": 5000}

@@ -17,13 +17,13 @@ import math
 import statistics
 import time
 
-from activity_pipeline.mdca import MdcaClient, MdcaSettings, RateLimiter, Scanner, Secret
+from activity_pipeline.mdca import MdcaClient, MdcaSettings, RateLimiter, Scanner
 from activity_pipeline.mdca.scan import PAGE_LIMIT
 from bench.common import TOKEN, demo_tenant_process, peak_rss_mib, yesterday
 
 
 def _client(url: str) -> MdcaClient:
-    return MdcaClient(MdcaSettings(api_url=url, token=Secret(TOKEN), requests_per_minute=0), limiter=RateLimiter(0))
+    return MdcaClient(MdcaSettings(api_url=url, api_token=TOKEN, requests_per_minute=0), limiter=RateLimiter(0))
 
 
 def memory(activities: int) -> None:
@@ -43,9 +43,7 @@ def memory(activities: int) -> None:
 
 
 def _timed_scan(url: str, start: int, end: int, k: int, rpm: int) -> tuple[float, int, int, int]:
-    client = MdcaClient(
-        MdcaSettings(api_url=url, token=Secret(TOKEN), requests_per_minute=rpm), limiter=RateLimiter(rpm)
-    )
+    client = MdcaClient(MdcaSettings(api_url=url, api_token=TOKEN, requests_per_minute=rpm), limiter=RateLimiter(rpm))
     t0 = time.perf_counter()
     scanner = Scanner(client, start, end, slices=k, label=f"bench-{k}")
     records = sum(len(page.rows) for page in scanner)

@@ -2,13 +2,12 @@
 
 import datetime as dt
 import errno
-import warnings
 from urllib.parse import quote
 
 import dagster as dg
 
-from activity_pipeline.defs.partitions import daily
-from activity_pipeline.defs.resources import ActivityStorage, MdcaResource
+from activity_pipeline.defs.partitions import daily, partition_day
+from activity_pipeline.defs.resources import ActivityStorage, TenantResource
 from activity_pipeline.ingest import IngestResult, check_retention, ingest_day
 from activity_pipeline.mdca import (
     AuthenticationError,
@@ -20,12 +19,9 @@ from activity_pipeline.mdca import (
 )
 from activity_pipeline.storage.duckdb_views import DatabaseBusyError, build_database
 from activity_pipeline.storage.schema import COLUMNS
-from activity_pipeline.storage.writer import DayLockedError, read_manifest
+from activity_pipeline.storage.writer import DayLockedError
 
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
-
-# BackfillPolicy is a beta parameter; we accept it (partition-aware checks need single-partition runs).
-warnings.filterwarnings("ignore", message=r"Parameter `backfill_policy` of function `asset` is currently in beta")
 
 # Errors that another attempt cannot fix: fail the run at once instead of retrying the partition.
 _FINAL = (ConfigError, AuthenticationError, PermissionDeniedError, BadRequestError, RetentionError, DayLockedError)
@@ -69,15 +65,6 @@ def _metadata(result: IngestResult, total_rows: int) -> dict[str, object]:
     }
 
 
-def _stored_rows(storage: ActivityStorage) -> int:
-    """Rows stored across all days, from the days' manifests (no Parquet is read)."""
-    total = 0
-    for manifest_path in (storage.path / "activities").glob("date=*/_manifest.json"):
-        manifest = read_manifest(storage.path, dt.date.fromisoformat(manifest_path.parent.name[5:]))
-        total += int(manifest["rows"]) if manifest else 0
-    return total
-
-
 @dg.asset(
     partitions_def=daily,
     pool="mdca_api",
@@ -89,17 +76,17 @@ def _stored_rows(storage: ActivityStorage) -> int:
     # The daily schedule runs at 02:15 UTC; yesterday should have landed by 04:00.
     freshness_policy=dg.FreshnessPolicy.cron(deadline_cron="0 4 * * *", lower_bound_delta=dt.timedelta(hours=2)),
 )
-def activities(context: dg.AssetExecutionContext, mdca: MdcaResource, storage: ActivityStorage) -> dg.MaterializeResult:
+def activities(
+    context: dg.AssetExecutionContext, mdca: TenantResource, storage: ActivityStorage
+) -> dg.MaterializeResult:
     """Every Defender for Cloud Apps activity of one UTC day (by `timestamp`), one Parquet folder per day under $ACTIVITY_DATA_DIR/activities/date=YYYY-MM-DD/."""  # noqa: E501
-    window = context.partition_time_window
-    day = window.start.date()
+    day = partition_day(context)
     try:
-        with mdca.open((day,), context.log) as tenant:
-            if not tenant.is_demo:
-                # Retention is relative to the service's now: the run's start time stands in for it.
-                check_retention(day, _run_start(context))
+        # Retention is relative to the service's now: the run's start time stands in for it.
+        check_retention(day, _run_start(context))
+        with mdca.client(context.log) as client:
             result = ingest_day(
-                tenant.client,
+                client,
                 storage.path,
                 day,
                 slices=mdca.slices or None,
@@ -123,7 +110,7 @@ def activities(context: dg.AssetExecutionContext, mdca: MdcaResource, storage: A
         f"{day}: {result.rows:,} activities stored ({result.source_total:,} at the source when the scan began), "
         f"{result.quarantined} quarantined, in {result.seconds:.1f}s"
     )
-    return dg.MaterializeResult(metadata=_metadata(result, _stored_rows(storage)))
+    return dg.MaterializeResult(metadata=_metadata(result, storage.row_total()))
 
 
 def _run_start(context: dg.AssetExecutionContext) -> dt.datetime:

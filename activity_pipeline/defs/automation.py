@@ -1,14 +1,11 @@
 """When things run: yesterday at 02:15 UTC, and again for recent days whose source total has grown."""
 
-import datetime as dt
-
 import dagster as dg
 
 from activity_pipeline.days import day_window
 from activity_pipeline.defs.assets import activities, activities_duckdb
-from activity_pipeline.defs.partitions import daily
-from activity_pipeline.defs.resources import ActivityStorage, MdcaResource
-from activity_pipeline.storage.writer import read_manifest
+from activity_pipeline.defs.partitions import newest_days
+from activity_pipeline.defs.resources import ActivityStorage, TenantResource
 
 # Late records (Power BI, Dynamics 365, lagging connectors) arrive up to three days after they happened.
 SETTLE_DAYS = 3
@@ -27,19 +24,17 @@ daily_schedule = dg.build_schedule_from_partitioned_job(
 
 @dg.sensor(job=daily_activities, minimum_interval_seconds=3600, default_status=dg.DefaultSensorStatus.STOPPED)
 def late_arrivals(
-    context: dg.SensorEvaluationContext, mdca: MdcaResource, storage: ActivityStorage
+    context: dg.SensorEvaluationContext, mdca: TenantResource, storage: ActivityStorage
 ) -> dg.SensorResult | dg.SkipReason:
     """Re-materialize days in the settle window (the last 3 complete days) whose source total has grown."""
-    newest = dt.datetime.fromisoformat(daily.get_last_partition_key()).date()
-    days = tuple(newest - dt.timedelta(days=k) for k in range(SETTLE_DAYS))
     requests, notes = [], []
-    with mdca.open(days, context.log) as tenant:
-        for day in days:
-            manifest = read_manifest(storage.path, day)
+    with mdca.client(context.log) as client:
+        for day in newest_days(SETTLE_DAYS):
+            manifest = storage.manifest(day)
             if manifest is None:
                 continue  # never materialized: the schedule or a backfill owns it
             stored = int(manifest["rows"])
-            total = tenant.client.count(*day_window(day))
+            total = client.count(*day_window(day))
             notes.append(f"{day}: stored {stored:,}, source {total:,}")
             if total > stored:
                 requests.append(dg.RunRequest(partition_key=day.isoformat(), run_key=f"{day}:{total}"))

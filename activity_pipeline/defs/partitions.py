@@ -1,24 +1,25 @@
-"""One partition per complete UTC day, from ACTIVITY_START_DATE."""
+"""One partition per complete UTC day, from the configured start date; and a partition's day."""
 
 from __future__ import annotations
 
 import datetime as dt
-import os
 
 import dagster as dg
 
-# Roughly the service's 180-day retention before this release: set ACTIVITY_START_DATE to the first day
-# you collect. Keep it fixed afterwards, so days kept beyond retention stay partitions.
-DEFAULT_START_DATE = "2026-06-01"
-
-
-def start_date_from_env() -> dt.date:
-    text = os.environ.get("ACTIVITY_START_DATE", "").strip() or DEFAULT_START_DATE
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"ACTIVITY_START_DATE must be a date like 2026-06-01 (YYYY-MM-DD), got {text!r}") from None
-
+from activity_pipeline import config
+from activity_pipeline.days import utc_day
 
 # end_offset=0: the newest partition is yesterday, the last complete UTC day.
-daily = dg.DailyPartitionsDefinition(start_date=start_date_from_env().isoformat(), timezone="UTC", end_offset=0)
+daily = dg.DailyPartitionsDefinition(start_date=config.load().start_date.isoformat(), timezone="UTC", end_offset=0)
+
+
+def partition_day(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> dt.date:
+    """The UTC day of the run's partition: every time bound of a run comes from here."""
+    window = context.partition_time_window
+    return utc_day(window.start, window.end)
+
+
+def newest_days(n: int) -> tuple[dt.date, ...]:
+    """The newest `n` partitions' days, newest first (yesterday, the day before, ...)."""
+    newest = dt.date.fromisoformat(daily.get_last_partition_key() or "")
+    return tuple(newest - dt.timedelta(days=k) for k in range(n))

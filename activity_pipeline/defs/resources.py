@@ -1,110 +1,144 @@
-"""Resources: the tenant to scan (or the demo tenant), and where the data lives."""
+"""Resources: the tenant to read (a real one, or the built-in demo tenant), and the dataset it lands in.
+
+Each tenant resource hands out an `MdcaClient`; which one a deployment uses is chosen where the definitions
+are assembled (`resources_for`). The demo tenant's code is imported only when its resource is used.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
-import os
+import logging
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
-from activity_pipeline.mdca import MdcaSettings, RetryPolicy, Secret
-from activity_pipeline.mdca.settings import DEFAULT_AUTHORITY_HOST
-from activity_pipeline.source import Tenant, open_tenant
+from activity_pipeline.config import DEFAULT_DATA_DIR, PipelineConfig
+from activity_pipeline.mdca import MdcaClient, MdcaSettings, RetryPolicy
+from activity_pipeline.mdca.settings import DEFAULT_AUTHORITY_HOST, DEFAULT_REQUESTS_PER_MINUTE
+from activity_pipeline.storage import health, inspect, writer
+
+DEMO_WARNING = "MDCA_API_URL is not set: reading the built-in demo tenant on 127.0.0.1; its activities are synthetic"
+_DEFAULT_RETRY = RetryPolicy()
 
 
-class MdcaResource(dg.ConfigurableResource):
-    """The Defender for Cloud Apps tenant to scan; without `api_url`, the built-in demo tenant.
+class TenantResource(dg.ConfigurableResource):
+    """What every tenant resource shares: how fast to go, how many slices, how long to retry."""
+
+    requests_per_minute: int = DEFAULT_REQUESTS_PER_MINUTE
+    # 0 lets the client choose from the day's size, the rate limit and the measured latency.
+    slices: int = 0
+    retry_max_attempts: int = _DEFAULT_RETRY.max_attempts
+    retry_max_seconds: float = _DEFAULT_RETRY.max_seconds
+    # First backoff after a failure, doubling per attempt (with jitter) up to a minute.
+    retry_backoff_seconds: float = _DEFAULT_RETRY.backoff_first
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            max_attempts=self.retry_max_attempts,
+            max_seconds=self.retry_max_seconds,
+            backoff_first=self.retry_backoff_seconds,
+            # 429 without Retry-After: ten times the first backoff (10 s by default), doubling.
+            throttle_default=max(self.retry_backoff_seconds, 0.1) * 10,
+        )
+
+    def client(self, logger: Any = None) -> contextlib.AbstractContextManager[MdcaClient]:
+        """A client for the tenant, closed when the block ends."""
+        raise NotImplementedError
+
+
+class MdcaResource(TenantResource):
+    """A Defender for Cloud Apps tenant. Its fields are `MdcaSettings`' and mean the same.
 
     Secrets come in through `dg.EnvVar`, so the UI shows the variable's name and never its value.
     """
 
-    api_url: str | None = None
+    api_url: str
     api_token: str | None = None
     tenant_id: str | None = None
     client_id: str | None = None
     client_secret: str | None = None
     authority_host: str = DEFAULT_AUTHORITY_HOST
-    requests_per_minute: int = 30
-    # 0 lets the client choose from the day's size, the rate limit and the measured latency.
-    slices: int = 0
-    retry_max_attempts: int = 8
-    retry_max_seconds: float = 900.0
-    # First backoff after a failure, doubling per attempt (with jitter) up to a minute.
-    retry_backoff_seconds: float = 1.0
-    demo_activities_per_day: int = 20_000
-    demo_seed: int = 7
 
-    def settings(self) -> MdcaSettings | None:
-        """Checked settings, or None for the demo tenant. Raises ConfigError naming what to fix."""
-        if not self.api_url:
-            return None
-        return MdcaSettings(
-            api_url=self.api_url,
-            token=Secret(self.api_token) if self.api_token else None,
-            tenant_id=self.tenant_id or None,
-            client_id=self.client_id or None,
-            client_secret=Secret(self.client_secret) if self.client_secret else None,
-            authority_host=self.authority_host or DEFAULT_AUTHORITY_HOST,
-            requests_per_minute=self.requests_per_minute,
-        )
+    def settings(self) -> MdcaSettings:
+        """Checked settings. Raises ConfigError naming what to fix."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(MdcaSettings)}
+        return MdcaSettings(**fields)
 
     @contextlib.contextmanager
-    def open(self, days: tuple[dt.date, ...], logger: Any) -> Iterator[Tenant]:
-        retry = RetryPolicy(
-            max_attempts=self.retry_max_attempts,
-            max_seconds=self.retry_max_seconds,
-            backoff_first=self.retry_backoff_seconds,
-            throttle_default=max(self.retry_backoff_seconds, 0.1) * 10,
-        )
-        with open_tenant(
-            self.settings(),
-            days=days,
-            retry=retry,
-            requests_per_minute=self.requests_per_minute,
-            demo_activities_per_day=self.demo_activities_per_day,
-            demo_seed=self.demo_seed,
-            logger=logger,
-        ) as tenant:
-            yield tenant
+    def client(self, logger: Any = None) -> Iterator[MdcaClient]:
+        with MdcaClient(self.settings(), retry=self.retry_policy()) as client:
+            yield client
+
+
+class DemoTenantResource(TenantResource):
+    """The built-in demo tenant: synthetic activities served over HTTP on 127.0.0.1 while the block runs.
+
+    It holds every day of the last 180, each built when first asked for, and throttles at
+    `requests_per_minute` as the real service does.
+    """
+
+    activities_per_day: int = 20_000
+    seed: int = 7
+
+    @contextlib.contextmanager
+    def client(self, logger: Any = None) -> Iterator[MdcaClient]:
+        from activity_pipeline.demo_tenant import DemoTenantOnDemand, DemoTenantServer, ServerSettings
+
+        tenant = DemoTenantOnDemand(activities_per_day=self.activities_per_day, seed=self.seed)
+        token = secrets.token_urlsafe(24)
+        served = ServerSettings(tokens=(token,), requests_per_minute=self.requests_per_minute)
+        with DemoTenantServer(tenant, served) as server:
+            (logger or logging.getLogger(__name__)).warning(f"{DEMO_WARNING} ({server.url})")
+            settings = MdcaSettings(api_url=server.url, api_token=token, requests_per_minute=self.requests_per_minute)
+            with MdcaClient(settings, retry=self.retry_policy()) as client:
+                yield client
 
 
 class ActivityStorage(dg.ConfigurableResource):
-    """Where the Parquet days and the DuckDB file live (`ACTIVITY_DATA_DIR`, default `data/`)."""
+    """The dataset: Parquet days, their manifests and the DuckDB file under `data_dir` (`ACTIVITY_DATA_DIR`)."""
 
-    data_dir: str = "data"
+    data_dir: str = DEFAULT_DATA_DIR
 
     @property
     def path(self) -> Path:
         return Path(self.data_dir).expanduser().resolve()
 
+    def manifest(self, day: dt.date) -> dict[str, Any] | None:
+        """The stored day's manifest, or None when the day has not been materialized."""
+        return writer.read_manifest(self.path, day)
 
-def _env(name: str) -> Any:
-    """An EnvVar when the variable is set (the UI shows its name, not its value), else None."""
-    return dg.EnvVar(name) if os.environ.get(name, "").strip() else None
+    def facts(self, day: dt.date) -> inspect.DayFacts:
+        return inspect.day_facts(self.path, day)
+
+    def trailing_manifests(self, day: dt.date, days: int) -> dict[dt.date, dict[str, Any]]:
+        return inspect.trailing_manifests(self.path, day, days)
+
+    def row_total(self) -> int:
+        return inspect.stored_row_total(self.path)
+
+    def record_count_check(self, day: dt.date, *, source_total: int, rows_checked: int, passed: bool) -> None:
+        health.record_count_check(
+            self.path,
+            day,
+            source_total=source_total,
+            rows_checked=rows_checked,
+            passed=passed,
+            at=dt.datetime.now(dt.UTC),
+        )
 
 
-def mdca_from_env() -> MdcaResource:
-    fields: dict[str, Any] = {
-        "api_url": _env("MDCA_API_URL"),
-        "api_token": _env("MDCA_API_TOKEN"),
-        "tenant_id": _env("MDCA_TENANT_ID"),
-        "client_id": _env("MDCA_CLIENT_ID"),
-        "client_secret": _env("MDCA_CLIENT_SECRET"),
-        "authority_host": _env("MDCA_AUTHORITY_HOST"),
-    }
-    if os.environ.get("MDCA_REQUESTS_PER_MINUTE", "").strip():
-        fields["requests_per_minute"] = dg.EnvVar.int("MDCA_REQUESTS_PER_MINUTE")
-    return MdcaResource(**{k: v for k, v in fields.items() if v is not None})
-
-
-def storage_from_env() -> ActivityStorage:
-    return ActivityStorage(data_dir=_env("ACTIVITY_DATA_DIR") or "data")
-
-
-def data_dir_from_env() -> Path:
-    """The data directory as the resource will resolve it (outside a run, where EnvVars stay unresolved)."""
-    return ActivityStorage(data_dir=os.environ.get("ACTIVITY_DATA_DIR", "").strip() or "data").path
+def resources_for(config: PipelineConfig) -> dict[str, dg.ConfigurableResource]:
+    """The resources a deployment with this configuration runs with: its tenant (or the demo) and its dataset."""
+    tenant: TenantResource
+    if config.uses_demo_tenant:
+        tenant = DemoTenantResource(requests_per_minute=config.requests_per_minute)
+    else:
+        variables = {field: dg.EnvVar(name) for field, name in config.tenant_variables.items()}
+        tenant = MdcaResource(**variables, requests_per_minute=config.requests_per_minute)
+    data_dir = dg.EnvVar(config.data_dir_variable) if config.data_dir_variable else DEFAULT_DATA_DIR
+    return {"mdca": tenant, "storage": ActivityStorage(data_dir=data_dir)}

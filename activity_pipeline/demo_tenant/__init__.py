@@ -7,9 +7,19 @@
 """
 
 from activity_pipeline.demo_tenant.data import Outage, TenantSpec
+from activity_pipeline.demo_tenant.on_demand import DemoTenantOnDemand
 from activity_pipeline.demo_tenant.server import FAULT_KINDS, DemoTenantServer, ServerSettings
 from activity_pipeline.demo_tenant.tenant import DemoTenant
 
 DEMO_TOKEN = "demo-token"
 
-__all__ = ["DEMO_TOKEN", "FAULT_KINDS", "DemoTenant", "DemoTenantServer", "Outage", "ServerSettings", "TenantSpec"]
+__all__ = [
+    "DEMO_TOKEN",
+    "FAULT_KINDS",
+    "DemoTenant",
+    "DemoTenantOnDemand",
+    "DemoTenantServer",
+    "Outage",
+    "ServerSettings",
+    "TenantSpec",
+]

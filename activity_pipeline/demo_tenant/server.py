@@ -1,8 +1,7 @@
 """The demo tenant over real HTTP: the Activities API's routes, auth, throttling and faults.
 
-Everything awkward is on purpose and each awkwardness is documented in
-`shared/reference/activities-api.md`: HTML error pages, 429 with or without `Retry-After`, dropped and
-truncated responses, a POST without the trailing slash that ignores its body.
+Everything awkward is on purpose, as the real service is awkward: HTML error pages, 429 with or without
+`Retry-After`, dropped and truncated responses, a POST without the trailing slash that ignores its body.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from activity_pipeline.demo_tenant.tenant import (
     LIST_LIMIT_MAX,
@@ -30,6 +29,9 @@ from activity_pipeline.demo_tenant.tenant import (
     BadRequest,
     DemoTenant,
 )
+
+if TYPE_CHECKING:
+    from activity_pipeline.demo_tenant.on_demand import DemoTenantOnDemand
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +113,9 @@ class DemoTenantServer:
     ...     requests.post(server.url + "/api/v1/activities/", ...)
     """
 
-    def __init__(self, tenant: DemoTenant, settings: ServerSettings | None = None, *, port: int = 0) -> None:
+    def __init__(
+        self, tenant: DemoTenant | DemoTenantOnDemand, settings: ServerSettings | None = None, *, port: int = 0
+    ) -> None:
         self.tenant = tenant
         self.settings = settings or ServerSettings()
         self.stats = ServerStats()
@@ -159,7 +163,7 @@ class DemoTenantServer:
         self._httpd.server_close()
 
     def __enter__(self) -> DemoTenantServer:
-        return self.start()
+        return self if self._thread is not None else self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

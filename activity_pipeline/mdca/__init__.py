@@ -1,12 +1,19 @@
 """A client for the Defender for Cloud Apps Activities API. No Dagster imports: usable on its own.
 
 >>> from activity_pipeline.mdca import MdcaClient, MdcaSettings, Scanner
->>> client = MdcaClient(MdcaSettings.from_env())                         # doctest: +SKIP
+>>> settings = MdcaSettings(api_url="https://contoso.eu2.portal.cloudappsecurity.com", api_token="...")
+>>> client = MdcaClient(settings)                                        # doctest: +SKIP
 >>> for page in Scanner(client, start_ms, end_ms, slices=4):            # doctest: +SKIP
 ...     handle(page.raws)
+
+Modules: `settings` (what to reach and how), `auth`, `ratelimit`, `client` (one request, retried),
+`paging` (the server's cursor), `slices` (parallel parts of a window), `dedupe`, `scan` (the driver),
+`body` (a page's bytes and who may rearrange them).
 """
 
+from activity_pipeline.mdca.body import PageBody
 from activity_pipeline.mdca.client import MdcaClient, RequestStats, RetryPolicy, window_filters
+from activity_pipeline.mdca.dedupe import DigestSet
 from activity_pipeline.mdca.errors import (
     AuthenticationError,
     BadRequestError,
@@ -18,19 +25,24 @@ from activity_pipeline.mdca.errors import (
     RetriesExhaustedError,
     ScanStalledError,
 )
+from activity_pipeline.mdca.paging import PAGE_LIMIT, ServerCursor
 from activity_pipeline.mdca.ratelimit import RateLimiter
-from activity_pipeline.mdca.scan import Page, RecordKeys, Scanner, ScanStats, choose_slices
+from activity_pipeline.mdca.scan import Page, RecordKeys, Scanner, ScanStats
 from activity_pipeline.mdca.settings import MdcaSettings, Secret
+from activity_pipeline.mdca.slices import choose_slices
 
 __all__ = [
+    "PAGE_LIMIT",
     "AuthenticationError",
     "BadRequestError",
     "ConfigError",
+    "DigestSet",
     "MdcaClient",
     "MdcaError",
     "MdcaHTTPError",
     "MdcaSettings",
     "Page",
+    "PageBody",
     "PermissionDeniedError",
     "RateLimiter",
     "RecordKeys",
@@ -42,6 +54,7 @@ __all__ = [
     "ScanStats",
     "Scanner",
     "Secret",
+    "ServerCursor",
     "choose_slices",
     "window_filters",
 ]

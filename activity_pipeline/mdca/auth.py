@@ -103,8 +103,8 @@ class EntraAuth(requests.auth.AuthBase):
 
 
 def auth_for(settings: MdcaSettings, *, http_client: requests.Session | None = None) -> TokenAuth | EntraAuth:
-    if settings.token is not None:
-        return TokenAuth(settings.token)
+    if settings.api_token is not None:
+        return TokenAuth(settings.api_token)
     assert settings.tenant_id and settings.client_id and settings.client_secret
     return EntraAuth(
         settings.tenant_id,

@@ -159,7 +159,7 @@ def _detail(response: requests.Response) -> str:
 class MdcaClient:
     """A client for one tenant's Activities API.
 
-    >>> client = MdcaClient(MdcaSettings(api_url="http://127.0.0.1:8765", token=Secret("demo-token")))
+    >>> client = MdcaClient(MdcaSettings(api_url="http://127.0.0.1:8765", api_token="demo-token"))
     >>> client.count(start_ms, end_ms)        # doctest: +SKIP
     19385
     """
@@ -193,6 +193,12 @@ class MdcaClient:
 
     def close(self) -> None:
         self.session.close()
+
+    def __enter__(self) -> MdcaClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def activities_url(self) -> str:

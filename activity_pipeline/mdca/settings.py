@@ -1,16 +1,16 @@
-"""Settings for reaching a tenant, read from the environment and checked before any request is made.
+"""Settings for reaching a tenant, checked before any request is made.
 
->>> s = MdcaSettings.from_env({"MDCA_API_URL": "https://contoso.eu2.portal.cloudappsecurity.com",
-...                            "MDCA_API_TOKEN": "abc"})
->>> s.auth_kind, s.api_url, s.token
+Messages name the environment variables a user sets (`activity_pipeline.config` reads them); the settings
+themselves read nothing.
+
+>>> s = MdcaSettings(api_url="https://contoso.eu2.portal.cloudappsecurity.com/", api_token="abc")
+>>> s.auth_kind, s.api_url, s.api_token
 ('token', 'https://contoso.eu2.portal.cloudappsecurity.com', Secret('********'))
 """
 
 from __future__ import annotations
 
 import ipaddress
-import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -88,10 +88,13 @@ def check_base_url(url: str, *, variable: str = "MDCA_API_URL") -> str:
 
 @dataclass(frozen=True)
 class MdcaSettings:
-    """Where the tenant is, how to authenticate, and how fast to go."""
+    """Where the tenant is, how to authenticate, and how fast to go.
+
+    Secrets may be given as plain strings: they are kept as `Secret`. Blank strings count as unset.
+    """
 
     api_url: str
-    token: Secret | None = None
+    api_token: Secret | None = None
     tenant_id: str | None = None
     client_id: str | None = None
     client_secret: Secret | None = None
@@ -99,20 +102,25 @@ class MdcaSettings:
     requests_per_minute: int = DEFAULT_REQUESTS_PER_MINUTE
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "api_url", check_base_url(self.api_url))
+        for name in ("api_token", "client_secret"):
+            object.__setattr__(self, name, _secret(getattr(self, name)))
+        for name in ("tenant_id", "client_id"):
+            object.__setattr__(self, name, (getattr(self, name) or "").strip() or None)
+        object.__setattr__(self, "authority_host", (self.authority_host or "").strip() or DEFAULT_AUTHORITY_HOST)
+        object.__setattr__(self, "api_url", check_base_url(self.api_url or ""))
         entra = {
             "MDCA_TENANT_ID": self.tenant_id,
             "MDCA_CLIENT_ID": self.client_id,
             "MDCA_CLIENT_SECRET": self.client_secret,
         }
         given = [name for name, value in entra.items() if value]
-        if self.token and given:
+        if self.api_token and given:
             raise ConfigError(
                 "Both kinds of credentials are set: MDCA_API_TOKEN and "
                 f"{', '.join(given)}. Set only one kind: the legacy API token, or the Entra ID application "
                 f"({', '.join(ENTRA_VARS)})."
             )
-        if not self.token and not given:
+        if not self.api_token and not given:
             raise ConfigError(
                 f"MDCA_API_URL is set ({self.api_url}) but no credentials are: set MDCA_API_TOKEN to a legacy API "
                 f"token, or {', '.join(ENTRA_VARS)} for a Microsoft Entra ID application with Investigation.read."
@@ -136,35 +144,11 @@ class MdcaSettings:
 
     @property
     def auth_kind(self) -> str:
-        return "token" if self.token else "entra"
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> MdcaSettings:
-        """Read MDCA_* variables. MDCA_API_URL must be set: without it the caller uses the demo tenant."""
-        env = os.environ if env is None else env
-        url = env.get("MDCA_API_URL", "").strip()
-        if not url:
-            raise ConfigError("MDCA_API_URL is not set")
-        return cls(
-            api_url=url,
-            token=_secret(env.get("MDCA_API_TOKEN")),
-            tenant_id=(env.get("MDCA_TENANT_ID") or "").strip() or None,
-            client_id=(env.get("MDCA_CLIENT_ID") or "").strip() or None,
-            client_secret=_secret(env.get("MDCA_CLIENT_SECRET")),
-            authority_host=(env.get("MDCA_AUTHORITY_HOST") or "").strip() or DEFAULT_AUTHORITY_HOST,
-            requests_per_minute=parse_requests_per_minute(env.get("MDCA_REQUESTS_PER_MINUTE")),
-        )
+        return "token" if self.api_token else "entra"
 
 
-def parse_requests_per_minute(text: str | None) -> int:
-    if text is None or not text.strip():
-        return DEFAULT_REQUESTS_PER_MINUTE
-    try:
-        return int(text.strip())
-    except ValueError:
-        raise ConfigError(f"MDCA_REQUESTS_PER_MINUTE must be a whole number like 30, got {text!r}") from None
-
-
-def _secret(value: str | None) -> Secret | None:
+def _secret(value: str | Secret | None) -> Secret | None:
+    if isinstance(value, Secret):
+        return value if value.reveal() else None
     value = (value or "").strip()
     return Secret(value) if value else None

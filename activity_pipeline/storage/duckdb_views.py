@@ -9,16 +9,15 @@ and importing it costs that process about 40 MiB of its memory budget.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
 
+from activity_pipeline.storage.health import HEALTH
 from activity_pipeline.storage.schema import COLUMNS
 from activity_pipeline.storage.writer import DATASET
 
 DATABASE = "activities.duckdb"
-HEALTH = "_health"
 
 
 class DatabaseBusyError(RuntimeError):
@@ -129,19 +128,6 @@ def _health_view(data_dir: Path) -> str:
                checks.passed AS last_check_passed, checks.checked_at AS last_checked_at
         FROM stored FULL OUTER JOIN checks ON stored.date = checks.date
         ORDER BY 1"""
-
-
-def write_health(data_dir: Path, day: str, *, source_total: int, rows_checked: int, passed: bool, at: str) -> None:
-    """Record a count check's outcome for `partition_health` (one small JSON file per day, replaced atomically)."""
-    health = data_dir / HEALTH
-    health.mkdir(parents=True, exist_ok=True)
-    tmp = health / f".{day}.json.tmp"
-    tmp.write_text(
-        json.dumps(
-            {"day": day, "source_total": source_total, "rows_checked": rows_checked, "checked_at": at, "passed": passed}
-        )
-    )
-    os.replace(tmp, health / f"{day}.json")
 
 
 def build_database(data_dir: Path) -> tuple[Path, list[str]]:

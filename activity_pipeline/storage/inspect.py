@@ -1,6 +1,8 @@
-"""Facts about a stored day, for the completeness checks: rows, duplicate ids, time range, schema, quarantine.
+"""Facts about stored days, for the completeness checks and metadata: rows, duplicate ids, time range,
+schema, quarantine, and the total across days.
 
-No Dagster here. Row counts come from Parquet footers; duplicate ids from DuckDB over the day's files.
+No Dagster here. Row counts come from Parquet footers and manifests; duplicate ids from DuckDB over the
+day's files.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from activity_pipeline.days import day_window
 from activity_pipeline.storage.schema import SCHEMA
-from activity_pipeline.storage.writer import QUARANTINE, day_dir, read_manifest
+from activity_pipeline.storage.writer import DATASET, QUARANTINE, day_dir, read_manifest
 
 
 @dataclasses.dataclass
@@ -30,8 +33,9 @@ class DayFacts:
     manifest: dict[str, Any] | None = None
 
 
-def day_facts(data_dir: Path, day: dt.date, start_ms: int, end_ms: int) -> DayFacts:
+def day_facts(data_dir: Path, day: dt.date) -> DayFacts:
     """Read what the checks need from the day's folder (absent day: `exists` is False)."""
+    start_ms, end_ms = day_window(day)
     folder = day_dir(data_dir, day)
     files = sorted(folder.glob("*.parquet"))
     if not files:
@@ -70,3 +74,12 @@ def trailing_manifests(data_dir: Path, day: dt.date, days: int) -> dict[dt.date,
         if manifest is not None:
             found[d] = manifest
     return found
+
+
+def stored_row_total(data_dir: Path) -> int:
+    """Rows stored across all days, from the days' manifests (no Parquet is read)."""
+    total = 0
+    for path in (data_dir / DATASET).glob("date=*"):
+        manifest = read_manifest(data_dir, dt.date.fromisoformat(path.name.removeprefix("date=")))
+        total += int(manifest["rows"]) if manifest else 0
+    return total

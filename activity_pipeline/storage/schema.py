@@ -15,6 +15,8 @@ import msgspec
 import numpy as np
 import pyarrow as pa
 
+from activity_pipeline.mdca.body import PageBody
+
 SCHEMA_VERSION = 1
 TIMESTAMP = pa.timestamp("ms", tz="UTC")
 
@@ -167,16 +169,12 @@ def decode_activity(raw: bytes | msgspec.Raw) -> ActivityRecord:
     )
 
 
-# A page as the client read it: a numpy byte array; bytes and bytearray where tests build pages by hand.
-PageBody = bytes | bytearray | np.ndarray
-
-
 def _raw_array(raws: Sequence[bytes | msgspec.Raw], body: PageBody | None = None) -> pa.Array:
     """A string array of the records' bytes as received: never decoded, never re-encoded.
 
-    When `body` is the writable page buffer the raws are views into, the records are moved together inside
-    it and the array points into it, so a page is never held twice. The raws are spent then (they point at
-    moved bytes). Otherwise the records are joined into a new buffer.
+    When `body` is the writable page body the raws are views into (see `PageBody` for the contract), the
+    records are moved together inside it and the array points into it, so a page is never held twice. The
+    raws are spent then (they point at moved bytes). Otherwise the records are joined into a new buffer.
     """
     lengths = np.fromiter(map(len, raws), dtype=np.int64, count=len(raws))
     offsets = np.zeros(len(raws) + 1, dtype=np.int64)
@@ -200,10 +198,9 @@ def _compact_in_place(
     Records lie in `body` in order and apart (a page's `data` array), so each moves left or stays, onto bytes
     that are separators or records already moved: nothing is overwritten before it is read.
     """
-    writable = isinstance(body, bytearray) or (isinstance(body, np.ndarray) and body.flags.writeable)
-    if not writable or not raws:
+    if body is None or not body.writable or not raws:
         return None
-    whole = pa.py_buffer(body)
+    whole = pa.py_buffer(body.data)
     base = whole.address
     starts = np.fromiter((pa.py_buffer(r).address for r in raws), dtype=np.int64, count=len(raws)) - base
     ends = starts + lengths

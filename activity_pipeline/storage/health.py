@@ -1,0 +1,40 @@
+"""The count check's last word on each day, kept beside the dataset for the `partition_health` view.
+
+    _health/YYYY-MM-DD.json    {"day", "source_total", "rows_checked", "checked_at", "passed"}
+
+One small file per day, replaced atomically, so that a reader never sees half of one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+
+HEALTH = "_health"
+
+
+def record_count_check(
+    data_dir: Path, day: dt.date, *, source_total: int, rows_checked: int, passed: bool, at: dt.datetime
+) -> Path:
+    """Record what `count_matches_source` found for `day`; returns the file written.
+
+    >>> record_count_check(Path("data"), dt.date(2026, 11, 24), source_total=19_400, rows_checked=19_400,
+    ...                    passed=True, at=dt.datetime.now(dt.UTC))          # doctest: +SKIP
+    PosixPath('data/_health/2026-11-24.json')
+    """
+    folder = data_dir / HEALTH
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{day.isoformat()}.json"
+    tmp = folder / f".{day.isoformat()}.json.tmp"
+    record = {
+        "day": day.isoformat(),
+        "source_total": source_total,
+        "rows_checked": rows_checked,
+        "checked_at": at.astimezone(dt.UTC).isoformat(timespec="seconds"),
+        "passed": passed,
+    }
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, target)
+    return target

@@ -1,0 +1,79 @@
+"""The environment is read in one place; every variable's mistake gets a message that names the fix."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from activity_pipeline import config
+from activity_pipeline.mdca import ConfigError, MdcaSettings
+
+URL = "https://contoso.eu2.portal.cloudappsecurity.com"
+
+
+def settings(**env: str) -> MdcaSettings:
+    return config.load(env).mdca_settings(env)
+
+
+def test_defaults_without_any_variable():
+    c = config.load({})
+    assert c.uses_demo_tenant and c.requests_per_minute == 30
+    assert c.start_date == config.DEFAULT_START_DATE
+    assert c.data_dir == Path(config.DEFAULT_DATA_DIR).resolve()
+
+
+def test_the_tenant_is_read_from_mdca_variables_and_noted_by_name():
+    env = {"MDCA_API_URL": URL, "MDCA_API_TOKEN": "tok-1", "MDCA_REQUESTS_PER_MINUTE": "12"}
+    c = config.load(env)
+    assert not c.uses_demo_tenant
+    assert c.tenant_variables == {"api_url": "MDCA_API_URL", "api_token": "MDCA_API_TOKEN"}
+    assert "tok-1" not in repr(c), "the config names variables; it does not hold secrets"
+    assert c.mdca_settings(env).requests_per_minute == 12
+
+
+def test_a_start_date_that_is_not_a_date_names_the_variable():
+    with pytest.raises(ConfigError, match="ACTIVITY_START_DATE must be a date like 2026-06-01"):
+        config.load({"ACTIVITY_START_DATE": "June"})
+    assert config.load({"ACTIVITY_START_DATE": "2026-07-01"}).start_date == dt.date(2026, 7, 1)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"MDCA_API_URL": "contoso.portal.cloudappsecurity.com", "MDCA_API_TOKEN": "t"}, "must be an http(s) URL"),
+        ({"MDCA_API_URL": "https://", "MDCA_API_TOKEN": "t"}, "must be an http(s) URL"),
+        ({"MDCA_API_URL": "https://host:99999", "MDCA_API_TOKEN": "t"}, "not a valid URL"),
+        ({"MDCA_API_URL": "ftp://contoso.example", "MDCA_API_TOKEN": "t"}, "must be an http(s) URL"),
+        (
+            {"MDCA_API_URL": "http://contoso.eu2.portal.cloudappsecurity.com", "MDCA_API_TOKEN": "t"},
+            "plain http:// to contoso.eu2.portal.cloudappsecurity.com",
+        ),
+        ({"MDCA_API_URL": URL + "/api/v1/activities/", "MDCA_API_TOKEN": "t"}, "without a path"),
+        ({"MDCA_API_URL": "https://user:pw@contoso.example", "MDCA_API_TOKEN": "t"}, "must not embed credentials"),
+        ({"MDCA_API_URL": URL}, "no credentials are: set MDCA_API_TOKEN"),
+        ({"MDCA_API_URL": URL, "MDCA_API_TOKEN": "t", "MDCA_CLIENT_ID": "c"}, "Both kinds of credentials"),
+        ({"MDCA_API_URL": URL, "MDCA_TENANT_ID": "t", "MDCA_CLIENT_ID": "c"}, "MDCA_CLIENT_SECRET missing"),
+        ({"MDCA_API_URL": URL, "MDCA_API_TOKEN": "t", "MDCA_REQUESTS_PER_MINUTE": "fast"}, "whole number like 30"),
+        ({"MDCA_API_URL": URL, "MDCA_API_TOKEN": "t", "MDCA_REQUESTS_PER_MINUTE": "-1"}, "between 1 and 6000"),
+        (
+            {
+                "MDCA_API_URL": URL,
+                "MDCA_TENANT_ID": "t",
+                "MDCA_CLIENT_ID": "c",
+                "MDCA_CLIENT_SECRET": "s",
+                "MDCA_AUTHORITY_HOST": "http://login.example",
+            },
+            "MDCA_AUTHORITY_HOST uses plain http://",
+        ),
+        ({}, "MDCA_API_URL is not set"),
+    ],
+)
+def test_bad_settings_get_a_message_that_names_the_fix(env, message):
+    with pytest.raises(ConfigError) as info:
+        settings(**env)
+    assert message in str(info.value)
+    for name in ("MDCA_API_TOKEN", "MDCA_CLIENT_SECRET"):
+        if env.get(name) and len(env[name]) > 2:
+            assert env[name] not in str(info.value)

@@ -1,0 +1,76 @@
+"""The definitions as `dg` sees them: everything found in defs/, and the demo tenant only when it is used."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from activity_pipeline import config
+from activity_pipeline.definitions import defs
+from activity_pipeline.defs.resources import DemoTenantResource, MdcaResource, resources_for
+from activity_pipeline_tests.helpers import REPO, clean_env
+
+DG = str(Path(sys.executable).with_name("dg"))
+
+
+def test_dg_check_defs_passes_without_superseded_warnings():
+    out = subprocess.run([DG, "check", "defs"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "All definitions loaded successfully" in out.stdout + out.stderr
+    assert "superseded" not in out.stdout + out.stderr
+
+
+def test_dg_list_defs_shows_the_assets_checks_job_schedule_and_sensor():
+    out = subprocess.run([DG, "list", "defs", "--json"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    listed = json.loads(out.stdout)
+    assert {a["asset_key"] for a in listed["assets"]} == {"activities", "activities_duckdb"}
+    assert {c["key"] for c in listed["asset_checks"]} == {
+        f"activities:{name}"
+        for name in (
+            "count_matches_source",
+            "ids_unique",
+            "timestamps_in_partition",
+            "no_quarantined_records",
+            "schema_matches",
+            "no_unexpected_silent_hours",
+            "apps_still_reporting",
+        )
+    }
+    assert [j["name"] for j in listed["jobs"]] == ["daily_activities"]
+    assert [s["name"] for s in listed["schedules"]] == ["daily_activities_schedule"]
+    assert [s["name"] for s in listed["sensors"]] == ["late_arrivals"]
+
+
+def test_with_a_real_tenant_configured_nothing_of_the_demo_tenant_is_imported():
+    probe = (
+        "import sys; from activity_pipeline.definitions import defs; d = defs(); "
+        "d.resolve_job_def('daily_activities'); "
+        "print(sorted(m for m in sys.modules if m.startswith('activity_pipeline.demo_tenant')))"
+    )
+    env = clean_env(MDCA_API_URL="https://contoso.eu2.portal.cloudappsecurity.com", MDCA_API_TOKEN="t")
+    out = subprocess.run([sys.executable, "-c", probe], env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_environment_chooses_the_tenant_resource():
+    assert isinstance(resources_for(config.load({}))["mdca"], DemoTenantResource)
+    real = resources_for(config.load({"MDCA_API_URL": "https://contoso.eu2.portal.cloudappsecurity.com"}))
+    assert isinstance(real["mdca"], MdcaResource)
+
+
+def test_the_module_loads_as_dagster_loads_it():
+    loaded = defs()
+    assert loaded.resolve_job_def("daily_activities").partitions_def is not None
+    assert set(loaded.resources) == {"mdca", "storage"}
+
+
+def test_no_module_of_the_package_is_over_450_lines():
+    package = REPO / "activity_pipeline"
+    sizes = {p.relative_to(package).as_posix(): len(p.read_text().splitlines()) for p in package.rglob("*.py")}
+    # The demo tenant's catalog is data (apps, events, places), not logic.
+    sizes.pop("demo_tenant/catalog.py")
+    assert {name: n for name, n in sizes.items() if n > 450} == {}
