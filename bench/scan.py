@@ -17,8 +17,7 @@ import math
 import statistics
 import time
 
-from activity_pipeline.mdca import MdcaClient, MdcaSettings, RateLimiter, Scanner
-from activity_pipeline.mdca.scan import PAGE_LIMIT
+from activity_pipeline.mdca import PAGE_LIMIT, MdcaClient, MdcaSettings, RateLimiter, Scanner
 from bench.common import TOKEN, demo_tenant_process, peak_rss_mib, yesterday
 
 
