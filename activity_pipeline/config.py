@@ -23,9 +23,6 @@ from activity_pipeline.mdca import ConfigError, MdcaSettings
 from activity_pipeline.mdca.settings import DEFAULT_REQUESTS_PER_MINUTE
 
 DEFAULT_DATA_DIR = "data"
-# Roughly the service's 180-day retention before this release: set ACTIVITY_START_DATE to the first day
-# you collect. Keep it fixed afterwards, so days kept beyond retention stay partitions.
-DEFAULT_START_DATE = dt.date(2026, 6, 1)
 
 # MdcaSettings field -> the variable it is read from.
 TENANT_VARIABLES = {
@@ -43,7 +40,8 @@ class PipelineConfig:
     """What the environment says: where data lives, from which day, and which tenant to read."""
 
     data_dir: Path
-    start_date: dt.date
+    # None: partitions start at the oldest day the service still keeps, or the oldest stored day if earlier.
+    start_date: dt.date | None
     requests_per_minute: int = DEFAULT_REQUESTS_PER_MINUTE
     # The tenant's settings that are set, each as the variable that holds it (MdcaSettings field -> name).
     tenant_variables: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -80,9 +78,9 @@ def load(env: Mapping[str, str] | None = None) -> PipelineConfig:
     )
 
 
-def _start_date(text: str) -> dt.date:
+def _start_date(text: str) -> dt.date | None:
     if not text:
-        return DEFAULT_START_DATE
+        return None
     try:
         return dt.date.fromisoformat(text)
     except ValueError:

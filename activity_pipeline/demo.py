@@ -26,6 +26,7 @@ def main() -> int:
         print("make demo reads the built-in demo tenant; unset MDCA_API_URL to run it.", file=sys.stderr)
         return 2
     from activity_pipeline.definitions import defs
+    from activity_pipeline.defs.checks import CHECKS
 
     today = dt.datetime.now(dt.UTC).date()
     days = [today - dt.timedelta(days=k) for k in range(DAYS, 0, -1)]
@@ -44,10 +45,11 @@ def main() -> int:
             run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
         )
         failed += not result.success
-        outcomes[day] = [
-            f"{e.check_name}={'pass' if e.passed else e.severity.value.lower()}"
-            for e in result.get_asset_check_evaluations()
-        ]
+        # A planned check that yielded nothing had nothing to judge: Skipped, as the UI shows it.
+        verdicts = dict.fromkeys(CHECKS, "skipped")
+        for e in result.get_asset_check_evaluations():
+            verdicts[e.check_name] = "pass" if e.passed else e.severity.value.lower()
+        outcomes[day] = [f"{name}={verdict}" for name, verdict in verdicts.items()]
     database = data_dir / "activities.duckdb"
     with duckdb.connect(str(database), read_only=True) as con:
         query = "SELECT date, rows_stored, source_total_at_last_check, drift FROM partition_health"
@@ -58,7 +60,9 @@ def main() -> int:
             print(f"{day!s:<12}{stored:>9,}{source or 0:>11,}{drift or 0:>7}  {' '.join(sorted(outcomes[day]))}")
         print(f"\n{database}\n{EXAMPLE};")
         print(con.sql(EXAMPLE))
-    print(f"Try it yourself: .venv/bin/duckdb {database}")
+    print(f"Try it yourself:\n  .venv/bin/duckdb {database}")
+    print(f"  make run DAY={days[-1]}        # one day again, headless, into the same instance")
+    print("  make ui                       # the Dagster UI over the same instance, http://127.0.0.1:3000")
     if failed:
         print(f"{failed} run(s) failed; see the logs above.")
     return 1 if failed else 0

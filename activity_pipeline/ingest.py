@@ -18,11 +18,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from activity_pipeline.days import HOUR_MS, day_window
-from activity_pipeline.mdca import MdcaClient, Page, PageBody, RetentionError, Scanner, ScanStats, choose_slices
+from activity_pipeline.mdca import MdcaClient, Page, PageBody, Scanner, ScanStats, choose_slices
 from activity_pipeline.storage.schema import decode_activity, to_table
 from activity_pipeline.storage.writer import DayWriter
 
-RETENTION_DAYS = 180
 _M_MMAP_THRESHOLD = -3
 
 
@@ -80,18 +79,6 @@ def _summarize(table: pa.Table, day_start: int) -> tuple[np.ndarray, dict[str, i
     hours = np.bincount((ts - day_start) // HOUR_MS, minlength=24)
     apps = {str(item["values"]): item["counts"] for item in pc.value_counts(table.column("app_id")).to_pylist()}
     return hours, apps
-
-
-def check_retention(day: dt.date, now: dt.datetime, retention_days: int = RETENTION_DAYS) -> None:
-    """Refuse a day the service no longer keeps, rather than store it as empty."""
-    oldest = (now - dt.timedelta(days=retention_days)).date()
-    if day < oldest:
-        raise RetentionError(
-            f"{day} is {(now.date() - day).days} days ago; Defender for Cloud Apps keeps activities for "
-            f"{retention_days} days (nothing before {oldest} can be scanned), so this partition would be written "
-            "empty. Only days that were collected while still retained exist; set ACTIVITY_START_DATE no "
-            f"earlier than {oldest} for a new installation."
-        )
 
 
 def ingest_day(

@@ -237,3 +237,14 @@ def test_configured_from_the_environment_the_resource_holds_the_variables_name_n
     configured = resources_for(config.load(env))["mdca"]
     assert isinstance(configured, MdcaResource) and isinstance(configured.api_token, dg.EnvVar)
     assert secret not in repr(configured)
+
+
+def test_a_mistyped_host_fails_the_run_in_seconds_without_a_dagster_retry(tmp_path):
+    t0 = time.monotonic()
+    typo = MdcaResource(api_url="https://tenant-typo.invalid", api_token="t")
+    result = materialize(RECENT[0], tmp_path, typo, raise_on_error=False)
+    assert time.monotonic() - t0 < 30
+    assert not result.success
+    description = result.failure_data_for_node("activities").user_failure_data.description
+    assert "tenant-typo.invalid" in description and "does not resolve" in description
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]

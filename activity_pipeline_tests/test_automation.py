@@ -45,3 +45,24 @@ def test_sensor_requests_a_rerun_for_days_whose_source_total_grew(tmp_path, serv
     grown = {r.partition_key for r in result.run_requests}
     assert grown and grown <= {d.isoformat() for d in days}
     assert days[-1].isoformat() in grown, "yesterday always has late records in the demo tenant"
+
+
+def test_retention_rescue_requests_missing_days_near_the_cliff_oldest_first(tmp_path):
+    from activity_pipeline.defs.automation import rescue_requests
+    from activity_pipeline.retention import first_retained_day
+    from activity_pipeline.storage.health import record_count_check
+    from activity_pipeline.storage.writer import DayWriter
+
+    today = dt.date.fromisoformat(defs().resolve_job_def("daily_activities").partitions_def.get_last_partition_key())
+    today += dt.timedelta(days=1)
+    cliff = first_retained_day(today)
+    for day in (cliff + dt.timedelta(days=1), cliff + dt.timedelta(days=2)):
+        with DayWriter(tmp_path, day) as writer:
+            writer.commit({})
+    record_count_check(tmp_path, cliff + dt.timedelta(days=2), source_total=5, rows_checked=0, passed=False,
+                       at=dt.datetime.now(dt.UTC))  # fmt: skip
+    requests = rescue_requests(ActivityStorage(data_dir=str(tmp_path)), today)
+    wanted = [cliff, cliff + dt.timedelta(days=2), *(cliff + dt.timedelta(days=k) for k in range(3, 15))]
+    assert [r.partition_key for r in requests] == [d.isoformat() for d in wanted]
+    assert "incomplete" in requests[1].tags["activity_pipeline/reason"]
+    assert "missing, 0 days left" in requests[0].tags["activity_pipeline/reason"]

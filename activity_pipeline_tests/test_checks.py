@@ -100,3 +100,28 @@ def test_a_duplicated_row_fires_ids_unique_and_blocks_the_duckdb_views(tmp_path,
     assert dg.AssetKey("activities") in materialized
     assert dg.AssetKey("activities_duckdb") not in materialized
     assert not (tmp_path / "activities.duckdb").exists()
+
+
+def test_checks_with_too_little_history_are_skipped_not_passed(tmp_path, served):
+    day = last_days(2)[0]
+    tenant = DemoTenant(TenantSpec(days=(day,), activities_per_day=3_000))
+    tenant.set_now(later(5))
+    instance = dg.DagsterInstance.ephemeral()
+    result = run_day(day, tenant_resource(served(tenant)), tmp_path, instance=instance)
+    assert result.success
+    judged = evaluations(result)
+    assert {"no_unexpected_silent_hours", "apps_still_reporting"}.isdisjoint(judged), "no verdict without history"
+    assert judged["count_matches_source"].passed and len(judged) == 5
+    logs = [e.user_message for e in instance.all_logs(result.run_id)]
+    assert any("apps_still_reporting skipped" in m and "only 0 of the 7 days before" in m for m in logs), logs
+
+
+def test_a_days_checks_run_as_one_step_in_the_runs_process(tmp_path, served):
+    day = last_days(2)[0]
+    tenant = DemoTenant(TenantSpec(days=(day,), activities_per_day=3_000))
+    tenant.set_now(later(5))
+    result = run_day(day, tenant_resource(served(tenant)), tmp_path)
+    steps = {e.step_key for e in result.all_events if e.event_type_value == "STEP_START"}
+    assert steps == {"activities", "activities_checks", "activities_duckdb"}
+    pids = {e.pid for e in result.all_events if e.event_type_value == "STEP_START"}
+    assert len(pids) == 1, "scan, checks and views share one process"

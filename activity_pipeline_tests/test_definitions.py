@@ -41,7 +41,7 @@ def test_dg_list_defs_shows_the_assets_checks_job_schedule_and_sensor():
     }
     assert [j["name"] for j in listed["jobs"]] == ["daily_activities"]
     assert [s["name"] for s in listed["schedules"]] == ["daily_activities_schedule"]
-    assert [s["name"] for s in listed["sensors"]] == ["late_arrivals"]
+    assert sorted(s["name"] for s in listed["sensors"]) == ["late_arrivals", "retention_rescue"]
 
 
 def test_with_a_real_tenant_configured_nothing_of_the_demo_tenant_is_imported():

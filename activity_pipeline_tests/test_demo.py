@@ -1,23 +1,72 @@
-"""`make demo`: the daily job for the last 3 days of the demo tenant, and its report."""
+"""`make demo`, and every command it tells the user to run next, run as printed."""
 
 from __future__ import annotations
 
+import shlex
 import subprocess
-import sys
+from pathlib import Path
 
-from activity_pipeline_tests.helpers import clean_env, last_days
+import dagster as dg
+import pytest
+
+from activity_pipeline_tests.helpers import REPO, clean_env, last_days
 
 
-def test_make_demo_runs_the_daily_job_and_reports(tmp_path):
-    """What `make demo` runs, with ACTIVITY_DATA_DIR exported as the Makefile does."""
-    (tmp_path / "home").mkdir()
-    env = clean_env(DAGSTER_HOME=str(tmp_path / "home"), ACTIVITY_DATA_DIR=str(tmp_path / "data"))
-    out = subprocess.run([sys.executable, "-m", "activity_pipeline.demo"], env=env, capture_output=True, text=True,
-                         timeout=600, cwd=tmp_path)  # fmt: skip
-    assert out.returncode == 0, out.stderr[-3000:]
-    report = out.stdout
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> tuple[Path, Path, str]:
+    """`make demo` once, into a Dagster instance and a data directory of the test's own."""
+    tmp = tmp_path_factory.mktemp("demo")
+    home, data = tmp / "home", tmp / "data"
+    out = subprocess.run(
+        ["make", "-C", str(REPO), "demo", f"DAGSTER_HOME={home}", f"ACTIVITY_DATA_DIR={data}"],
+        env=clean_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return home, data, out.stdout
+
+
+def _report_line(report: str, day: object) -> str:
+    return next(x for x in report.splitlines() if x.startswith(str(day)))
+
+
+def test_make_demo_runs_the_daily_job_and_reports_each_days_checks(demo):
+    _, data, report = demo
     for day in last_days(3):
-        line = next(x for x in report.splitlines() if x.startswith(day.isoformat()))
+        line = _report_line(report, day)
         assert "count_matches_source=pass" in line and "ids_unique=pass" in line, line
     assert "Microsoft Exchange Online" in report
-    assert (tmp_path / "data" / "activities.duckdb").exists()
+    assert (data / "activities.duckdb").exists()
+
+
+def test_make_demo_shows_unjudged_checks_as_skipped_not_passed(demo):
+    _, _, report = demo
+    first = _report_line(report, last_days(3)[0])
+    assert "apps_still_reporting=skipped" in first and "no_unexpected_silent_hours=skipped" in first, first
+
+
+def test_the_duckdb_command_make_demo_prints_works_as_printed(demo):
+    _, _, report = demo
+    lines = report.splitlines()
+    command = next(x.strip() for x in lines if x.strip().startswith(".venv/bin/duckdb"))
+    query = "select count(*) > 50000 as three_days_stored from activities"
+    out = subprocess.run([*shlex.split(command), "-c", query], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "true" in out.stdout, out.stdout
+
+
+def test_make_run_lands_a_day_in_the_instance_the_ui_reads(demo):
+    home, data, report = demo
+    command = next(x.strip() for x in report.splitlines() if x.strip().startswith("make run DAY="))
+    day = command.split("DAY=")[1].split()[0]
+    out = subprocess.run(
+        [*shlex.split(command.split("#")[0]), "-C", str(REPO), f"DAGSTER_HOME={home}", f"ACTIVITY_DATA_DIR={data}"],
+        env=clean_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    instance = dg.DagsterInstance.from_config(str(home))
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": day}))
+    assert len(runs) == 2, "make demo's run of that day and make run's, in one instance"
+    assert runs[0].status == dg.DagsterRunStatus.SUCCESS and runs[0].job_name == "daily_activities"
+    event = instance.get_latest_materialization_event(dg.AssetKey("activities"))
+    assert event is not None and event.run_id == runs[0].run_id
+    assert event.asset_materialization is not None and event.asset_materialization.partition == day

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import time
 
 import pytest
@@ -13,8 +14,8 @@ from activity_pipeline.demo_tenant.entra import EntraStandIn
 from activity_pipeline.mdca import (
     AuthenticationError,
     BadRequestError,
+    EndpointError,
     MdcaClient,
-    MdcaError,
     MdcaSettings,
     PermissionDeniedError,
     RateLimiter,
@@ -180,7 +181,7 @@ def test_tls_verification_failure_fails_fast(server, entra):
     # The default trust store does not know the stand-in's certificate.
     client = MdcaClient(settings, limiter=RateLimiter(0), retry=FAST_RETRY)
     t0 = time.monotonic()
-    with pytest.raises(MdcaError, match="TLS verification failed"):
+    with pytest.raises(EndpointError, match="TLS verification failed"):
         client.count(day_start_ms(DAYS[0]), day_start_ms(DAYS[0]) + DAY_MS)
     assert time.monotonic() - t0 < 5
 
@@ -194,3 +195,39 @@ def test_entra_wrong_secret_fails_with_a_message_that_names_the_variables(server
     assert "invalid_client" in message and "MDCA_CLIENT_SECRET" in message and CLIENT_ID in message
     assert "not-the-secret-7731" not in message
     assert server.stats.requests == before, "nothing was sent to the API without a token"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_host_that_does_not_resolve_fails_at_once_naming_the_host():
+    client = MdcaClient(MdcaSettings(api_url="https://tenant-typo.invalid", api_token="t"), retry=FAST_RETRY)
+    t0 = time.monotonic()
+    with pytest.raises(EndpointError) as info:
+        client.count(day_start_ms(DAYS[0]), day_start_ms(DAYS[0]) + DAY_MS)
+    assert time.monotonic() - t0 < 10
+    assert "tenant-typo.invalid" in str(info.value) and "does not resolve" in str(info.value)
+    assert "MDCA_API_URL" in str(info.value)
+    assert client.stats.retries == 0
+
+
+def test_a_refused_connection_on_the_first_request_fails_at_once():
+    port = _free_port()
+    client = client_for(f"http://127.0.0.1:{port}")
+    with pytest.raises(EndpointError, match=f"port {port} refused the connection"):
+        client.count(day_start_ms(DAYS[0]), day_start_ms(DAYS[0]) + DAY_MS)
+    assert client.stats.retries == 0
+
+
+def test_once_the_api_has_answered_a_lost_connection_is_retried(tenant):
+    server = serve(tenant)
+    client = client_for(server.url, retry=RetryPolicy(max_attempts=3, backoff_first=0.01, backoff_max=0.05))
+    start = day_start_ms(DAYS[0])
+    assert client.count(start, start + DAY_MS) == tenant.truth_count(DAYS[0])
+    server.stop()  # the service goes away mid-scan: an outage, not a configuration error
+    with pytest.raises(RetriesExhaustedError, match="after 3 attempts"):
+        client.count(start, start + DAY_MS)
+    assert client.stats.retries == 2

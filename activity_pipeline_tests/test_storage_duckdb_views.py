@@ -86,3 +86,20 @@ def test_empty_dataset_still_gets_typed_views(tmp_path):
         assert con.execute("select count(*) from activities").fetchone() == (0,)
         assert con.execute("select count(*) from partition_health").fetchone() == (0,)
     assert "cloud_app_events" in views
+
+
+def test_retention_risk_lists_the_days_about_to_be_lost(tmp_path):
+    import datetime as dt
+
+    from activity_pipeline.retention import first_retained_day
+    from activity_pipeline.storage.writer import DayWriter
+
+    cliff = first_retained_day(dt.datetime.now(dt.UTC).date())
+    with DayWriter(tmp_path, cliff + dt.timedelta(days=1)) as writer:
+        writer.commit({})
+    path, views = build_database(tmp_path, start_date=cliff - dt.timedelta(days=10))
+    assert "retention_risk" in views
+    with duckdb.connect(str(path), read_only=True) as con:
+        rows = con.execute("select date, days_left, state from retention_risk").fetchall()
+    assert rows[0] == (cliff, 0, "missing"), "days already lost are not listed; the last day is"
+    assert [r[0] for r in rows] == [cliff] + [cliff + dt.timedelta(days=k) for k in range(2, 15)]

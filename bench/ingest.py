@@ -12,13 +12,16 @@ Run: .venv/bin/python -m bench.ingest memory|throughput [--activities N]
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import warnings
+from pathlib import Path
 
 from bench.common import TOKEN, demo_tenant_process, peak_rss_mib, yesterday
 
@@ -65,6 +68,40 @@ def child_seed(url: str) -> dict[str, float]:
     return {"records": len(records), "seconds": seconds, "peak_rss_mib": peak_rss_mib()}
 
 
+def child_run(url: str, data_dir: str) -> dict[str, float]:
+    """The whole daily job, headless, as `make run` runs it: command start to its last check and the views."""
+    import resource as rlimits
+
+    import dagster as dg
+
+    from activity_pipeline_tests.helpers import REPO, cli_env, launch
+
+    day, _, _ = yesterday()
+    with tempfile.TemporaryDirectory() as home:
+        shutil.copy(REPO / "deploy" / "local" / "dagster.yaml", Path(home) / "dagster.yaml")
+        env = cli_env(url, Path(data_dir), Path(home))
+        env["ACTIVITY_START_DATE"] = (day - dt.timedelta(days=30)).isoformat()
+        t0 = time.perf_counter()
+        proc = subprocess.run(launch(day, job=True), env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        if proc.returncode:
+            raise RuntimeError(proc.stderr[-3000:])
+        instance = dg.DagsterInstance.from_config(home)
+        event = instance.get_latest_materialization_event(dg.AssetKey("activities"))
+        meta = event.asset_materialization.metadata  # type: ignore[union-attr]
+        (run,) = instance.get_runs()
+        checks = sum(1 for e in instance.all_logs(run.run_id) if e.dagster_event_type and
+                     e.dagster_event_type.value == "ASSET_CHECK_EVALUATION")  # fmt: skip
+    return {
+        "records": meta["dagster/partition_row_count"].value,
+        "asset_seconds": meta["seconds"].value,
+        "wall_seconds": wall,
+        "checks": checks,
+        # The run process: `dg launch` executes the job in its own process (the in-process executor).
+        "peak_rss_mib": rlimits.getrusage(rlimits.RUSAGE_CHILDREN).ru_maxrss / 1024,
+    }
+
+
 def _run_child(*args: str) -> dict[str, float]:
     proc = subprocess.run([sys.executable, "-m", "bench.ingest", "child", *args], capture_output=True, text=True)
     if proc.returncode:
@@ -102,16 +139,63 @@ def compare(activities: int, label: str, rounds: int = 1) -> tuple[dict[str, flo
     return pipe, seed
 
 
+def whole_run(activities: int, rounds: int) -> None:
+    """The headless daily run against the seed loop's bare collection, alternating, on one server."""
+    runs, seeds = [], []
+    with demo_tenant_process(activities) as url:
+        for _ in range(rounds):
+            with tempfile.TemporaryDirectory() as data_dir:
+                runs.append(_run_child("run", url, data_dir))
+            seeds.append(_run_child("seed", url))
+    run, seed = _median(runs), _median(seeds)
+    label = "daily run"
+
+    def seconds(rs: list[dict[str, float]], key: str) -> str:
+        return ", ".join(f"{r[key]:.1f}" for r in rs)
+
+    print(f"{label}: medians of {rounds} runs each; whole run s: {seconds(runs, 'wall_seconds')}; asset step s: "
+          f"{seconds(runs, 'asset_seconds')}; seed loop s: {seconds(seeds, 'seconds')}")  # fmt: skip
+    print(f"{label}: {run['records']:,.0f} records; whole headless run (dg launch start to its last check and the "
+          f"views) {run['wall_seconds']:.1f}s, of which the asset's step {run['asset_seconds']:.1f}s; "
+          f"{run['checks']:.0f} check verdicts; run process peak RSS {run['peak_rss_mib']:,.0f} MiB")  # fmt: skip
+    print(f"{label}: seed loop: {seed['records']:,.0f} records into a list in {seed['seconds']:.1f}s")
+    whole, step = seed["seconds"] / run["wall_seconds"], seed["seconds"] / run["asset_seconds"]
+    print(f"{label}: whole run {whole:.2f}x faster than the seed loop; target at least 2x: "
+          f"{'met' if whole >= 2 else 'MISSED'}")  # fmt: skip
+    print(f"{label}: asset step {step:.2f}x faster than the seed loop; target at least 3x: "
+          f"{'met' if step >= 3 else 'MISSED'}")  # fmt: skip
+
+
+def run_memory(activities: int) -> None:
+    """Peak RSS of the run process over the whole daily job (scan, checks, views) of one large day."""
+    with demo_tenant_process(activities) as url, tempfile.TemporaryDirectory() as data_dir:
+        run = _run_child("run", url, data_dir)
+    mb = run["peak_rss_mib"] * 2**20 / 1e6
+    print(
+        f"daily run memory: {run['records']:,.0f} records, whole run {run['wall_seconds']:.1f}s, "
+        f"{run['checks']:.0f} check verdicts; run process peak RSS {run['peak_rss_mib']:,.0f} MiB = {mb:,.0f} MB"
+    )
+    print(f"daily run memory: target <= 400 MB: {'met' if mb <= 400 else 'MISSED'}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("what", choices=["memory", "throughput", "child"])
+    p.add_argument("what", choices=["memory", "throughput", "run", "run-memory", "child"])
     p.add_argument("args", nargs="*")
     p.add_argument("--activities", type=int)
     p.add_argument("--rounds", type=int, default=3)
     a = p.parse_args()
     if a.what == "child":
         kind, url, *rest = a.args
-        print(json.dumps(child_pipeline(url, rest[0]) if kind == "pipeline" else child_seed(url)))
+        children = {"pipeline": lambda: child_pipeline(url, rest[0]), "run": lambda: child_run(url, rest[0]),
+                    "seed": lambda: child_seed(url)}  # fmt: skip
+        print(json.dumps(children[kind]()))
+        return
+    if a.what == "run":
+        whole_run(a.activities or 200_000, a.rounds)
+        return
+    if a.what == "run-memory":
+        run_memory(a.activities or 1_000_000)
         return
     if a.what == "memory":
         pipe, seed = compare(a.activities or 1_000_000, "ingest memory")

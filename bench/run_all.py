@@ -46,6 +46,19 @@ BENCHMARKS: list[tuple[str, list[str], str]] = [
         "about two minutes and 11 GB. Across runs on this machine the asset's peak has measured 333-342 MiB.",
     ),
     (
+        "The whole daily run, headless (200,000 activities, no rate limit): dg launch vs the seed loop",
+        ["bench.ingest", "run", "--rounds", "3"],
+        "The run is `make run`'s command (`dg launch --job daily_activities`): Python and Dagster start-up, the "
+        "scan, the seven checks in one step, the DuckDB views, all in one process (the in-process executor). "
+        "The seed loop only collects the day's records into a list. Both sides alternate on one demo tenant.",
+    ),
+    (
+        "The whole daily run's memory (1,000,000 activities): peak RSS of the run process",
+        ["bench.ingest", "run-memory"],
+        "Scan, checks and views in one process: the checks' DuckDB query is capped (memory_limit, spilling to "
+        "disk) so that it stays under what the scan already needed.",
+    ),
+    (
         "DuckDB over 30 days of 50,000 activities: pruning, and Parquet size against JSON",
         ["bench.duckdb_queries"],
         "",

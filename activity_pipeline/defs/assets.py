@@ -8,15 +8,17 @@ import dagster as dg
 
 from activity_pipeline.defs.partitions import daily, partition_day
 from activity_pipeline.defs.resources import ActivityStorage, TenantResource
-from activity_pipeline.ingest import IngestResult, check_retention, ingest_day
+from activity_pipeline.ingest import IngestResult, ingest_day
 from activity_pipeline.mdca import (
     AuthenticationError,
     BadRequestError,
     ConfigError,
+    EndpointError,
     MdcaHTTPError,
     PermissionDeniedError,
     RetentionError,
 )
+from activity_pipeline.retention import check_retention
 from activity_pipeline.storage.duckdb_views import DatabaseBusyError, build_database
 from activity_pipeline.storage.schema import COLUMNS
 from activity_pipeline.storage.writer import DayLockedError
@@ -24,7 +26,15 @@ from activity_pipeline.storage.writer import DayLockedError
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 
 # Errors that another attempt cannot fix: fail the run at once instead of retrying the partition.
-_FINAL = (ConfigError, AuthenticationError, PermissionDeniedError, BadRequestError, RetentionError, DayLockedError)
+_FINAL = (
+    ConfigError,
+    EndpointError,
+    AuthenticationError,
+    PermissionDeniedError,
+    BadRequestError,
+    RetentionError,
+    DayLockedError,
+)
 
 COLUMN_SCHEMA = dg.TableSchema(
     columns=[
@@ -124,15 +134,22 @@ def _run_start(context: dg.AssetExecutionContext) -> dt.datetime:
 @dg.asset(deps=[activities], kinds={"duckdb"}, group_name="mdca")
 def activities_duckdb(context: dg.AssetExecutionContext, storage: ActivityStorage) -> dg.MaterializeResult:
     """Views over every stored day of activities in $ACTIVITY_DATA_DIR/activities.duckdb: a file the DuckDB CLI opens, with absolute paths."""  # noqa: E501
+    first_day = dt.date.fromisoformat(daily.get_first_partition_key() or "")
     try:
-        path, views = build_database(storage.path)
+        path, views = build_database(storage.path, start_date=first_day)
     except DatabaseBusyError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
-    import duckdb  # here, not at the top: the process materializing `activities` never needs it
+    import duckdb  # here, not at the top: scanning a day never needs it, and it costs ~40 MiB
 
     with duckdb.connect(str(path), read_only=True) as con:
         days, rows = con.execute("SELECT count(DISTINCT date), count(*) FROM activities").fetchone()
+        at_risk = con.execute("SELECT date, days_left, state FROM retention_risk").fetchall()
     context.log.info(f"{path}: {len(views)} views over {days} days, {rows:,} activities")
+    if at_risk:
+        context.log.warning(
+            f"{len(at_risk)} days leave the service's retention within 14 days and are not safely stored: "
+            + ", ".join(f"{d} ({state}, {left} days left)" for d, left, state in at_risk)
+        )
     return dg.MaterializeResult(
         metadata={
             "dagster/uri": dg.MetadataValue.url("file://" + quote(str(path), safe="/=")),
@@ -140,6 +157,7 @@ def activities_duckdb(context: dg.AssetExecutionContext, storage: ActivityStorag
             "path": dg.MetadataValue.path(str(path)),
             "days": days,
             "views": ", ".join(views),
+            "retention_risk_days": len(at_risk),
             "try": dg.MetadataValue.md(
                 f"```sh\nduckdb {path} -c 'select date, count(*) from activities group by 1'\n```"
             ),

@@ -1,10 +1,15 @@
 """Partition-aware checks on `activities`: is each stored day complete, unique, in range and well formed?
 
-Each reports `actual`, `expected` and `diff` in its metadata. The two ERROR checks marked blocking stop
+The seven checks run as one step that reads the day once (`@dg.multi_asset_check`, `can_subset=True`).
+Each reports `actual`, `expected` and `diff` in its metadata. A check with nothing to judge yields no
+result: Dagster shows it as Skipped, and the step's log says why. The two ERROR checks marked blocking stop
 `activities_duckdb` in the same run when they fail.
 """
 
+import dataclasses
 import datetime as dt
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 import dagster as dg
@@ -14,58 +19,64 @@ from activity_pipeline.days import day_window
 from activity_pipeline.defs.assets import activities
 from activity_pipeline.defs.partitions import daily, partition_day
 from activity_pipeline.defs.resources import ActivityStorage, TenantResource
+from activity_pipeline.mdca import MdcaClient
 from activity_pipeline.storage.inspect import DayFacts
 
 TRAILING_DAYS = 7
 # An hour with no rows is suspicious only if that hour usually carries at least this many.
 SILENT_HOUR_MIN_AVERAGE = 20
-# Trailing days needed before the history-based checks judge at all.
+# Of the TRAILING_DAYS days before, this many must be stored before the history-based checks judge at all.
 MIN_HISTORY_DAYS = 3
 
-
-def _facts(context: dg.AssetCheckExecutionContext, storage: ActivityStorage) -> DayFacts:
-    return storage.facts(partition_day(context))
+ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
 
 
-def _missing(day: dt.date, severity: dg.AssetCheckSeverity) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(
-        passed=False,
-        severity=severity,
-        description=f"{day} has not been materialized: nothing is stored for it",
-        metadata={"actual": 0, "expected": "a stored day", "diff": "day missing"},
-    )
+@dataclasses.dataclass
+class Evidence:
+    """What the checks of one day look at, read once."""
+
+    facts: DayFacts
+    # Manifests of the stored days among the TRAILING_DAYS before this one.
+    history: dict[dt.date, dict[str, Any]]
+    # Opens a client for the source's count, only when count_matches_source runs.
+    client: Callable[[], AbstractContextManager[MdcaClient]] | None = None
+    storage: ActivityStorage | None = None
 
 
-def _with_history(
-    context: dg.AssetCheckExecutionContext, storage: ActivityStorage
-) -> tuple[DayFacts, dict[dt.date, dict[str, Any]]] | dg.AssetCheckResult:
-    """The day's facts and its trailing days' manifests, or the verdict when there is too little to judge."""
-    facts = _facts(context, storage)
-    if not facts.exists or not facts.manifest:
-        return _missing(facts.day, dg.AssetCheckSeverity.WARN)
-    history = storage.trailing_manifests(facts.day, TRAILING_DAYS)
-    if len(history) < MIN_HISTORY_DAYS:
-        return dg.AssetCheckResult(
-            passed=True,
-            severity=dg.AssetCheckSeverity.WARN,
-            description=f"only {len(history)} trailing days stored; needs {MIN_HISTORY_DAYS} to judge",
-            metadata={"actual": 0, "expected": 0, "diff": 0, "trailing_days": len(history)},
-        )
-    return facts, history
+@dataclasses.dataclass
+class Verdict:
+    passed: bool
+    severity: dg.AssetCheckSeverity
+    metadata: dict[str, Any]
+    description: str | None = None
 
 
-@dg.asset_check(asset=activities, partitions_def=daily, blocking=True)
-def count_matches_source(
-    context: dg.AssetCheckExecutionContext, mdca: TenantResource, storage: ActivityStorage
-) -> dg.AssetCheckResult:
-    """Rows stored for the day equal the API's own list-mode total for the day, asked at check time."""
-    facts = _facts(context, storage)
-    day = facts.day
-    with mdca.client(context.log) as client:
+# A judge returns a verdict, or the reason it has nothing to judge (the check is then Skipped).
+Judge = Callable[[Evidence], "Verdict | str"]
+
+
+def _missing(day: dt.date, severity: dg.AssetCheckSeverity) -> Verdict:
+    return Verdict(False, severity, {"actual": 0, "expected": "a stored day", "diff": "day missing"},
+                   f"{day} has not been materialized: nothing is stored for it")  # fmt: skip
+
+
+def _none_found(count: int, description: str | None = None, **metadata: Any) -> Verdict:
+    """An ERROR verdict that passes when `count`, of things that must not exist, is 0."""
+    return Verdict(count == 0, ERROR, {"actual": count, "expected": 0, "diff": count, **metadata}, description)
+
+
+def _iso(ms: int | None) -> str:
+    return "" if ms is None else dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="milliseconds")
+
+
+def count_matches_source(e: Evidence) -> Verdict | str:
+    facts, day = e.facts, e.facts.day
+    assert e.client is not None and e.storage is not None
+    with e.client() as client:
         expected = client.count(*day_window(day))
     passed = facts.exists and facts.rows == expected
     # The one thing a check leaves behind: its finding, for the partition_health view.
-    storage.record_count_check(day, source_total=expected, rows_checked=facts.rows, passed=passed)
+    e.storage.record_count_check(day, source_total=expected, rows_checked=facts.rows, passed=passed)
     diff = facts.rows - expected
     if not facts.exists:
         note = f"{day} is not stored; the source holds {expected:,}"
@@ -76,118 +87,142 @@ def count_matches_source(
     else:
         note = f"all {expected:,} activities stored"
     scanned = (facts.manifest or {}).get("source_total_at_scan")
-    return dg.AssetCheckResult(
-        passed=passed,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description=note,
-        metadata={"actual": facts.rows, "expected": expected, "diff": diff, "source_total_at_scan": scanned},
-    )
+    metadata = {"actual": facts.rows, "expected": expected, "diff": diff, "source_total_at_scan": scanned}
+    return Verdict(passed, ERROR, metadata, note)
 
 
-@dg.asset_check(asset=activities, partitions_def=daily, blocking=True)
-def ids_unique(context: dg.AssetCheckExecutionContext, storage: ActivityStorage) -> dg.AssetCheckResult:
-    """No `id` appears twice in the day."""
-    facts = _facts(context, storage)
+def ids_unique(e: Evidence) -> Verdict | str:
+    facts = e.facts
     if not facts.exists:
-        return _missing(facts.day, dg.AssetCheckSeverity.ERROR)
+        return _missing(facts.day, ERROR)
     dups = facts.duplicate_ids
     return _none_found(dups, f"{dups:,} duplicate rows" if dups else "every id once", rows=facts.rows)
 
 
-@dg.asset_check(asset=activities, partitions_def=daily)
-def timestamps_in_partition(context: dg.AssetCheckExecutionContext, storage: ActivityStorage) -> dg.AssetCheckResult:
-    """Every row's timestamp falls inside the partition's UTC day."""
-    facts = _facts(context, storage)
+def timestamps_in_partition(e: Evidence) -> Verdict | str:
+    facts = e.facts
     if not facts.exists:
-        return _missing(facts.day, dg.AssetCheckSeverity.ERROR)
+        return _missing(facts.day, ERROR)
     start, end = day_window(facts.day)
-    fmt = _iso
-    return _none_found(
-        facts.outside,
-        min_timestamp=fmt(facts.min_ms),
-        max_timestamp=fmt(facts.max_ms),
-        window=f"[{fmt(start)}, {fmt(end)})",
-    )
+    window = f"[{_iso(start)}, {_iso(end)})"
+    return _none_found(facts.outside, min_timestamp=_iso(facts.min_ms), max_timestamp=_iso(facts.max_ms), window=window)
 
 
-def _none_found(count: int, description: str | None = None, **metadata: Any) -> dg.AssetCheckResult:
-    """An ERROR check that passes when `count`, of things that must not exist, is 0."""
-    return dg.AssetCheckResult(
-        passed=count == 0,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description=description,
-        metadata={"actual": count, "expected": 0, "diff": count, **metadata},
-    )
-
-
-def _iso(ms: int | None) -> str:
-    return "" if ms is None else dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="milliseconds")
-
-
-@dg.asset_check(asset=activities, partitions_def=daily)
-def no_quarantined_records(context: dg.AssetCheckExecutionContext, storage: ActivityStorage) -> dg.AssetCheckResult:
-    """The day's quarantine file holds nothing: every record had an `_id` and a `timestamp`."""
-    facts = _facts(context, storage)
+def no_quarantined_records(e: Evidence) -> Verdict | str:
+    facts = e.facts
     if not facts.exists:
-        return _missing(facts.day, dg.AssetCheckSeverity.ERROR)
+        return _missing(facts.day, ERROR)
     n = facts.quarantined
     return _none_found(n, f"{n} records kept in _quarantine.jsonl, not in the table" if n else None)
 
 
-@dg.asset_check(asset=activities, partitions_def=daily)
-def schema_matches(context: dg.AssetCheckExecutionContext, storage: ActivityStorage) -> dg.AssetCheckResult:
-    """Every file of the day has the documented schema."""
-    facts = _facts(context, storage)
+def schema_matches(e: Evidence) -> Verdict | str:
+    facts = e.facts
     if not facts.exists:
-        return _missing(facts.day, dg.AssetCheckSeverity.ERROR)
+        return _missing(facts.day, ERROR)
     bad = facts.schema_mismatches
     return _none_found(len(bad), files_with_other_schema=", ".join(bad))
 
 
-@dg.asset_check(asset=activities, partitions_def=daily)
-def no_unexpected_silent_hours(context: dg.AssetCheckExecutionContext, storage: ActivityStorage) -> dg.AssetCheckResult:
-    """No hour is empty when that hour averaged at least 20 rows over the trailing 7 stored days."""
-    judged = _with_history(context, storage)
-    if isinstance(judged, dg.AssetCheckResult):
-        return judged
-    facts, history = judged
-    today = np.array(facts.manifest["hourly"])
-    average = np.mean([m["hourly"] for m in history.values()], axis=0)
+def _too_little_history(e: Evidence) -> Verdict | str | None:
+    if not e.facts.exists or not e.facts.manifest:
+        return _missing(e.facts.day, WARN)
+    if len(e.history) < MIN_HISTORY_DAYS:
+        return (
+            f"only {len(e.history)} of the {TRAILING_DAYS} days before {e.facts.day} are stored; "
+            f"it judges once {MIN_HISTORY_DAYS} of them are"
+        )
+    return None
+
+
+def no_unexpected_silent_hours(e: Evidence) -> Verdict | str:
+    if (early := _too_little_history(e)) is not None:
+        return early
+    today = np.array(e.facts.manifest["hourly"])  # type: ignore[index]
+    average = np.mean([m["hourly"] for m in e.history.values()], axis=0)
     silent = [h for h in range(24) if today[h] == 0 and average[h] >= SILENT_HOUR_MIN_AVERAGE]
-    return dg.AssetCheckResult(
-        passed=not silent,
-        severity=dg.AssetCheckSeverity.WARN,
-        description=(f"silent hours (UTC) that are usually busy: {silent}" if silent else None),
-        metadata={
-            "actual": len(silent),
-            "expected": 0,
-            "diff": len(silent),
-            "silent_hours_utc": str(silent),
-            "trailing_average_of_those_hours": str([round(float(average[h]), 1) for h in silent]),
-            "trailing_days": len(history),
-        },
+    metadata = {
+        "actual": len(silent),
+        "expected": 0,
+        "diff": len(silent),
+        "silent_hours_utc": str(silent),
+        "trailing_average_of_those_hours": str([round(float(average[h]), 1) for h in silent]),
+        "trailing_days": len(e.history),
+    }
+    return Verdict(
+        not silent, WARN, metadata, f"silent hours (UTC) that are usually busy: {silent}" if silent else None
     )
 
 
-@dg.asset_check(asset=activities, partitions_def=daily)
-def apps_still_reporting(context: dg.AssetCheckExecutionContext, storage: ActivityStorage) -> dg.AssetCheckResult:
-    """Every app that reported on each of the trailing 7 stored days also reported today."""
-    judged = _with_history(context, storage)
-    if isinstance(judged, dg.AssetCheckResult):
-        return judged
-    facts, history = judged
-    regular = set.intersection(*(set(m.get("apps", {})) for m in history.values())) - {"None"}
-    today = set(facts.manifest.get("apps", {}))
+def apps_still_reporting(e: Evidence) -> Verdict | str:
+    if (early := _too_little_history(e)) is not None:
+        return early
+    regular = set.intersection(*(set(m.get("apps", {})) for m in e.history.values())) - {"None"}
+    today = set(e.facts.manifest.get("apps", {}))  # type: ignore[union-attr]
     missing = sorted(regular - today, key=int)
-    return dg.AssetCheckResult(
-        passed=not missing,
-        severity=dg.AssetCheckSeverity.WARN,
-        description=(f"apps that reported every trailing day but not today: {missing}" if missing else None),
-        metadata={
-            "actual": len(regular & today),
-            "expected": len(regular),
-            "diff": -len(missing),
-            "missing_app_ids": ", ".join(missing),
-            "trailing_days": len(history),
-        },
+    metadata = {
+        "actual": len(regular & today),
+        "expected": len(regular),
+        "diff": -len(missing),
+        "missing_app_ids": ", ".join(missing),
+        "trailing_days": len(e.history),
+    }
+    note = f"apps that reported every trailing day but not today: {missing}" if missing else None
+    return Verdict(not missing, WARN, metadata, note)
+
+
+# name: (judge, blocking, what passing means: the UI's description)
+CHECKS: dict[str, tuple[Judge, bool, str]] = {
+    "count_matches_source": (count_matches_source, True,
+        "Rows stored for the day equal the API's own list-mode total for the day, asked at check time."),
+    "ids_unique": (ids_unique, True, "No `id` appears twice in the day."),
+    "timestamps_in_partition": (timestamps_in_partition, False,
+        "Every row's timestamp falls inside the partition's UTC day."),
+    "no_quarantined_records": (no_quarantined_records, False,
+        "The day's quarantine file holds nothing: every record had an `_id` and a `timestamp`."),
+    "schema_matches": (schema_matches, False, "Every file of the day has the documented schema."),
+    "no_unexpected_silent_hours": (no_unexpected_silent_hours, False,
+        f"No hour is empty when that hour averaged at least {SILENT_HOUR_MIN_AVERAGE} rows over the stored days "
+        f"among the {TRAILING_DAYS} before (judged once {MIN_HISTORY_DAYS} of them are stored)."),
+    "apps_still_reporting": (apps_still_reporting, False,
+        f"Every app that reported on each stored day among the {TRAILING_DAYS} before also reported on this day "
+        f"(judged once {MIN_HISTORY_DAYS} of them are stored)."),
+}  # fmt: skip
+_HISTORY = {"no_unexpected_silent_hours", "apps_still_reporting"}
+
+
+@dg.multi_asset_check(
+    specs=[
+        dg.AssetCheckSpec(name, asset=activities, partitions_def=daily, blocking=blocking, description=text)
+        for name, (_, blocking, text) in CHECKS.items()
+    ],
+    can_subset=True,
+    name="activities_checks",
+    description="The day's seven checks, in one step that reads the stored day once.",
+)
+def activities_checks(
+    context: dg.AssetCheckExecutionContext, mdca: TenantResource, storage: ActivityStorage
+) -> Iterator[dg.AssetCheckResult]:
+    day = partition_day(context)
+    wanted = {key.name for key in context.selected_asset_check_keys}
+    evidence = Evidence(
+        facts=storage.facts(day),
+        history=storage.trailing_manifests(day, TRAILING_DAYS) if wanted & _HISTORY else {},
+        client=lambda: mdca.client(context.log),
+        storage=storage,
     )
+    for name, (judge, _, _) in CHECKS.items():
+        if name not in wanted:
+            continue
+        verdict = judge(evidence)
+        if isinstance(verdict, str):
+            context.log.info(f"{name} skipped for {day}: {verdict}")
+            continue
+        yield dg.AssetCheckResult(
+            asset_key=activities.key,
+            check_name=name,
+            passed=verdict.passed,
+            severity=verdict.severity,
+            description=verdict.description,
+            metadata=verdict.metadata,
+        )

@@ -8,9 +8,25 @@ import dagster as dg
 
 from activity_pipeline import config
 from activity_pipeline.days import utc_day
+from activity_pipeline.retention import first_retained_day
+from activity_pipeline.storage.inspect import stored_days
+
+
+def start_date(settings: config.PipelineConfig, today: dt.date) -> dt.date:
+    """ACTIVITY_START_DATE; unset, the oldest day the service still keeps on `today`, or the oldest stored day
+    if that is earlier. So the default never offers a day that can no longer be scanned, and never drops one
+    that was kept beyond the service's retention.
+    """
+    if settings.start_date is not None:
+        return settings.start_date
+    stored = stored_days(settings.data_dir)
+    return min([first_retained_day(today), *stored[:1]])
+
 
 # end_offset=0: the newest partition is yesterday, the last complete UTC day.
-daily = dg.DailyPartitionsDefinition(start_date=config.load().start_date.isoformat(), timezone="UTC", end_offset=0)
+daily = dg.DailyPartitionsDefinition(
+    start_date=start_date(config.load(), dt.datetime.now(dt.UTC).date()).isoformat(), timezone="UTC", end_offset=0
+)
 
 
 def partition_day(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> dt.date:

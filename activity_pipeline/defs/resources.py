@@ -121,6 +121,13 @@ class ActivityStorage(dg.ConfigurableResource):
     def row_total(self) -> int:
         return inspect.stored_row_total(self.path)
 
+    def stored_days(self) -> list[dt.date]:
+        return inspect.stored_days(self.path)
+
+    def incomplete_days(self) -> set[dt.date]:
+        """Days whose last count check failed."""
+        return health.failed_count_checks(self.path)
+
     def record_count_check(self, day: dt.date, *, source_total: int, rows_checked: int, passed: bool) -> None:
         health.record_count_check(
             self.path,

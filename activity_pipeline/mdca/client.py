@@ -27,7 +27,7 @@ from activity_pipeline.mdca.auth import EntraAuth, TokenAuth, auth_for
 from activity_pipeline.mdca.errors import (
     AuthenticationError,
     BadRequestError,
-    MdcaError,
+    EndpointError,
     MdcaHTTPError,
     PermissionDeniedError,
     RetriesExhaustedError,
@@ -138,6 +138,20 @@ def _read_body(response: requests.Response) -> bytes | np.ndarray:
     return buffer
 
 
+def _unreachable(exc: requests.ConnectionError) -> tuple[str | None, str] | None:
+    """(host, why) when no connection could be made at all (name resolution, refusal); None for other failures."""
+    reason = getattr(exc.args[0] if exc.args else None, "reason", None)
+    conn = getattr(reason, "conn", None)
+    host = getattr(conn, "host", None)
+    if isinstance(reason, urllib3.exceptions.NameResolutionError):
+        return host, "the host name does not resolve (DNS)"
+    if isinstance(reason, urllib3.exceptions.NewConnectionError):
+        if "refused" in str(reason).lower():
+            return host, f"port {getattr(conn, 'port', '?')} refused the connection (nothing listens there)"
+        return host, f"no connection could be made ({str(reason).split(': ', 1)[-1][:200]})"
+    return None
+
+
 def _ssl_reason(exc: Exception) -> str:
     text = str(exc)
     marker = "certificate verify failed"
@@ -187,6 +201,8 @@ class MdcaClient:
         self.session.mount("https://", adapter)
         self.auth = auth or auth_for(settings)
         self._jitter = random.Random()
+        # Until the API has answered once, a host that cannot be reached is a configuration error, not an outage.
+        self._answered = False
 
     def __repr__(self) -> str:
         return f"MdcaClient(api_url={self.settings.api_url!r}, auth={self.settings.auth_kind})"
@@ -199,6 +215,11 @@ class MdcaClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def host(self) -> str:
+        """The API's host (and port, if not the scheme's), for messages."""
+        return self.settings.api_url.split("://", 1)[1]
 
     @property
     def activities_url(self) -> str:
@@ -246,14 +267,26 @@ class MdcaClient:
             content = _read_body(response)
         except requests.exceptions.SSLError as exc:
             # A certificate that does not verify will not verify on the next try either.
-            raise MdcaError(
-                f"TLS verification failed on the way to {path} or the sign-in endpoint ({_ssl_reason(exc)}); "
+            raise EndpointError(
+                f"TLS verification failed on the way to {self.host} or the sign-in endpoint ({_ssl_reason(exc)}); "
                 "check MDCA_API_URL and MDCA_AUTHORITY_HOST, and the machine's CA certificates"
             ) from None
         except requests.Timeout as exc:
             raise TransientError(f"a timeout ({type(exc).__name__})") from None
-        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+        except requests.ConnectionError as exc:
+            unreachable = None if self._answered else _unreachable(exc)
+            if unreachable:
+                host, why = unreachable
+                api_host = self.host.rsplit(":", 1)[0] if self.host.count(":") == 1 else self.host
+                variable = "MDCA_API_URL" if host in (None, api_host) else "MDCA_AUTHORITY_HOST"
+                raise EndpointError(
+                    f"Could not reach {host or self.host} on the first request: {why}. Check {variable} "
+                    "and that this machine can reach that host (DNS, firewall, proxy); nothing was retried."
+                ) from None
             raise TransientError(f"a dropped connection ({type(exc).__name__})") from None
+        except requests.exceptions.ChunkedEncodingError as exc:
+            raise TransientError(f"a dropped connection ({type(exc).__name__})") from None
+        self._answered = True
         self.stats.add(bytes_received=len(content))
         status = response.status_code
         if status == 200:

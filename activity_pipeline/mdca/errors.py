@@ -46,3 +46,11 @@ class ScanStalledError(MdcaError):
 
 class RetentionError(MdcaError):
     """The requested window is older than the tenant keeps activities."""
+
+
+class EndpointError(MdcaError):
+    """The API's host could not be reached at all: it does not resolve, refuses connections, or fails TLS.
+
+    On a scan's first request this is a configuration error (a mistyped MDCA_API_URL, a firewall, a proxy
+    that intercepts TLS), which no retry fixes.
+    """

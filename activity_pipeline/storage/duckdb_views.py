@@ -9,13 +9,15 @@ and importing it costs that process about 40 MiB of its memory budget.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 from pathlib import Path
 
+from activity_pipeline.retention import RESCUE_MARGIN_DAYS, RETENTION_DAYS, first_retained_day
 from activity_pipeline.storage.health import HEALTH
 from activity_pipeline.storage.schema import COLUMNS
-from activity_pipeline.storage.writer import DATASET
+from activity_pipeline.storage.writer import DATASET, MANIFEST
 
 DATABASE = "activities.duckdb"
 
@@ -130,8 +132,38 @@ def _health_view(data_dir: Path) -> str:
         ORDER BY 1"""
 
 
-def build_database(data_dir: Path) -> tuple[Path, list[str]]:
-    """Build `activities.duckdb` next to the dataset; returns its path and the views it holds."""
+def _retention_risk_view(data_dir: Path, start_date: dt.date) -> str:
+    """Days within RESCUE_MARGIN_DAYS of leaving the service's retention that are missing or incomplete.
+
+    Evaluated when queried (today is the query's UTC date), from the days' manifests and the count check's
+    findings, so it is current between rebuilds of the file.
+    """
+    manifests = data_dir / DATASET / "date=*" / MANIFEST
+    if any((data_dir / DATASET).glob(f"date=*/{MANIFEST}")):
+        stored = f"SELECT day AS date FROM read_json({_sql_string(str(manifests))}, columns = {{day: 'DATE'}})"
+    else:
+        stored = "SELECT NULL::DATE AS date WHERE false"
+    today = "CAST(now() AT TIME ZONE 'UTC' AS DATE)"
+    return f"""
+        WITH days AS (
+            SELECT CAST(d AS DATE) AS date
+            FROM generate_series(DATE '{start_date.isoformat()}', {today} - INTERVAL 1 DAY, INTERVAL 1 DAY) AS t(d)
+        ), stored AS ({stored})
+        SELECT days.date, {RETENTION_DAYS} - ({today} - days.date) AS days_left,
+               CASE WHEN stored.date IS NULL THEN 'missing' ELSE 'incomplete' END AS state
+        FROM days LEFT JOIN stored ON stored.date = days.date
+        LEFT JOIN partition_health AS health ON health.date = days.date
+        WHERE {RETENTION_DAYS} - ({today} - days.date) BETWEEN 0 AND {RESCUE_MARGIN_DAYS}
+          AND (stored.date IS NULL OR health.last_check_passed = false)
+        ORDER BY days.date"""
+
+
+def build_database(data_dir: Path, *, start_date: dt.date | None = None) -> tuple[Path, list[str]]:
+    """Build `activities.duckdb` next to the dataset; returns its path and the views it holds.
+
+    `start_date` is the first partition: `retention_risk` looks for missing days from there (without it,
+    from the oldest day the service keeps).
+    """
     data_dir = data_dir.resolve()
     target = data_dir / DATABASE
     _refuse_if_open(target)
@@ -144,7 +176,8 @@ def build_database(data_dir: Path) -> tuple[Path, list[str]]:
         if has_days
         else _typed_empty()
     )
-    views = ["activities", *ANALYTIC_VIEWS, "partition_health"]
+    views = ["activities", *ANALYTIC_VIEWS, "partition_health", "retention_risk"]
+    first = start_date or first_retained_day(dt.datetime.now(dt.UTC).date())
     import duckdb
 
     try:
@@ -153,6 +186,7 @@ def build_database(data_dir: Path) -> tuple[Path, list[str]]:
             for name, sql in ANALYTIC_VIEWS.items():
                 con.execute(f"CREATE VIEW {name} AS {sql}")
             con.execute(f"CREATE VIEW partition_health AS {_health_view(data_dir)}")
+            con.execute(f"CREATE VIEW retention_risk AS {_retention_risk_view(data_dir, first)}")
             con.execute("CHECKPOINT")
         os.replace(tmp, target)
     finally:

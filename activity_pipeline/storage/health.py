@@ -38,3 +38,13 @@ def record_count_check(
     tmp.write_text(json.dumps(record))
     os.replace(tmp, target)
     return target
+
+
+def failed_count_checks(data_dir: Path) -> set[dt.date]:
+    """Days whose last count check found the stored day short of (or beyond) the source."""
+    failed = set()
+    for path in (data_dir / HEALTH).glob("*.json"):
+        record = json.loads(path.read_text())
+        if not record.get("passed", True):
+            failed.add(dt.date.fromisoformat(record["day"]))
+    return failed

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from activity_pipeline.days import day_window
 from activity_pipeline.storage.schema import SCHEMA
-from activity_pipeline.storage.writer import DATASET, QUARANTINE, day_dir, read_manifest
+from activity_pipeline.storage.writer import DATASET, MANIFEST, QUARANTINE, STAGING, day_dir, read_manifest
 
 
 @dataclasses.dataclass
@@ -54,7 +54,10 @@ def day_facts(data_dir: Path, day: dt.date) -> DayFacts:
         paths = [str(f) for f in files]
         import duckdb  # here, not at the top: see storage/duckdb_views.py
 
-        with duckdb.connect() as con:
+        # Capped, spilling to disk past the cap: the checks run in the process that scanned the day, whose peak
+        # the scan set; counting a 10,000,000-id day's distinct ids must not raise it.
+        spill = data_dir / STAGING / "duckdb-spill"
+        with duckdb.connect(config={"memory_limit": "64MB", "threads": 2, "temp_directory": str(spill)}) as con:
             dups, lo, hi, outside = con.execute(
                 """SELECT count(*) - count(DISTINCT id), epoch_ms(min(timestamp)), epoch_ms(max(timestamp)),
                           count(*) FILTER (WHERE epoch_ms(timestamp) < ? OR epoch_ms(timestamp) >= ?)
@@ -83,3 +86,9 @@ def stored_row_total(data_dir: Path) -> int:
         manifest = read_manifest(data_dir, dt.date.fromisoformat(path.name.removeprefix("date=")))
         total += int(manifest["rows"]) if manifest else 0
     return total
+
+
+def stored_days(data_dir: Path) -> list[dt.date]:
+    """The days that have a committed version (a manifest), oldest first."""
+    root = data_dir / DATASET
+    return sorted(dt.date.fromisoformat(p.parent.name.removeprefix("date=")) for p in root.glob(f"date=*/{MANIFEST}"))
