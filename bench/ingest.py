@@ -80,7 +80,7 @@ def child_run(url: str, data_dir: str) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as home:
         shutil.copy(REPO / "deploy" / "local" / "dagster.yaml", Path(home) / "dagster.yaml")
         env = cli_env(url, Path(data_dir), Path(home))
-        env["ACTIVITY_START_DATE"] = (day - dt.timedelta(days=30)).isoformat()
+        env.update(MDCA_API_TOKEN=TOKEN, ACTIVITY_START_DATE=(day - dt.timedelta(days=30)).isoformat())
         t0 = time.perf_counter()
         proc = subprocess.run(launch(day, job=True), env=env, capture_output=True, text=True)
         wall = time.perf_counter() - t0

@@ -1,7 +1,8 @@
 """The vocabulary the demo tenant draws from: apps with their real ids, event kinds, places, devices.
 
 Everything here is static. `data.py` picks from it with a seeded generator, and `render.py` turns a pick
-into a record shaped like the real ones in `shared/reference/sample-activities.json`.
+into a record shaped like the real ones the Activities API returns
+(https://learn.microsoft.com/en-us/defender-cloud-apps/api-activities).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Render demo records to JSON bytes, shaped like `shared/reference/sample-activities.json`.
+"""Render demo records to JSON bytes, shaped like the records the Activities API returns
+(https://learn.microsoft.com/en-us/defender-cloud-apps/api-activities; two real ones are in the tests' fixtures).
 
 Each event kind has one precompiled `%`-template, so rendering a record is one dict and one string
 format: a few microseconds, which keeps the server far from being a benchmark's bottleneck.
