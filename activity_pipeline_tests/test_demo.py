@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 from pathlib import Path
@@ -70,3 +71,57 @@ def test_make_run_lands_a_day_in_the_instance_the_ui_reads(demo):
     event = instance.get_latest_materialization_event(dg.AssetKey("activities"))
     assert event is not None and event.run_id == runs[0].run_id
     assert event.asset_materialization is not None and event.asset_materialization.partition == day
+
+
+def test_make_backfill_runs_each_day_into_the_same_instance(demo):
+    home, data, _ = demo
+    first, second = last_days(3)[:2]
+    out = subprocess.run(
+        ["make", "-C", str(REPO), "backfill", f"FROM={first}", f"TO={second}", f"DAGSTER_HOME={home}",
+         f"ACTIVITY_DATA_DIR={data}"],
+        env=clean_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    instance = dg.DagsterInstance.from_config(str(home))
+    for day in (first, second):
+        runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": day.isoformat()}))
+        assert [r.status for r in runs][:1] == [dg.DagsterRunStatus.SUCCESS] and len(runs) == 2, day
+
+
+def test_make_backfill_names_what_is_wrong_with_its_dates():
+    out = subprocess.run(["make", "-C", str(REPO), "backfill", "FROM=2026-11-05", "TO=yesterday"], env=clean_env(),
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode != 0
+    assert "expected two dates like 2026-11-01 2026-11-24" in out.stderr
+
+
+def test_make_ui_serves_the_instance_on_the_port_it_is_given(demo, tmp_path):
+    import signal
+    import socket
+    import time
+
+    import requests
+
+    home, data, _ = demo
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ui = subprocess.Popen(["make", "-C", str(REPO), "ui", f"PORT={port}", f"DAGSTER_HOME={home}",
+                           f"ACTIVITY_DATA_DIR={data}"], env=clean_env(), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    try:
+        deadline, answered = time.monotonic() + 180, False
+        while time.monotonic() < deadline and not answered:
+            try:
+                answered = requests.get(f"http://127.0.0.1:{port}/server_info", timeout=2).ok
+            except requests.ConnectionError:
+                time.sleep(0.5)
+        assert answered, f"make ui did not answer on port {port} within 180 s"
+        query = '{"query": "{ assetNodes { assetKey { path } } }"}'
+        nodes = requests.post(f"http://127.0.0.1:{port}/graphql", data=query,
+                              headers={"Content-Type": "application/json"}, timeout=30).json()  # fmt: skip
+        keys = {tuple(n["assetKey"]["path"]) for n in nodes["data"]["assetNodes"]}
+        assert {("activities",), ("activities_duckdb",)} <= keys
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(timeout=60)

@@ -113,14 +113,20 @@ def _median(runs: list[dict[str, float]]) -> dict[str, float]:
     return {key: statistics.median(r[key] for r in runs) for key in runs[0]}
 
 
-def compare(activities: int, label: str, rounds: int = 1) -> tuple[dict[str, float], dict[str, float]]:
-    """Each side `rounds` times, alternating, on one server; the median of every figure."""
-    pipes, seeds = [], []
+def _alternate(kind: str, activities: int, rounds: int) -> tuple[list[dict[str, float]], list[dict[str, float]]]:
+    """`kind` (a child with a data directory) and the seed loop, `rounds` times each, alternating, on one server."""
+    ours, seeds = [], []
     with demo_tenant_process(activities) as url:
         for _ in range(rounds):
             with tempfile.TemporaryDirectory() as data_dir:
-                pipes.append(_run_child("pipeline", url, data_dir))
+                ours.append(_run_child(kind, url, data_dir))
             seeds.append(_run_child("seed", url))
+    return ours, seeds
+
+
+def compare(activities: int, label: str, rounds: int = 1) -> tuple[dict[str, float], dict[str, float]]:
+    """Each side `rounds` times, alternating, on one server; the median of every figure."""
+    pipes, seeds = _alternate("pipeline", activities, rounds)
     pipe, seed = _median(pipes), _median(seeds)
     if rounds > 1:
         asset_rates = ", ".join(f"{r['records'] / r['asset_seconds']:,.0f}" for r in pipes)
@@ -141,12 +147,7 @@ def compare(activities: int, label: str, rounds: int = 1) -> tuple[dict[str, flo
 
 def whole_run(activities: int, rounds: int) -> None:
     """The headless daily run against the seed loop's bare collection, alternating, on one server."""
-    runs, seeds = [], []
-    with demo_tenant_process(activities) as url:
-        for _ in range(rounds):
-            with tempfile.TemporaryDirectory() as data_dir:
-                runs.append(_run_child("run", url, data_dir))
-            seeds.append(_run_child("seed", url))
+    runs, seeds = _alternate("run", activities, rounds)
     run, seed = _median(runs), _median(seeds)
     label = "daily run"
 
