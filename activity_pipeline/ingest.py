@@ -18,9 +18,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from activity_pipeline.days import HOUR_MS, day_window
-from activity_pipeline.mdca import MdcaClient, Page, PageBody, Scanner, ScanStats, choose_slices
+from activity_pipeline.mdca import DigestSet, MdcaClient, Page, PageBody, Scanner, ScanStats, choose_slices
+from activity_pipeline.storage.inspect import stored_ids
 from activity_pipeline.storage.schema import decode_activity, to_table
-from activity_pipeline.storage.writer import DayWriter
+from activity_pipeline.storage.writer import DayWriter, read_manifest
 
 _M_MMAP_THRESHOLD = -3
 
@@ -63,6 +64,10 @@ class IngestResult:
     seconds: float
     hourly: list[int]
     manifest: dict[str, Any]
+    # "full": the whole day scanned; "top-up": only what was created since the stored version's watermark.
+    mode: str = "full"
+    # Rows this run added to the stored day (all of them for a full scan).
+    added: int = 0
 
     @property
     def records_per_second(self) -> float:
@@ -81,6 +86,74 @@ def _summarize(table: pa.Table, day_start: int) -> tuple[np.ndarray, dict[str, i
     return hours, apps
 
 
+# Late records (Power BI, Dynamics 365, lagging connectors) arrive up to three days after they happened: the
+# late-arrivals sensor tops up the last SETTLE_DAYS days, and records still missing after that are a warning.
+SETTLE_DAYS = 3
+# The watermark sits this far before the scan's start by the service's clock: a record created before it
+# was visible when the scan began, with room for the `Date` header's whole seconds and the service's
+# indexing lag.
+WATERMARK_MARGIN_MS = 5 * 60_000
+
+
+def _stream(scanner: Scanner, writer: DayWriter, day_start: int) -> tuple[np.ndarray, dict[str, int]]:
+    """Write every page the scanner yields; the rows per hour and per app of what was written."""
+    hourly = np.zeros(24, dtype=np.int64)
+    apps: dict[str, int] = {}
+    # Parquet is written here while the workers fetch and decode the next pages.
+    for page in scanner:
+        writer.quarantine(page.malformed)
+        table = page.converted
+        if table is not None:
+            writer.write(page.slice_start, table)
+            page_hours, page_apps = _summarize(table, day_start)
+            hourly += page_hours
+            for key, n in page_apps.items():
+                apps[key] = apps.get(key, 0) + n
+        if page.last:
+            writer.close_slice(page.slice_start)
+        # Let go of this page before the next arrives, or two pages are held instead of one.
+        del page, table
+    return hourly, apps
+
+
+def _result(
+    day: dt.date, writer: DayWriter, scanner: Scanner, client: MdcaClient, source_total: int, started: float,
+    manifest: dict[str, Any], *, mode: str, added: int,
+) -> IngestResult:  # fmt: skip
+    stats = client.stats
+    return IngestResult(
+        day=day,
+        path=writer.target,
+        rows=writer.rows,
+        quarantined=writer.quarantined,
+        source_total=source_total,
+        slices=scanner.stats.slices,
+        scan=scanner.stats,
+        requests=stats.requests,
+        retries=stats.retries,
+        throttled=stats.throttled,
+        throttle_wait_seconds=stats.throttle_wait_seconds,
+        bytes_received=stats.bytes_received,
+        bytes_written=int(manifest["bytes"]),
+        seconds=time.monotonic() - started,
+        hourly=list(manifest["hourly"]),
+        manifest=manifest,
+        mode=mode,
+        added=added,
+    )
+
+
+def _scan_figures(scanner: Scanner, client: MdcaClient) -> dict[str, Any]:
+    return {
+        "pages": scanner.stats.pages,
+        "slices": scanner.stats.slices,
+        "duplicates_dropped": scanner.stats.duplicates_dropped,
+        "out_of_window_dropped": scanner.stats.out_of_window_dropped,
+        "requests": client.stats.requests,
+        "retries": client.stats.retries,
+    }
+
+
 def ingest_day(
     client: MdcaClient,
     data_dir: Path,
@@ -91,6 +164,10 @@ def ingest_day(
     run_id: str | None = None,
 ) -> IngestResult:
     """Scan `day` ([00:00, 24:00) UTC) and replace its folder under `data_dir` with what the scan found.
+
+    The manifest records the day's watermark: the scan began at `scan_started_ms` by the service's clock,
+    so every record created up to `watermark_ms` (that, less WATERMARK_MARGIN_MS) is stored. Records created
+    later may or may not be; `top_up_day` adds them.
 
     Args:
         client: the tenant's client; the day's count and every page go through it.
@@ -111,9 +188,9 @@ def ingest_day(
     t0 = time.monotonic()
     source_total = client.count(start, end)
     latency = time.monotonic() - t0
+    # The service's clock at the count, just before the scan: every record created by then is in the scan.
+    scan_started = client.now_ms()
     k = slices or choose_slices(source_total, client.settings.requests_per_minute, latency)
-    hourly = np.zeros(24, dtype=np.int64)
-    apps: dict[str, int] = {}
     scanner = Scanner(
         client,
         start,
@@ -127,54 +204,108 @@ def ingest_day(
         logger=logger,
     )
     with DayWriter(data_dir, day, run_id=run_id) as writer:
-        # Parquet is written here while the workers fetch and decode the next pages.
-        for page in scanner:
-            writer.quarantine(page.malformed)
-            table = page.converted
-            if table is not None:
-                writer.write(page.slice_start, table)
-                page_hours, page_apps = _summarize(table, start)
-                hourly += page_hours
-                for key, n in page_apps.items():
-                    apps[key] = apps.get(key, 0) + n
-            if page.last:
-                writer.close_slice(page.slice_start)
-            # Let go of this page before the next arrives, or two pages are held instead of one.
-            del page, table
-        stats = client.stats
+        hourly, apps = _stream(scanner, writer, start)
         manifest = writer.commit(
             {
                 "window": {"start_ms": start, "end_ms": end},
                 "source_total_at_scan": source_total,
-                "scan": {
-                    "pages": scanner.stats.pages,
-                    "slices": scanner.stats.slices,
-                    "duplicates_dropped": scanner.stats.duplicates_dropped,
-                    "out_of_window_dropped": scanner.stats.out_of_window_dropped,
-                    "requests": stats.requests,
-                    "retries": stats.retries,
-                },
+                "scan_started_ms": scan_started,
+                "watermark_ms": scan_started - WATERMARK_MARGIN_MS,
+                "scan": _scan_figures(scanner, client),
+                "top_ups": [],
                 "hourly": hourly.tolist(),
                 # Rows per app_id ("None" for records without one), for the apps_still_reporting check.
                 "apps": dict(sorted(apps.items())),
                 "written_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             }
         )
-    return IngestResult(
-        day=day,
-        path=writer.target,
-        rows=writer.rows,
-        quarantined=writer.quarantined,
-        source_total=source_total,
-        slices=scanner.stats.slices,
-        scan=scanner.stats,
-        requests=stats.requests,
-        retries=stats.retries,
-        throttled=stats.throttled,
-        throttle_wait_seconds=stats.throttle_wait_seconds,
-        bytes_received=stats.bytes_received,
-        bytes_written=int(manifest["bytes"]),
-        seconds=time.monotonic() - started,
-        hourly=hourly.tolist(),
-        manifest=manifest,
-    )
+    return _result(day, writer, scanner, client, source_total, started, manifest, mode="full", added=writer.rows)
+
+
+def top_up_day(
+    client: MdcaClient,
+    data_dir: Path,
+    day: dt.date,
+    *,
+    logger: Any = None,
+    run_id: str | None = None,
+) -> IngestResult:
+    """Add to the stored `day` the records created since its watermark, as a new version of the day.
+
+    One count, then scan mode over the day's window with `created` at or after the stored watermark,
+    paged by `created`: requests in proportion to the late records, not to the day. Records that share the
+    watermark's millisecond, or were stored already, are dropped as duplicates of the day's ids from the
+    watermark on. The new version is the stored files (hard links) plus one file of late records, swapped
+    in whole like a full scan; the watermark moves to this scan's start, less the margin.
+
+    The stored version is read under the day's lock, so two top-ups of a day at once cannot both build on
+    the same version: the second refuses (DayLockedError), as two full scans do.
+
+    Args: as `ingest_day`; the day must be stored with a `watermark_ms` (days stored before top-ups existed
+    have none: scan those in full).
+
+    >>> top_up_day(client, Path("data"), dt.date(2026, 11, 24)).added           # doctest: +SKIP
+    269
+    """
+    _return_page_buffers_to_the_os()
+    started = time.monotonic()
+    start, end = day_window(day)
+    source_total = client.count(start, end)
+    scan_started = client.now_ms()
+    with DayWriter(data_dir, day, run_id=run_id, prefix="late") as writer:
+        previous = read_manifest(data_dir, day)
+        since = (previous or {}).get("watermark_ms")
+        if previous is None or since is None:
+            raise ValueError(f"{day} is not stored with a watermark; scan it in full")
+        writer.prefix = f"late-{since}"
+        writer.carry_over(previous)
+        known = DigestSet()
+        stored = stored_ids(data_dir, day, created_from_ms=since)
+        if stored:
+            known.add_new(stored)
+        del stored
+        scanner = Scanner(
+            client,
+            start,
+            end,
+            filters={"created": {"gte": since}},
+            sort_field="created",
+            known=known,
+            decoder=decode_activity,
+            convert=_to_table,
+            expected_total=max(0, source_total - writer.rows) or None,
+            label=f"activities {day} (top-up from {since})",
+            logger=logger,
+        )
+        before = writer.rows
+        hourly, apps = _stream(scanner, writer, start)
+        added = writer.rows - before
+        top_up = {
+            "run_id": writer.run_id,
+            "from_ms": since,
+            "scan_started_ms": scan_started,
+            "added": added,
+            "requests": client.stats.requests,
+            "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        }
+        merged_apps = dict(previous.get("apps", {}))
+        for key, n in apps.items():
+            merged_apps[key] = merged_apps.get(key, 0) + n
+        manifest = writer.commit(
+            {
+                **{k: v for k, v in previous.items() if k not in _WRITER_KEYS},
+                "source_total_at_scan": source_total,
+                "scan_started_ms": scan_started,
+                "watermark_ms": max(since, scan_started - WATERMARK_MARGIN_MS),
+                "scan": _scan_figures(scanner, client),
+                "top_ups": [*previous.get("top_ups", []), top_up],
+                "hourly": (np.array(previous["hourly"]) + hourly).tolist(),
+                "apps": dict(sorted(merged_apps.items())),
+                "written_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            }
+        )
+    return _result(day, writer, scanner, client, source_total, started, manifest, mode="top-up", added=added)
+
+
+# Keys the writer sets itself in every manifest.
+_WRITER_KEYS = {"day", "rows", "quarantined", "files", "bytes", "schema_version", "run_id"}

@@ -163,6 +163,23 @@ class Untidy(DemoTenant):
         return page
 
 
+class LosesRecords(DemoTenant):
+    """A server that silently leaves out every 1000th record of its scan pages (its counts still hold them)."""
+
+    def scan(self, filters: dict[str, Any], **kw: Any) -> ServerPage:
+        page = super().scan(filters, **kw)
+        page.records = [r for k, r in enumerate(page.records) if k % 1000 != 999]
+        return page
+
+
+def running_clock(start: dt.datetime, speed: float) -> Any:
+    """A tenant clock that starts at `start` and runs `speed` times faster than real time (epoch ms)."""
+    import time
+
+    base, t0 = start.timestamp() * 1000, time.monotonic()
+    return lambda: int(base + (time.monotonic() - t0) * 1000 * speed)
+
+
 def broken(cls: type[DemoTenant], tenant: DemoTenant, **settings: Any) -> DemoTenantServer:
     """A server (not started: use it as a context manager) for a misbehaving copy of `tenant`."""
     copy_ = cls(tenant.spec)

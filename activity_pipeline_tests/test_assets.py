@@ -14,6 +14,7 @@ from typing import Any
 import dagster as dg
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+import pytest
 
 from activity_pipeline import config
 from activity_pipeline.days import day_window
@@ -164,10 +165,17 @@ def test_headless_materialize_from_the_cli(tmp_path, recent, recent_server):
     assert "superseded" not in proc.stdout + proc.stderr
 
 
-def test_killing_a_run_mid_scan_leaves_the_previous_day_intact(tmp_path, recent, recent_server):
+@pytest.mark.parametrize("kind", ["full-scan", "top-up"])
+def test_killing_a_run_mid_scan_leaves_the_previous_day_intact(tmp_path, recent, recent_server, kind):
     day = RECENT[0]
     data = tmp_path / "data"
     assert materialize(day, data, tenant_resource(recent_server.url)).success
+    if kind == "full-scan":
+        # A day stored before top-ups existed has no watermark: the next run scans it in full.
+        path = data / "activities" / f"date={day}" / "_manifest.json"
+        manifest = json.loads(path.read_text())
+        del manifest["watermark_ms"]
+        path.write_text(json.dumps(manifest))
     before = {p.name: p.read_bytes() for p in (data / "activities" / f"date={day}").iterdir()}
     slow = serve(recent, latency_ms=800)
     try:

@@ -39,9 +39,13 @@ def serving(tenant: DemoTenant, **settings: Any) -> DemoTenantServer:
     return serve(tenant, **settings)
 
 
-def materialize(day: dt.date, url: str, data_dir: Path, **resource: Any) -> dg.ExecuteInProcessResult:
+def materialize(
+    day: dt.date, url: str, data_dir: Path, *, full: bool = False, **resource: Any
+) -> dg.ExecuteInProcessResult:
+    """The asset for `day`; `full` scans a stored day in full instead of topping it up."""
     mdca = tenant_resource(url, retry_backoff_seconds=0.02, retry_max_attempts=12, **resource)
-    return helpers.materialize(day, data_dir, mdca, raise_on_error=False)
+    tags = {"activity_pipeline/full_rescan": "true"} if full else None
+    return helpers.materialize(day, data_dir, mdca, raise_on_error=False, tags=tags)
 
 
 def figures(tenant: DemoTenant, day: dt.date, data_dir: Path) -> dict[str, int]:
@@ -145,7 +149,7 @@ def test_a_full_disk_partway_leaves_the_previous_day_intact(small_disk):
         assert materialize(day, server.url, small_disk).success  # about 4 MiB
     before = {p.name: p.read_bytes() for p in (small_disk / "activities" / f"date={day}").iterdir()}
     with serving(big) as server:
-        result = materialize(day, server.url, small_disk)  # about 11 MiB more: the disk fills up
+        result = materialize(day, server.url, small_disk, full=True)  # about 11 MiB more: the disk fills up
     assert not result.success
     description = result.failure_data_for_node("activities").user_failure_data.description
     assert "No space left on device" in description and "intact" in description

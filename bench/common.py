@@ -17,9 +17,19 @@ TOKEN = "bench-token"
 
 @contextlib.contextmanager
 def demo_tenant_process(
-    activities: int, *, latency_ms: float = 0, rpm: int = 0, days: int = 1, processes: int = 2
+    activities: int,
+    *,
+    latency_ms: float = 0,
+    rpm: int = 0,
+    days: int = 1,
+    processes: int = 2,
+    now: str = "2100-01-01T00:00:00Z",
+    clock_speed: float = 0.0,
 ) -> Iterator[str]:
-    """Serve the last `days` complete days with `activities` each, all of them visible; yields the URL.
+    """Serve the last `days` complete days with `activities` each; yields the URL.
+
+    By default every record is visible (the clock is pinned far ahead); `now` and `clock_speed` start the
+    tenant's clock elsewhere and let it run.
 
     Without a rate limit the tenant serves from two processes, so that rendering pages (Python, one core
     per process) is not what a benchmark measures.
@@ -28,7 +38,8 @@ def demo_tenant_process(
     cmd = [
         sys.executable, "-m", "activity_pipeline.demo_tenant", "--port", "0", "--days", str(days),
         "--activities-per-day", str(activities), "--token", TOKEN, "--requests-per-minute", str(rpm),
-        "--latency-ms", str(latency_ms), "--now", "2100-01-01T00:00:00Z", "--processes", str(processes),
+        "--latency-ms", str(latency_ms), "--now", now, "--clock-speed", str(clock_speed),
+        "--processes", str(processes),
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     try:

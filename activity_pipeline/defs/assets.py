@@ -8,7 +8,7 @@ import dagster as dg
 
 from activity_pipeline.defs.partitions import daily, partition_day
 from activity_pipeline.defs.resources import ActivityStorage, TenantResource
-from activity_pipeline.ingest import IngestResult, ingest_day
+from activity_pipeline.ingest import IngestResult, ingest_day, top_up_day
 from activity_pipeline.mdca import (
     AuthenticationError,
     BadRequestError,
@@ -24,6 +24,8 @@ from activity_pipeline.storage.schema import COLUMNS
 from activity_pipeline.storage.writer import DayLockedError
 
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+# A run with this tag set to "true" scans its day in full even when it is stored (the default then is a top-up).
+FULL_RESCAN_TAG = "activity_pipeline/full_rescan"
 
 # Errors that another attempt cannot fix: fail the run at once instead of retrying the partition.
 _FINAL = (
@@ -54,6 +56,9 @@ def _metadata(result: IngestResult, total_rows: int) -> dict[str, object]:
         "dagster/uri": dg.MetadataValue.url("file://" + quote(str(result.path), safe="/=")),
         "dagster/column_schema": COLUMN_SCHEMA,
         "path": dg.MetadataValue.path(str(result.path)),
+        "mode": result.mode,
+        "added": result.added,
+        "watermark": dg.MetadataValue.timestamp(result.manifest["watermark_ms"] / 1000),
         "source_total_at_scan": result.source_total,
         "quarantined": result.quarantined,
         "pages": scan.pages,
@@ -94,15 +99,21 @@ def activities(
     try:
         # Retention is relative to the service's now: the run's start time stands in for it.
         check_retention(day, _run_start(context))
+        previous = storage.manifest(day)
+        full = context.run.tags.get(FULL_RESCAN_TAG, "").lower() == "true"
         with mdca.client(context.log) as client:
-            result = ingest_day(
-                client,
-                storage.path,
-                day,
-                slices=mdca.slices or None,
-                logger=context.log,
-                run_id=context.run.run_id[:12],
-            )
+            if previous is not None and previous.get("watermark_ms") is not None and not full:
+                # Stored already: add what was created since its watermark, not the whole day again.
+                result = top_up_day(client, storage.path, day, logger=context.log, run_id=context.run.run_id[:12])
+            else:
+                result = ingest_day(
+                    client,
+                    storage.path,
+                    day,
+                    slices=mdca.slices or None,
+                    logger=context.log,
+                    run_id=context.run.run_id[:12],
+                )
     except _FINAL as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     except OSError as exc:
@@ -116,9 +127,10 @@ def activities(
         ) from exc
     except MdcaHTTPError as exc:
         raise dg.Failure(description=str(exc)) from None
+    how = "scanned in full" if result.mode == "full" else f"topped up with {result.added:,} late activities"
     context.log.info(
-        f"{day}: {result.rows:,} activities stored ({result.source_total:,} at the source when the scan began), "
-        f"{result.quarantined} quarantined, in {result.seconds:.1f}s"
+        f"{day} {how}: {result.rows:,} activities stored ({result.source_total:,} at the source when the scan "
+        f"began), {result.quarantined} quarantined, {result.requests} requests, in {result.seconds:.1f}s"
     )
     return dg.MaterializeResult(metadata=_metadata(result, storage.row_total()))
 

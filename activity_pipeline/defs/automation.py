@@ -9,10 +9,8 @@ from activity_pipeline.days import day_window
 from activity_pipeline.defs.assets import activities, activities_duckdb
 from activity_pipeline.defs.partitions import daily, newest_days
 from activity_pipeline.defs.resources import ActivityStorage, TenantResource
+from activity_pipeline.ingest import SETTLE_DAYS
 from activity_pipeline.retention import RESCUE_MARGIN_DAYS, at_risk
-
-# Late records (Power BI, Dynamics 365, lagging connectors) arrive up to three days after they happened.
-SETTLE_DAYS = 3
 
 daily_activities = dg.define_asset_job(
     "daily_activities",

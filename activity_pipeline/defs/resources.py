@@ -128,15 +128,9 @@ class ActivityStorage(dg.ConfigurableResource):
         """Days whose last count check failed."""
         return health.failed_count_checks(self.path)
 
-    def record_count_check(self, day: dt.date, *, source_total: int, rows_checked: int, passed: bool) -> None:
-        health.record_count_check(
-            self.path,
-            day,
-            source_total=source_total,
-            rows_checked=rows_checked,
-            passed=passed,
-            at=dt.datetime.now(dt.UTC),
-        )
+    def record_count_check(self, day: dt.date, **finding: Any) -> None:
+        """Keep the count check's finding (see `storage.health.record_count_check`) for `partition_health`."""
+        health.record_count_check(self.path, day, at=dt.datetime.now(dt.UTC), **finding)
 
 
 def resources_for(config: PipelineConfig) -> dict[str, dg.ConfigurableResource]:

@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import sys
+import time
 
 from activity_pipeline.demo_tenant import DEMO_TOKEN, FAULT_KINDS, DemoTenant, DemoTenantServer, Outage, ServerSettings
 from activity_pipeline.demo_tenant.data import TenantSpec
@@ -66,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--outage", type=_outage, action="append", default=[], help="app=ID and/or hour=H[:day=D]")
     p.add_argument("--now", help="pin the tenant's clock (ISO 8601, UTC); default: the real time")
     p.add_argument(
+        "--clock-speed",
+        type=float,
+        default=0.0,
+        help="with --now: the tenant's clock starts there and runs this many times faster than real time, "
+        "so late records keep arriving (benchmarks of top-ups)",
+    )
+    p.add_argument(
         "--processes",
         type=int,
         default=1,
@@ -102,9 +110,17 @@ def main(argv: list[str] | None = None) -> int:
                 "--processes > 1 keeps a throttle per process, which would multiply the rate limit; "
                 "use it with --requests-per-minute 0"
             )
-        tenant = DemoTenant(spec)
-        if args.now:
-            tenant.set_now(dt.datetime.fromisoformat(args.now.replace("Z", "+00:00")).astimezone(dt.UTC))
+        if args.clock_speed < 0 or (args.clock_speed and not args.now):
+            raise ValueError("--clock-speed needs --now (where the clock starts) and must not be negative")
+        now = dt.datetime.fromisoformat(args.now.replace("Z", "+00:00")).astimezone(dt.UTC) if args.now else None
+        clock = None
+        if now is not None and args.clock_speed:
+            # Wall time, not monotonic: forked serving processes must agree on the tenant's time.
+            base, t0, speed = now.timestamp() * 1000, time.time(), args.clock_speed
+            clock = lambda: int(base + (time.time() - t0) * 1000 * speed)  # noqa: E731
+        tenant = DemoTenant(spec, now=clock)
+        if now is not None and clock is None:
+            tenant.set_now(now)
         server = DemoTenantServer(tenant, settings, port=args.port)
     except (ValueError, OSError) as exc:
         print(f"demo tenant: {exc}", file=sys.stderr)

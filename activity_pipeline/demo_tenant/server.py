@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import email.utils
 import json
 import logging
 import math
@@ -188,6 +189,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.address_string(), *args)
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The `Date` header by the tenant's clock, which a test may pin or run fast, as the service's own."""
+        if timestamp is None:
+            timestamp = self.server_app.tenant.now_ms() / 1000
+        return email.utils.formatdate(timestamp, usegmt=True)
 
     def do_GET(self) -> None:
         self._dispatch("GET")

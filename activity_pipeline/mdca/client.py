@@ -203,6 +203,8 @@ class MdcaClient:
         self._jitter = random.Random()
         # Until the API has answered once, a host that cannot be reached is a configuration error, not an outage.
         self._answered = False
+        # The service's clock as of its latest answer (its `Date` header), epoch ms; None before one.
+        self.server_time_ms: int | None = None
 
     def __repr__(self) -> str:
         return f"MdcaClient(api_url={self.settings.api_url!r}, auth={self.settings.auth_kind})"
@@ -287,6 +289,7 @@ class MdcaClient:
         except requests.exceptions.ChunkedEncodingError as exc:
             raise TransientError(f"a dropped connection ({type(exc).__name__})") from None
         self._answered = True
+        self._note_server_time(response.headers.get("Date"))
         self.stats.add(bytes_received=len(content))
         status = response.status_code
         if status == 200:
@@ -299,6 +302,18 @@ class MdcaClient:
             raise TransientError(f"HTTP {status} ({_detail(response)})", status=status, retry_after=retry_after)
         self._raise_for(status, response, path)
         raise AssertionError("unreachable")
+
+    def _note_server_time(self, date: str | None) -> None:
+        try:
+            when = email.utils.parsedate_to_datetime(date) if date else None
+        except (TypeError, ValueError):
+            return
+        if when is not None:
+            self.server_time_ms = int(when.timestamp() * 1000)
+
+    def now_ms(self) -> int:
+        """The service's time as of its latest answer, else this machine's (epoch ms)."""
+        return self.server_time_ms if self.server_time_ms is not None else int(time.time() * 1000)
 
     def _raise_for(self, status: int, response: requests.Response, path: str) -> None:
         detail = _detail(response)
@@ -355,7 +370,10 @@ class MdcaClient:
 
     # The independent count.
     def count(self, start_ms: int, end_ms: int, filters: dict[str, Any] | None = None) -> int:
-        """The list-mode `total` of activities with `timestamp` in [start_ms, end_ms): the source's own count."""
+        """The list-mode `total` of activities with `timestamp` in [start_ms, end_ms): the source's own count.
+
+        `filters` narrows it, e.g. `{"created": {"lte": watermark_ms}}`: what the day held as of a watermark.
+        """
         body = {"filters": window_filters(start_ms, end_ms, filters), "limit": 1, "skip": 0}
         return self.post(msgspec.json.encode(body), _decode_total)
 

@@ -33,12 +33,24 @@ class DigestSet:
     def __len__(self) -> int:
         return sum(len(hi) for hi, _ in self._runs)
 
+    def contains(self, ids: Sequence[str]) -> np.ndarray:
+        """True for each of `ids` already recorded; records nothing.
+
+        >>> seen = DigestSet(); _ = seen.add_new(["a"])
+        >>> seen.contains(["a", "b"]).tolist()
+        [True, False]
+        """
+        hi, lo = _digests(ids)
+        found = np.zeros(len(ids), dtype=bool)
+        with self._lock:
+            for run_hi, run_lo in self._runs:
+                found |= _member(run_hi, run_lo, hi, lo)
+        return found
+
     def add_new(self, ids: Sequence[str]) -> np.ndarray:
         """Record `ids`; True for each one not seen before (the first of repeats within `ids` counts as new)."""
         n = len(ids)
-        digests = b"".join(hashlib.blake2b(i.encode(), digest_size=16).digest() for i in ids)
-        pairs = np.frombuffer(digests, dtype=np.uint64).reshape(n, 2)
-        hi, lo = pairs[:, 0], pairs[:, 1]
+        hi, lo = _digests(ids)
         order = np.lexsort((lo, hi))
         hs, ls = hi[order], lo[order]
         new = np.ones(n, dtype=bool)
@@ -63,6 +75,13 @@ class DigestSet:
             h, lo_ = np.concatenate([h1, h2]), np.concatenate([l1, l2])
             order = np.lexsort((lo_, h))
             self._runs.append((h[order], lo_[order]))
+
+
+def _digests(ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The high and low halves of each id's 128-bit blake2b digest."""
+    digests = b"".join(hashlib.blake2b(i.encode(), digest_size=16).digest() for i in ids)
+    pairs = np.frombuffer(digests, dtype=np.uint64).reshape(len(ids), 2)
+    return pairs[:, 0], pairs[:, 1]
 
 
 def _member(run_hi: np.ndarray, run_lo: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:

@@ -101,7 +101,10 @@ class Scanner:
         expected_total: the window's count at the source, for progress lines with an ETA.
         label: names the scan in log lines and errors, e.g. "activities 2026-11-24".
         logger: where progress goes (a Dagster run's `context.log` works); defaults to this module's.
-        sort_field: `date` or `created`: the order in which the server pages.
+        sort_field: `date` or `created`: the order in which the server pages. Slices cut the window by
+            timestamp, so with `created` there is one slice.
+        known: ids stored already, which the scan drops (a top-up passes the day's ids it may meet again). A
+            page of nothing but known ids is no stall: the server's cursor still moves past them.
 
     >>> scanner = Scanner(client, start_ms, end_ms, slices=4)     # doctest: +SKIP
     >>> for page in scanner:
@@ -124,11 +127,14 @@ class Scanner:
         label: str = "scan",
         logger: logging.Logger | Any = None,
         sort_field: str = "date",
+        known: DigestSet | None = None,
     ) -> None:
         if end_ms <= start_ms:
             raise ValueError(f"empty window: end {end_ms} is not after start {start_ms}")
         if slices < 1:
             raise ValueError(f"slices must be at least 1, got {slices}")
+        if sort_field != "date" and slices != 1:
+            raise ValueError(f"slices cut the window by timestamp: paging by {sort_field!r} takes one slice")
         self.client = client
         self.start_ms, self.end_ms = start_ms, end_ms
         self.filters = dict(filters or {})
@@ -141,6 +147,7 @@ class Scanner:
         self.label = label
         self.log = logger or log
         self._seen = DigestSet()
+        self._known = known
 
     # Per page, in the worker thread.
     def _fetch_slice(
@@ -152,6 +159,7 @@ class Scanner:
             sort_field=self.sort_field,
             label=f"{self.label}, slice {s.index}",
         )
+        by_timestamp = self.sort_field == "date"
         while not stop.is_set():
             page, body = cursor.fetch()
             end = work.end_of(s)
@@ -175,18 +183,25 @@ class Scanner:
                     passed_end += 1
                     continue
                 if ts < s.start or ts >= end:
-                    # Pages come sorted by timestamp: once past the end, the rest is past it too.
-                    beyond = beyond or ts >= end
+                    # Paged by timestamp, once past the end the rest is past it too (by `created`, not so).
+                    beyond = beyond or (ts >= end and by_timestamp)
                     dropped_out += 1
                     continue
                 raws.append(raw)
                 rows.append(row)
+            # A page that brings nothing new to this scan means the cursor is going round; one of ids stored
+            # already (a top-up's) does not.
+            moved = bool(malformed)
             if rows:
-                first = self._seen.add_new([r.id for r in rows])
-                if not first.all():
-                    dups = int((~first).sum())
-                    raws = [r for r, keep in zip(raws, first, strict=True) if keep]
-                    rows = [r for r, keep in zip(rows, first, strict=True) if keep]
+                ids = [r.id for r in rows]
+                keep = self._seen.add_new(ids)
+                moved = moved or bool(keep.any())
+                if self._known is not None:
+                    keep &= ~self._known.contains(ids)
+                if not keep.all():
+                    dups = int((~keep).sum())
+                    raws = [r for r, k in zip(raws, keep, strict=True) if k]
+                    rows = [r for r, k in zip(rows, keep, strict=True) if k]
             new, received = len(rows), len(page.data)
             work.advance(s, [r.timestamp for r in rows])
             final = bool(passed_end or beyond or not cursor.has_next)
@@ -200,7 +215,7 @@ class Scanner:
             out.put((result, dups, dropped_out), closed)
             if final:
                 return
-            if new == 0 and not malformed:
+            if not moved:
                 raise ScanStalledError(
                     f"{cursor.label}: page {cursor.pages} added no new record ({received} records, {dups} "
                     f"duplicates, {dropped_out} outside the window) but hasNext is true; stopping rather than looping"

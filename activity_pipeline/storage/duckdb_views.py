@@ -113,21 +113,25 @@ def _health_view(data_dir: Path) -> str:
     stored = """SELECT date, count(*) AS rows_stored, count(DISTINCT app_id) AS apps FROM activities GROUP BY date"""
     if any(health.glob("*.json")):
         checks = (
-            f"SELECT CAST(day AS DATE) AS date, source_total, rows_checked, checked_at, passed "
+            f"SELECT CAST(day AS DATE) AS date, source_total, rows_checked, checked_at, passed, "
+            "make_timestamptz(watermark_ms * 1000) AS watermark, pending "
             f"FROM read_json({_sql_string(str(health / '*.json'))}, columns = {{day: 'VARCHAR', "
-            "source_total: 'BIGINT', rows_checked: 'BIGINT', checked_at: 'TIMESTAMPTZ', passed: 'BOOLEAN'})"
+            "source_total: 'BIGINT', rows_checked: 'BIGINT', checked_at: 'TIMESTAMPTZ', passed: 'BOOLEAN', "
+            "watermark_ms: 'BIGINT', pending: 'BIGINT'})"
         )
     else:
         checks = (
             "SELECT NULL::DATE AS date, NULL::BIGINT AS source_total, NULL::BIGINT AS rows_checked, "
-            "NULL::TIMESTAMPTZ AS checked_at, NULL::BOOLEAN AS passed WHERE false"
+            "NULL::TIMESTAMPTZ AS checked_at, NULL::BOOLEAN AS passed, NULL::TIMESTAMPTZ AS watermark, "
+            "NULL::BIGINT AS pending WHERE false"
         )
     return f"""
         WITH stored AS ({stored}), checks AS ({checks})
         SELECT coalesce(stored.date, checks.date) AS date, coalesce(stored.rows_stored, 0) AS rows_stored,
                checks.source_total AS source_total_at_last_check,
                checks.source_total - coalesce(stored.rows_stored, 0) AS drift,
-               checks.passed AS last_check_passed, checks.checked_at AS last_checked_at
+               checks.passed AS last_check_passed, checks.checked_at AS last_checked_at,
+               checks.watermark AS complete_up_to, checks.pending AS pending_after_watermark
         FROM stored FULL OUTER JOIN checks ON stored.date = checks.date
         ORDER BY 1"""
 

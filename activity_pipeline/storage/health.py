@@ -1,6 +1,7 @@
 """The count check's last word on each day, kept beside the dataset for the `partition_health` view.
 
-    _health/YYYY-MM-DD.json    {"day", "source_total", "rows_checked", "checked_at", "passed"}
+    _health/YYYY-MM-DD.json    {"day", "source_total", "rows_checked", "checked_at", "passed", "watermark_ms",
+                                "pending"}
 
 One small file per day, replaced atomically, so that a reader never sees half of one.
 """
@@ -16,7 +17,15 @@ HEALTH = "_health"
 
 
 def record_count_check(
-    data_dir: Path, day: dt.date, *, source_total: int, rows_checked: int, passed: bool, at: dt.datetime
+    data_dir: Path,
+    day: dt.date,
+    *,
+    source_total: int,
+    rows_checked: int,
+    passed: bool,
+    at: dt.datetime,
+    watermark_ms: int | None = None,
+    pending: int = 0,
 ) -> Path:
     """Record what `count_matches_source` found for `day`; returns the file written.
 
@@ -34,6 +43,9 @@ def record_count_check(
         "rows_checked": rows_checked,
         "checked_at": at.astimezone(dt.UTC).isoformat(timespec="seconds"),
         "passed": passed,
+        "watermark_ms": watermark_ms,
+        # At the source but created after the watermark and not stored yet: late arrivals, not a gap.
+        "pending": pending,
     }
     tmp.write_text(json.dumps(record))
     os.replace(tmp, target)

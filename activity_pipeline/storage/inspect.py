@@ -12,10 +12,11 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from activity_pipeline.days import day_window
-from activity_pipeline.storage.schema import SCHEMA
+from activity_pipeline.storage.schema import SCHEMA, TIMESTAMP
 from activity_pipeline.storage.writer import DATASET, MANIFEST, QUARANTINE, STAGING, day_dir, read_manifest
 
 
@@ -31,6 +32,9 @@ class DayFacts:
     quarantined: int = 0
     schema_mismatches: list[str] = dataclasses.field(default_factory=list)
     manifest: dict[str, Any] | None = None
+    # The manifest's watermark (epoch ms), and the rows created at or before it; None for days stored without.
+    watermark_ms: int | None = None
+    rows_at_watermark: int | None = None
 
 
 def day_facts(data_dir: Path, day: dt.date) -> DayFacts:
@@ -41,6 +45,9 @@ def day_facts(data_dir: Path, day: dt.date) -> DayFacts:
     if not files:
         return DayFacts(day, exists=False)
     facts = DayFacts(day, exists=True, manifest=read_manifest(data_dir, day))
+    facts.watermark_ms = (facts.manifest or {}).get("watermark_ms")
+    # No watermark: compare every row (the count as of "now" then includes what arrived since).
+    watermark = facts.watermark_ms if facts.watermark_ms is not None else 2**62
     for f in files:
         meta = pq.ParquetFile(f)
         facts.rows += meta.metadata.num_rows
@@ -58,13 +65,17 @@ def day_facts(data_dir: Path, day: dt.date) -> DayFacts:
         # the scan set; counting a 10,000,000-id day's distinct ids must not raise it.
         spill = data_dir / STAGING / "duckdb-spill"
         with duckdb.connect(config={"memory_limit": "64MB", "threads": 2, "temp_directory": str(spill)}) as con:
-            dups, lo, hi, outside = con.execute(
+            dups, lo, hi, outside, at_watermark = con.execute(
                 """SELECT count(*) - count(DISTINCT id), epoch_ms(min(timestamp)), epoch_ms(max(timestamp)),
-                          count(*) FILTER (WHERE epoch_ms(timestamp) < ? OR epoch_ms(timestamp) >= ?)
+                          count(*) FILTER (WHERE epoch_ms(timestamp) < ? OR epoch_ms(timestamp) >= ?),
+                          count(*) FILTER (WHERE epoch_ms(created) <= ?)
                    FROM read_parquet(?)""",
-                [start_ms, end_ms, paths],
+                [start_ms, end_ms, watermark, paths],
             ).fetchone()
         facts.duplicate_ids, facts.min_ms, facts.max_ms, facts.outside = int(dups), lo, hi, int(outside)
+        facts.rows_at_watermark = int(at_watermark) if facts.watermark_ms is not None else None
+    elif facts.watermark_ms is not None:
+        facts.rows_at_watermark = 0
     return facts
 
 
@@ -92,3 +103,20 @@ def stored_days(data_dir: Path) -> list[dt.date]:
     """The days that have a committed version (a manifest), oldest first."""
     root = data_dir / DATASET
     return sorted(dt.date.fromisoformat(p.parent.name.removeprefix("date=")) for p in root.glob(f"date=*/{MANIFEST}"))
+
+
+def stored_ids(data_dir: Path, day: dt.date, *, created_from_ms: int) -> list[str]:
+    """Ids of the stored day's rows created at or after `created_from_ms` (a top-up may meet them again).
+
+    Reads the `id` and `created` columns only, and of those only row groups whose statistics reach that far.
+    """
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    files = sorted(day_dir(data_dir, day).glob("*.parquet"))
+    if not files:
+        return []
+    dataset = ds.dataset([str(f) for f in files], format="parquet")
+    since = pa.scalar(created_from_ms, type=pa.int64()).cast(TIMESTAMP)
+    table = dataset.to_table(columns=["id"], filter=pc.field("created") >= since)
+    return table.column("id").to_pylist()

@@ -92,8 +92,10 @@ class DayWriter:
     ...     w.commit({"rows": table.num_rows})
     """
 
-    def __init__(self, data_dir: Path, day: dt.date, *, run_id: str | None = None) -> None:
+    def __init__(self, data_dir: Path, day: dt.date, *, run_id: str | None = None, prefix: str = "part") -> None:
         self.data_dir = data_dir.resolve()
+        # New files are named `{prefix}-HHMMSSmmm.parquet`; a top-up uses its own prefix beside the carried files.
+        self.prefix = prefix
         self.day = day
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self.target = day_dir(self.data_dir, day)
@@ -136,7 +138,7 @@ class DayWriter:
             if slice_start_ms in self._closed:
                 raise RuntimeError(f"slice starting at {slice_start_ms} was already closed")
             when = dt.datetime.fromtimestamp(slice_start_ms / 1000, dt.UTC)
-            name = f"part-{when:%H%M%S}{when.microsecond // 1000:03d}.parquet"
+            name = f"{self.prefix}-{when:%H%M%S}{when.microsecond // 1000:03d}.parquet"
             writer = pq.ParquetWriter(
                 self.stage / name,
                 SCHEMA,
@@ -150,6 +152,21 @@ class DayWriter:
         if table.num_rows:
             writer.write_table(table)
             self.rows += table.num_rows
+
+    def carry_over(self, manifest: dict[str, Any]) -> None:
+        """Start from the stored version of the day: its files (hard links where the filesystem allows, so no
+        bytes are copied) and its quarantine. The new version is then that plus what is written after."""
+        if self._writers or self._closed or self.rows:
+            raise RuntimeError("carry_over must come before any write")
+        for name in manifest["files"]:
+            try:
+                os.link(self.target / name, self.stage / name)
+            except OSError:
+                shutil.copy2(self.target / name, self.stage / name)
+        quarantine = self.target / QUARANTINE
+        if quarantine.exists():
+            shutil.copy2(quarantine, self.stage / QUARANTINE)  # copied: this version may append to it
+        self.rows, self.quarantined = int(manifest["rows"]), int(manifest.get("quarantined", 0))
 
     def close_slice(self, slice_start_ms: int) -> None:
         """Finish a slice's file once its last page is written: an open writer holds its encoders' buffers."""
@@ -165,7 +182,7 @@ class DayWriter:
         if self._files_closed:
             raise RuntimeError(f"the files of {self.day} are already closed; these records came too late")
         if self._quarantine is None:
-            self._quarantine = open(self.stage / QUARANTINE, "wb")  # noqa: SIM115 - closed in commit/abort
+            self._quarantine = open(self.stage / QUARANTINE, "ab")  # noqa: SIM115 - closed in commit/abort
         for raw in raws:
             self._quarantine.write(bytes(raw).replace(b"\n", b" ") + b"\n")
         self.quarantined += len(raws)
@@ -181,7 +198,7 @@ class DayWriter:
 
     def commit(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """Finish the files, write the manifest, and swap the staged day into place."""
-        if not self._writers and not self._closed:
+        if not self._writers and not self._closed and not any(self.stage.glob("*.parquet")):
             # An empty day is still a day: one empty file carries the schema.
             pq.write_table(SCHEMA.empty_table(), self.stage / "part-000000000.parquet", compression="zstd")
         self._close_files()
