@@ -1,4 +1,5 @@
-"""When things run: yesterday at 02:15 UTC, and again for recent days whose source total has grown."""
+"""When things run: yesterday at 02:15 UTC; recent days again, topped up, when their source count grows; and
+days about to leave the service's retention that are not safely stored."""
 
 import datetime as dt
 
@@ -31,7 +32,7 @@ daily_schedule = dg.build_schedule_from_partitioned_job(
 def late_arrivals(
     context: dg.SensorEvaluationContext, mdca: TenantResource, storage: ActivityStorage
 ) -> dg.SensorResult | dg.SkipReason:
-    """Re-materialize days in the settle window (the last 3 complete days) whose source total has grown."""
+    """Top up the days of the settle window (the last 3 complete days) whose source count has passed what is stored."""
     requests, notes = [], []
     with mdca.client(context.log) as client:
         for day in newest_days(SETTLE_DAYS):
