@@ -47,6 +47,15 @@ def last_days(n: int) -> tuple[dt.date, ...]:
     return tuple(TODAY - dt.timedelta(days=k) for k in range(n, 0, -1))
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (at the moment of asking)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def later(days: int) -> dt.datetime:
     """Midnight UTC `days` after today: a tenant clock by which a recent day's late records have arrived."""
     return dt.datetime.combine(TODAY + dt.timedelta(days=days), dt.time(), dt.UTC)

@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from activity_pipeline_tests.helpers import REPO, clean_env, last_days
+from activity_pipeline_tests.helpers import REPO, clean_env, free_port, last_days
 
 
 @pytest.fixture(scope="module")
@@ -97,15 +97,12 @@ def test_make_backfill_names_what_is_wrong_with_its_dates():
 
 def test_make_ui_serves_the_instance_on_the_port_it_is_given(demo, tmp_path):
     import signal
-    import socket
     import time
 
     import requests
 
     home, data, _ = demo
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     ui = subprocess.Popen(["make", "-C", str(REPO), "ui", f"PORT={port}", f"DAGSTER_HOME={home}",
                            f"ACTIVITY_DATA_DIR={data}"], env=clean_env(), stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip

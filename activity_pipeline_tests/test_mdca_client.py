@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 import time
 
 import pytest
@@ -24,7 +23,16 @@ from activity_pipeline.mdca import (
     Secret,
 )
 from activity_pipeline.mdca.auth import EntraAuth
-from activity_pipeline_tests.helpers import DAYS, FAST_RETRY, FORBIDDEN_TOKEN, TOKEN, client_for, scan_day, serve
+from activity_pipeline_tests.helpers import (
+    DAYS,
+    FAST_RETRY,
+    FORBIDDEN_TOKEN,
+    TOKEN,
+    client_for,
+    free_port,
+    scan_day,
+    serve,
+)
 
 TENANT_GUID = "3f2b6c1e-8d4a-4e7b-9c15-0a6d2e4f8b71"
 CLIENT_ID = "6a1d7f0e-2b3c-4d5e-8f90-1a2b3c4d5e6f"
@@ -197,12 +205,6 @@ def test_entra_wrong_secret_fails_with_a_message_that_names_the_variables(server
     assert server.stats.requests == before, "nothing was sent to the API without a token"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_a_host_that_does_not_resolve_fails_at_once_naming_the_host():
     client = MdcaClient(MdcaSettings(api_url="https://tenant-typo.invalid", api_token="t"), retry=FAST_RETRY)
     t0 = time.monotonic()
@@ -215,7 +217,7 @@ def test_a_host_that_does_not_resolve_fails_at_once_naming_the_host():
 
 
 def test_a_refused_connection_on_the_first_request_fails_at_once():
-    port = _free_port()
+    port = free_port()
     client = client_for(f"http://127.0.0.1:{port}")
     with pytest.raises(EndpointError, match=f"port {port} refused the connection"):
         client.count(day_start_ms(DAYS[0]), day_start_ms(DAYS[0]) + DAY_MS)

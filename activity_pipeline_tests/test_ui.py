@@ -7,7 +7,6 @@ Debian's Chromium (`apt-get install chromium`; `.ci/run` installs it), driven by
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ import pytest
 import requests
 
 from activity_pipeline.demo_tenant import DemoTenant, TenantSpec
-from activity_pipeline_tests.helpers import REPO, cli_env, last_days, later, run_day, serve, tenant_resource
+from activity_pipeline_tests.helpers import REPO, cli_env, free_port, last_days, later, run_day, serve, tenant_resource
 
 pytestmark = pytest.mark.browser
 
@@ -27,12 +26,6 @@ CHROMIUM = Path("/usr/bin/chromium")
 # Without these Chromium reaches for the network at start-up (updates, sync, field trials) and stalls here.
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--no-first-run", "--disable-sync"]  # fmt: skip
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +47,7 @@ def ui(tmp_path_factory) -> Iterator[tuple[str, tuple, Path]]:
         instance = dg.DagsterInstance.from_config(str(home))
         for day in days:
             assert run_day(day, tenant_resource(server.url), data, instance=instance).success
-        port = _free_port()
+        port = free_port()
         webserver = subprocess.Popen(
             [str(Path(sys.executable).with_name("dagster-webserver")), "-h", "127.0.0.1", "-p", str(port),
              "-w", str(REPO / "workspace.yaml")],
