@@ -5,10 +5,9 @@ import datetime as dt
 
 import dagster as dg
 
-from activity_pipeline import config
 from activity_pipeline.days import day_window
 from activity_pipeline.defs.assets import activities, activities_duckdb
-from activity_pipeline.defs.partitions import daily, newest_days
+from activity_pipeline.defs.partitions import SETTINGS, daily, newest_days
 from activity_pipeline.defs.resources import ActivityStorage, TenantResource
 from activity_pipeline.ingest import SETTLE_DAYS
 from activity_pipeline.retention import RESCUE_MARGIN_DAYS, at_risk
@@ -72,9 +71,7 @@ def rescue_requests(
     job=daily_activities,
     minimum_interval_seconds=3600,
     # Against a real tenant a day not stored before the cliff is lost for good: on unless switched off.
-    default_status=(
-        dg.DefaultSensorStatus.STOPPED if config.load().uses_demo_tenant else dg.DefaultSensorStatus.RUNNING
-    ),
+    default_status=(dg.DefaultSensorStatus.STOPPED if SETTINGS.uses_demo_tenant else dg.DefaultSensorStatus.RUNNING),
 )
 def retention_rescue(context: dg.SensorEvaluationContext, storage: ActivityStorage) -> dg.SensorResult | dg.SkipReason:
     """Materialize days that leave the service's 180-day retention within 14 days and are missing or incomplete, oldest first."""  # noqa: E501

@@ -23,9 +23,12 @@ def start_date(settings: config.PipelineConfig, today: dt.date) -> dt.date:
     return min([first_retained_day(today), *stored[:1]])
 
 
+# The environment, read once for every module of defs/ that needs it when the definitions load.
+SETTINGS = config.load()
+
 # end_offset=0: the newest partition is yesterday, the last complete UTC day.
 daily = dg.DailyPartitionsDefinition(
-    start_date=start_date(config.load(), dt.datetime.now(dt.UTC).date()).isoformat(), timezone="UTC", end_offset=0
+    start_date=start_date(SETTINGS, dt.datetime.now(dt.UTC).date()).isoformat(), timezone="UTC", end_offset=0
 )
 
 
