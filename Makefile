@@ -10,7 +10,12 @@ export ACTIVITY_DATA_DIR ?= $(CURDIR)/data
 # The UI's port: make ui PORT=3001
 PORT ?= 3000
 
-.PHONY: demo test lint bench ui run backfill clean
+# With no tenant configured, the demo, the UI and headless runs read two built-in demo tenants side by side.
+ifeq ($(strip $(ACTIVITY_TENANTS_FILE)$(MDCA_API_URL)),)
+demo ui run backfill tenants: export ACTIVITY_TENANTS_FILE := $(CURDIR)/deploy/local/demo-tenants.yaml
+endif
+
+.PHONY: demo test lint bench ui run backfill tenants clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -47,21 +52,30 @@ bench: $(VENV)/.installed-dev $(DAGSTER_HOME)/dagster.yaml
 ui: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dg dev --port $(PORT)
 
-# One day of the daily job (scan, checks, views), headless, into the instance `make ui` shows:
-#   make run DAY=2026-11-24
-run: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
-	@test -n "$(DAY)" || { echo "usage: make run DAY=YYYY-MM-DD" >&2; exit 2; }
-	$(BIN)/dg launch --job daily_activities --partition $(DAY)
+# The configured tenants, one a line (checks the tenants file on the way).
+tenants: $(VENV)/.installed
+	@$(BIN)/python -m activity_pipeline.config
 
-# Days FROM..TO (inclusive), one run each, oldest first, into the same instance; goes on past a failed day
-# and fails at the end if any did:  make backfill FROM=2026-11-01 TO=2026-11-24
-backfill: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
-	@test -n "$(FROM)" -a -n "$(TO)" || { echo "usage: make backfill FROM=YYYY-MM-DD TO=YYYY-MM-DD" >&2; exit 2; }
-	@days=$$($(BIN)/python -m activity_pipeline.days $(FROM) $(TO)) || exit 2; failed=""; \
-	for day in $$days; do \
-	  echo "== $$day"; $(BIN)/dg launch --job daily_activities --partition $$day || failed="$$failed $$day"; \
+# One day of each tenant's daily job (scan, checks, views), headless, into the instance `make ui` shows;
+# TENANT= picks one:  make run DAY=2026-11-24 [TENANT=contoso]
+run: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
+	@test -n "$(DAY)" || { echo "usage: make run DAY=YYYY-MM-DD [TENANT=name]" >&2; exit 2; }
+	@tenants="$(TENANT)"; [ -n "$$tenants" ] || tenants=$$($(BIN)/python -m activity_pipeline.config) || exit 2; \
+	failed=""; for t in $$tenants; do \
+	  echo "== $$t $(DAY)"; $(BIN)/dg launch --job $${t}_daily_activities --partition $(DAY) || failed="$$failed $$t"; \
 	done; \
-	if [ -n "$$failed" ]; then echo "failed:$$failed (make run DAY=... re-runs one)" >&2; exit 1; fi
+	if [ -n "$$failed" ]; then echo "failed:$$failed" >&2; exit 1; fi
+
+# Days FROM..TO (inclusive), one run per tenant and day, oldest first, into the same instance; goes on past a
+# failed run and fails at the end if any did:  make backfill FROM=2026-11-01 TO=2026-11-24 [TENANT=contoso]
+backfill: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
+	@test -n "$(FROM)" -a -n "$(TO)" || { echo "usage: make backfill FROM=YYYY-MM-DD TO=YYYY-MM-DD [TENANT=name]" >&2; exit 2; }
+	@days=$$($(BIN)/python -m activity_pipeline.days $(FROM) $(TO)) || exit 2; \
+	tenants="$(TENANT)"; [ -n "$$tenants" ] || tenants=$$($(BIN)/python -m activity_pipeline.config) || exit 2; \
+	failed=""; for day in $$days; do for t in $$tenants; do \
+	  echo "== $$t $$day"; $(BIN)/dg launch --job $${t}_daily_activities --partition $$day || failed="$$failed $$t:$$day"; \
+	done; done; \
+	if [ -n "$$failed" ]; then echo "failed:$$failed (make run DAY=... TENANT=... re-runs one)" >&2; exit 1; fi
 
 clean:
-	rm -rf $(VENV) $(DAGSTER_HOME) data/activities data/*.duckdb
+	rm -rf $(VENV) $(DAGSTER_HOME) data/activities data/_health data/.staging data/*.duckdb

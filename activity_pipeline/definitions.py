@@ -1,8 +1,9 @@
 """The project's definitions: `dg` finds them here, and so does `dagster ... -m activity_pipeline.definitions`.
 
-What lives in `activity_pipeline/defs/` (the asset, its checks, the DuckDB views, the job, the schedule and
-the sensor) is found by `dg.load_from_defs_folder`; the resources, which depend on the environment (a real
-tenant or the demo tenant), are chosen here.
+What lives in `activity_pipeline/defs/` is found by `dg.load_from_defs_folder`: the `ActivityTenants`
+component (`defs/tenants/defs.yaml`) builds each tenant's asset, checks, job, schedule and sensors, and the
+DuckDB views over them all. The resources, which depend on the environment (a real tenant or the demo
+tenant, for each tenant), are chosen here.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from activity_pipeline.defs.resources import resources_for
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 # Dagster features this project relies on knowingly, each silenced by its own message and nothing wider:
-# partitioned checks (a preview) make a check's verdict per day; BackfillPolicy (beta) keeps one day a run.
+# partitioned checks (a preview) make a check's verdict per day; BackfillPolicy (beta) keeps one day a run;
+# Dagster itself passes `execution_type` (beta) when it copies checks that a component built.
 ACCEPTED_WARNINGS = (
     r"Specifying a partitions_def on an AssetCheckSpec is currently in preview",
     r"Parameter `backfill_policy` of function `asset` is currently in beta",
+    r"Parameter `execution_type` of function `AssetsDefinition.__init__` is currently in beta",
 )
 
 
@@ -41,9 +44,9 @@ def build_defs(resources: Mapping[str, Any]) -> dg.Definitions:
     `defs` uses the resources the environment calls for; tests use the same definitions with theirs:
 
     >>> from activity_pipeline.defs.resources import ActivityStorage, DemoTenantResource
-    >>> d = build_defs({"mdca": DemoTenantResource(), "storage": ActivityStorage(data_dir="/tmp/x")})
-    >>> d.resolve_job_def("daily_activities").name
-    'daily_activities'
+    >>> d = build_defs({"mdca_default": DemoTenantResource(), "storage": ActivityStorage(data_dir="/tmp/x")})
+    >>> d.resolve_job_def("default_daily_activities").name
+    'default_daily_activities'
     """
     # Also here, not only at import: a caller may have reset the filters since (pytest does, per test).
     with warnings.catch_warnings():

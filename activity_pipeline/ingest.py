@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 from activity_pipeline.days import HOUR_MS, day_window
 from activity_pipeline.mdca import DigestSet, MdcaClient, Page, PageBody, Scanner, ScanStats, choose_slices
 from activity_pipeline.storage.inspect import stored_ids
+from activity_pipeline.storage.layout import TenantData
 from activity_pipeline.storage.schema import decode_activity, to_table
 from activity_pipeline.storage.writer import DayWriter, read_manifest
 
@@ -156,14 +157,14 @@ def _scan_figures(scanner: Scanner, client: MdcaClient) -> dict[str, Any]:
 
 def ingest_day(
     client: MdcaClient,
-    data_dir: Path,
+    data: TenantData,
     day: dt.date,
     *,
     slices: int | None = None,
     logger: Any = None,
     run_id: str | None = None,
 ) -> IngestResult:
-    """Scan `day` ([00:00, 24:00) UTC) and replace its folder under `data_dir` with what the scan found.
+    """Scan `day` ([00:00, 24:00) UTC) and replace its folder in the tenant's dataset with what the scan found.
 
     The manifest records the day's watermark: the scan began at `scan_started_ms` by the service's clock,
     so every record created up to `watermark_ms` (that, less WATERMARK_MARGIN_MS) is stored. Records created
@@ -171,16 +172,16 @@ def ingest_day(
 
     Args:
         client: the tenant's client; the day's count and every page go through it.
-        data_dir: the dataset's root; the day lands in `activities/date=YYYY-MM-DD/` under it.
+        data: the tenant's part of the dataset; the day lands in `data.day_dir(day)`.
         day: the UTC day.
         slices: parallel parts of the day; None chooses from the day's size, the rate limit and the latency.
         logger: where progress lines go (a Dagster run's `context.log` works).
         run_id: names the staging folder and goes into the manifest; a fresh one when None.
 
     >>> with MdcaClient(settings) as client:                                    # doctest: +SKIP
-    ...     result = ingest_day(client, Path("data"), dt.date(2026, 11, 24))
+    ...     result = ingest_day(client, TenantData(Path("data"), "contoso"), dt.date(2026, 11, 24))
     >>> result.rows, result.source_total, result.path
-    (19400, 19400, PosixPath('/.../data/activities/date=2026-11-24'))
+    (19400, 19400, PosixPath('/.../data/activities/tenant=contoso/date=2026-11-24'))
     """
     _return_page_buffers_to_the_os()
     started = time.monotonic()
@@ -203,7 +204,7 @@ def ingest_day(
         label=f"activities {day}",
         logger=logger,
     )
-    with DayWriter(data_dir, day, run_id=run_id) as writer:
+    with DayWriter(data, day, run_id=run_id) as writer:
         hourly, apps = _stream(scanner, writer, start)
         manifest = writer.commit(
             {
@@ -224,7 +225,7 @@ def ingest_day(
 
 def top_up_day(
     client: MdcaClient,
-    data_dir: Path,
+    data: TenantData,
     day: dt.date,
     *,
     logger: Any = None,
@@ -244,7 +245,7 @@ def top_up_day(
     Args: as `ingest_day`; the day must be stored with a `watermark_ms` (days stored before top-ups existed
     have none: scan those in full).
 
-    >>> top_up_day(client, Path("data"), dt.date(2026, 11, 24)).added           # doctest: +SKIP
+    >>> top_up_day(client, TenantData(Path("data"), "contoso"), dt.date(2026, 11, 24)).added           # doctest: +SKIP
     269
     """
     _return_page_buffers_to_the_os()
@@ -252,15 +253,15 @@ def top_up_day(
     start, end = day_window(day)
     source_total = client.count(start, end)
     scan_started = client.now_ms()
-    with DayWriter(data_dir, day, run_id=run_id, prefix="late") as writer:
-        previous = read_manifest(data_dir, day)
+    with DayWriter(data, day, run_id=run_id, prefix="late") as writer:
+        previous = read_manifest(data, day)
         since = (previous or {}).get("watermark_ms")
         if previous is None or since is None:
             raise ValueError(f"{day} is not stored with a watermark; scan it in full")
         writer.prefix = f"late-{since}"
         writer.carry_over(previous)
         known = DigestSet()
-        stored = stored_ids(data_dir, day, created_from_ms=since)
+        stored = stored_ids(data, day, created_from_ms=since)
         if stored:
             known.add_new(stored)
         del stored

@@ -7,6 +7,11 @@ import os
 # Partitions start at ACTIVITY_START_DATE, read when the definitions load: early enough that the retention
 # test's day (200 days ago) is a partition, so that the asset, not Dagster, refuses it.
 os.environ.setdefault("ACTIVITY_START_DATE", "2026-01-01")
+# The tests' definitions hold the one tenant of the MDCA_* variables, named "default", whatever the shell
+# (or the Makefile, for `make demo`) had configured.
+os.environ.pop("ACTIVITY_TENANTS_FILE", None)
+os.environ.pop("MDCA_TENANT_NAME", None)
+os.environ.pop("MDCA_API_URL", None)
 
 from collections.abc import Callable, Iterator
 

@@ -15,17 +15,23 @@ import dagster as dg
 import requests
 
 from activity_pipeline.definitions import build_defs
-from activity_pipeline.defs.resources import ActivityStorage, MdcaResource
+from activity_pipeline.defs.resources import ActivityStorage, MdcaResource, mdca_key
 from activity_pipeline.demo_tenant import DemoTenant, DemoTenantServer, ServerSettings
 from activity_pipeline.demo_tenant.data import DAY_MS, day_start_ms
 from activity_pipeline.demo_tenant.tenant import Page as ServerPage
 from activity_pipeline.mdca import MdcaClient, MdcaSettings, RateLimiter, RetryPolicy, Scanner
+from activity_pipeline.storage.layout import TenantData
 
 REPO = Path(__file__).resolve().parents[1]
 # Three fixed days, so failures reproduce; the last is the stress day with a 6000-record tie.
 DAYS = (dt.date(2026, 11, 21), dt.date(2026, 11, 22), dt.date(2026, 11, 23))
 STRESS_DAY = DAYS[2]
 TOKEN = "test-token-5f2c9a0e-do-not-log"
+# The one tenant of the tests' definitions (MDCA_TENANT_NAME unset), its asset and its daily job.
+TENANT = "default"
+ASSET = dg.AssetKey([TENANT, "activities"])
+JOB = f"{TENANT}_daily_activities"
+NODE = f"{TENANT}__activities"  # the asset's op, as run results name it
 FORBIDDEN_TOKEN = "no-rights-token-7d41"
 # Far enough after the last day that every late record has arrived.
 ALL_ARRIVED = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
@@ -207,27 +213,32 @@ def tenant_resource(url: str, **kw: Any) -> MdcaResource:
 
 
 def project_defs(mdca: Any, data_dir: Path) -> dg.Definitions:
-    """The project's real definitions, with this tenant resource and a dataset in `data_dir`."""
-    return build_defs({"mdca": mdca, "storage": ActivityStorage(data_dir=str(data_dir))})
+    """The project's real definitions (one tenant, "default"), with this tenant resource and a dataset in `data_dir`."""
+    return build_defs({mdca_key(TENANT): mdca, "storage": ActivityStorage(data_dir=str(data_dir))})
+
+
+def tenant_data(data_dir: Path, tenant: str = TENANT) -> TenantData:
+    """The tenant's part of the dataset in `data_dir`."""
+    return TenantData(data_dir, tenant)
 
 
 def materialize(day: dt.date, data_dir: Path, mdca: Any, **kw: Any) -> dg.ExecuteInProcessResult:
     """The `activities` asset alone, for one day (no checks, no views)."""
     kw.setdefault("instance", dg.DagsterInstance.ephemeral())
-    asset = project_defs(mdca, data_dir).resolve_assets_def("activities")  # bound to these resources
+    asset = project_defs(mdca, data_dir).resolve_assets_def(ASSET)  # bound to these resources
     return dg.materialize([asset], partition_key=day.isoformat(), **kw)
 
 
 def run_day(day: dt.date, mdca: Any, data_dir: Path, **kw: Any) -> dg.ExecuteInProcessResult:
     """The daily job for one partition: the asset, its checks, the DuckDB views."""
-    job = project_defs(mdca, data_dir).resolve_job_def("daily_activities")
+    job = project_defs(mdca, data_dir).resolve_job_def(JOB)
     return job.execute_in_process(partition_key=day.isoformat(), raise_on_error=False, **kw)
 
 
 def check_only(name: str, day: dt.date, mdca: Any, data_dir: Path) -> dg.AssetCheckEvaluation:
     """Run one check for one partition, without re-materializing the day (as from the UI's check menu)."""
     defs = project_defs(mdca, data_dir)
-    key = dg.AssetCheckKey(dg.AssetKey("activities"), name)
+    key = dg.AssetCheckKey(ASSET, name)
     job = dg.define_asset_job("one_check", selection=dg.AssetSelection.checks(key))
     with_job = dg.Definitions.merge(defs, dg.Definitions(jobs=[job]))
     # A checks-only job has no asset to take a partitions definition from (Dagster 1.13 refuses
@@ -252,7 +263,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 def launch(day: dt.date | str, *, job: bool = False) -> list[str]:
     """The README's headless command for one day: `dg launch` of the asset (or the daily job)."""
-    what = ["--job", "daily_activities"] if job else ["--assets", "activities"]
+    what = ["--job", JOB] if job else ["--assets", ASSET.to_user_string()]
     dg_cli = str(Path(sys.executable).with_name("dg"))
     return [dg_cli, "launch", *what, "--partition", str(day), "--target-path", str(REPO)]
 

@@ -18,12 +18,14 @@ import pytest
 
 from activity_pipeline import config
 from activity_pipeline.days import day_window
-from activity_pipeline.defs.resources import DEMO_WARNING, DemoTenantResource, MdcaResource, resources_for
+from activity_pipeline.defs.resources import DEMO_WARNING, DemoTenantResource, MdcaResource, mdca_key, resources_for
 from activity_pipeline.demo_tenant import DemoTenant, TenantSpec
 from activity_pipeline.storage.schema import SCHEMA
 from activity_pipeline.storage.writer import QUARANTINE, read_manifest
 from activity_pipeline_tests.helpers import (
+    NODE,
     RECENT,
+    TENANT,
     TODAY,
     TOKEN,
     Untidy,
@@ -32,6 +34,7 @@ from activity_pipeline_tests.helpers import (
     launch,
     materialize,
     serve,
+    tenant_data,
     tenant_resource,
 )
 
@@ -41,7 +44,7 @@ def run_logs(result: dg.ExecuteInProcessResult, instance: dg.DagsterInstance) ->
 
 
 def stored(data_dir: Path, day: dt.date) -> Any:
-    return pq.read_table(data_dir / "activities" / f"date={day}")
+    return pq.read_table(tenant_data(data_dir).day_dir(day))
 
 
 def test_parquet_holds_exactly_the_days_ids_and_the_records_as_served(tmp_path, recent, recent_server):
@@ -61,7 +64,7 @@ def test_parquet_holds_exactly_the_days_ids_and_the_records_as_served(tmp_path, 
     stamps = table.column("timestamp").cast("int64").to_pylist()
     assert min(stamps) >= start and max(stamps) < end
     # Each file is sorted by timestamp, so row-group statistics prune.
-    for f in (tmp_path / "activities" / f"date={day}").glob("*.parquet"):
+    for f in tenant_data(tmp_path).day_dir(day).glob("*.parquet"):
         ts = pq.read_table(f, columns=["timestamp"]).column(0).cast("int64").to_pylist()
         assert ts == sorted(ts)
 
@@ -69,7 +72,7 @@ def test_parquet_holds_exactly_the_days_ids_and_the_records_as_served(tmp_path, 
 def test_materialization_metadata_has_counts_uri_schema_and_scan_figures(tmp_path, recent, recent_server):
     day = RECENT[1]
     result = materialize(day, tmp_path, tenant_resource(recent_server.url))
-    meta = result.asset_materializations_for_node("activities")[0].metadata
+    meta = result.asset_materializations_for_node(NODE)[0].metadata
     n = recent.truth_count(day)
     assert meta["dagster/partition_row_count"].value == n
     assert meta["dagster/row_count"].value == n
@@ -97,14 +100,14 @@ def test_a_rerun_replaces_the_day_and_is_idempotent(tmp_path, recent, recent_ser
     day = RECENT[0]
     assert materialize(day, tmp_path, tenant_resource(recent_server.url)).success
     first = stored(tmp_path, day).sort_by("id")
-    first_run = read_manifest(tmp_path, day)["run_id"]
+    first_run = read_manifest(tenant_data(tmp_path), day)["run_id"]
     assert materialize(day, tmp_path, tenant_resource(recent_server.url, slices=4)).success
     second = stored(tmp_path, day).sort_by("id")
     assert second.equals(first)
-    assert read_manifest(tmp_path, day)["run_id"] != first_run
+    assert read_manifest(tenant_data(tmp_path), day)["run_id"] != first_run
     # One version of the day, and nothing left behind in staging.
-    assert len(list((tmp_path / "activities").iterdir())) == 1
-    assert not [p for p in (tmp_path / ".staging").iterdir() if p.is_dir()]
+    assert len(list(tenant_data(tmp_path).days.iterdir())) == 1
+    assert not [p for p in tenant_data(tmp_path).staging.iterdir() if p.is_dir()]
 
 
 def test_without_a_configured_tenant_the_demo_tenant_is_read_and_said_so(tmp_path):
@@ -124,8 +127,8 @@ def test_malformed_records_are_quarantined_and_missing_fields_become_null(tmp_pa
         result = materialize(day, tmp_path, tenant_resource(server.url))
     assert result.success
     table = stored(tmp_path, day)
-    quarantine = (tmp_path / "activities" / f"date={day}" / QUARANTINE).read_text().splitlines()
-    meta = result.asset_materializations_for_node("activities")[0].metadata
+    quarantine = (tenant_data(tmp_path).day_dir(day) / QUARANTINE).read_text().splitlines()
+    meta = result.asset_materializations_for_node(NODE)[0].metadata
     assert meta["quarantined"].value == len(quarantine) > 0
     assert table.num_rows + len(quarantine) == recent.truth_count(day)
     for line in quarantine:
@@ -141,7 +144,7 @@ def test_configuration_errors_fail_without_retries_and_say_what_to_fix(tmp_path)
         RECENT[0], tmp_path, MdcaResource(api_url="http://mdca.example.com", api_token="x"), raise_on_error=False
     )
     assert not result.success
-    failure = result.failure_data_for_node("activities")
+    failure = result.failure_data_for_node(NODE)
     assert "plain http:// to mdca.example.com" in failure.user_failure_data.description
     assert not (tmp_path / "activities").exists()
 
@@ -150,7 +153,7 @@ def test_a_day_beyond_the_services_retention_fails_fast_with_the_reason(tmp_path
     day = TODAY - dt.timedelta(days=200)
     result = materialize(day, tmp_path, tenant_resource(recent_server.url), raise_on_error=False)
     assert not result.success
-    description = result.failure_data_for_node("activities").user_failure_data.description
+    description = result.failure_data_for_node(NODE).user_failure_data.description
     assert "keeps activities for 180 days" in description and str(day) in description
     assert not (tmp_path / "activities").exists(), "no empty day was written"
 
@@ -172,11 +175,11 @@ def test_killing_a_run_mid_scan_leaves_the_previous_day_intact(tmp_path, recent,
     assert materialize(day, data, tenant_resource(recent_server.url)).success
     if kind == "full-scan":
         # A day stored before top-ups existed has no watermark: the next run scans it in full.
-        path = data / "activities" / f"date={day}" / "_manifest.json"
+        path = tenant_data(data).day_dir(day) / "_manifest.json"
         manifest = json.loads(path.read_text())
         del manifest["watermark_ms"]
         path.write_text(json.dumps(manifest))
-    before = {p.name: p.read_bytes() for p in (data / "activities" / f"date={day}").iterdir()}
+    before = {p.name: p.read_bytes() for p in tenant_data(data).day_dir(day).iterdir()}
     slow = serve(recent, latency_ms=800)
     try:
         proc = subprocess.Popen(
@@ -190,22 +193,22 @@ def test_killing_a_run_mid_scan_leaves_the_previous_day_intact(tmp_path, recent,
         deadline = time.monotonic() + 120
         staged: list[Path] = []
         while time.monotonic() < deadline and not staged:
-            staged = [p for p in (data / ".staging").glob("date=*/*.parquet") if p.stat().st_size > 0]
+            staged = [p for p in tenant_data(data).staging.glob("date=*/*.parquet") if p.stat().st_size > 0]
             time.sleep(0.05)
         assert staged, "the run never reached the scan"
         os.killpg(proc.pid, signal.SIGKILL)  # the run and its step worker, mid-scan
         proc.wait(timeout=30)
     finally:
         slow.stop()
-    after = {p.name: p.read_bytes() for p in (data / "activities" / f"date={day}").iterdir()}
+    after = {p.name: p.read_bytes() for p in tenant_data(data).day_dir(day).iterdir()}
     assert after == before, "the earlier version of the day is untouched"
-    assert sorted(p.name for p in data.glob("activities/date=*/*.parquet")) == sorted(
+    assert sorted(p.name for p in tenant_data(data).days.glob("date=*/*.parquet")) == sorted(
         n for n in before if n.endswith(".parquet")
     ), "nothing half-written is matched by the dataset's glob"
-    assert [p for p in (data / ".staging").iterdir() if p.is_dir()], "the killed run's work is left in staging"
+    assert [p for p in tenant_data(data).staging.iterdir() if p.is_dir()], "the killed run's work is left in staging"
     # The next run cleans up after the killed one and lands the day.
     assert materialize(day, data, tenant_resource(recent_server.url)).success
-    assert not [p for p in (data / ".staging").iterdir() if p.is_dir()]
+    assert not [p for p in tenant_data(data).staging.iterdir() if p.is_dir()]
     assert set(stored(data, day).column("id").to_pylist()) == recent.truth_ids(day)
 
 
@@ -230,7 +233,7 @@ def test_the_token_never_reaches_dagster_logs_metadata_or_files(tmp_path, recent
         assert not bad.success
     finally:
         server.stop()
-    meta = result.asset_materializations_for_node("activities")[0].metadata
+    meta = result.asset_materializations_for_node(NODE)[0].metadata
     assert meta["retries"].value > 0, "the run went through retries, whose logs are searched too"
     texts = [repr(entry) for run in (result, bad) for entry in instance.all_logs(run.run_id)]
     texts += [repr(meta)]
@@ -242,7 +245,7 @@ def test_the_token_never_reaches_dagster_logs_metadata_or_files(tmp_path, recent
 def test_configured_from_the_environment_the_resource_holds_the_variables_name_not_the_token():
     secret = "tok-" + "0d9b4e2a6c81"
     env = {"MDCA_API_TOKEN": secret, "MDCA_API_URL": "https://contoso.eu2.portal.cloudappsecurity.com"}
-    configured = resources_for(config.load(env))["mdca"]
+    configured = resources_for(config.load(env))[mdca_key(TENANT)]
     assert isinstance(configured, MdcaResource) and isinstance(configured.api_token, dg.EnvVar)
     assert secret not in repr(configured)
 
@@ -253,6 +256,6 @@ def test_a_mistyped_host_fails_the_run_in_seconds_without_a_dagster_retry(tmp_pa
     result = materialize(RECENT[0], tmp_path, typo, raise_on_error=False)
     assert time.monotonic() - t0 < 30
     assert not result.success
-    description = result.failure_data_for_node("activities").user_failure_data.description
+    description = result.failure_data_for_node(NODE).user_failure_data.description
     assert "tenant-typo.invalid" in description and "does not resolve" in description
     assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]

@@ -4,30 +4,30 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 
-from activity_pipeline.definitions import defs
-from activity_pipeline.defs.resources import ActivityStorage
+from activity_pipeline.definitions import build_defs, defs
+from activity_pipeline.defs.resources import ActivityStorage, mdca_key
 from activity_pipeline.demo_tenant import DemoTenant, TenantSpec
-from activity_pipeline_tests.helpers import TODAY, last_days, run_day, tenant_resource
+from activity_pipeline_tests.helpers import JOB, TENANT, TODAY, last_days, run_day, tenant_data, tenant_resource
 
 
-def sensor_resources(url: str, data_dir: Path) -> dict[str, Any]:
-    return {"mdca": tenant_resource(url), "storage": ActivityStorage(data_dir=str(data_dir))}
+def sensor_context(url: str, data_dir: Path) -> dg.SensorEvaluationContext:
+    resources = {mdca_key(TENANT): tenant_resource(url), "storage": ActivityStorage(data_dir=str(data_dir))}
+    return dg.build_sensor_context(resources=resources, definitions=build_defs(resources))
 
 
-late_arrivals = defs().resolve_sensor_def("late_arrivals")
+late_arrivals = defs().resolve_sensor_def(f"{TENANT}_late_arrivals")
 
 
 def test_schedule_materializes_yesterday_at_0215_utc():
-    schedule = defs().resolve_schedule_def("daily_activities_schedule")
+    schedule = defs().resolve_schedule_def(f"{JOB}_schedule")
     assert schedule.cron_schedule == "15 2 * * *" and schedule.execution_timezone == "UTC"
     context = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2026, 11, 25, 2, 15, tzinfo=dt.UTC))
     (request,) = schedule.evaluate_tick(context).run_requests
     assert request.partition_key == "2026-11-24"
-    assert request.job_name == "daily_activities"
+    assert request.job_name == JOB
 
 
 def test_sensor_requests_a_rerun_for_days_whose_source_total_grew(tmp_path, served):
@@ -37,11 +37,12 @@ def test_sensor_requests_a_rerun_for_days_whose_source_total_grew(tmp_path, serv
     url = served(tenant)
     for day in days:
         assert run_day(day, tenant_resource(url), tmp_path).success
-    with dg.build_sensor_context(resources=sensor_resources(url, tmp_path)) as context:
-        assert isinstance(late_arrivals(context), dg.SkipReason)
+    # As the daemon evaluates it: the sensor reaches its resources through the context.
+    with sensor_context(url, tmp_path) as context:
+        assert late_arrivals.evaluate_tick(context).skip_message
     tenant.advance(dt.timedelta(days=3))
-    with dg.build_sensor_context(resources=sensor_resources(url, tmp_path)) as context:
-        result = late_arrivals(context)
+    with sensor_context(url, tmp_path) as context:
+        result = late_arrivals.evaluate_tick(context)
     grown = {r.partition_key for r in result.run_requests}
     assert grown and grown <= {d.isoformat() for d in days}
     assert days[-1].isoformat() in grown, "yesterday always has late records in the demo tenant"
@@ -53,15 +54,16 @@ def test_retention_rescue_requests_missing_days_near_the_cliff_oldest_first(tmp_
     from activity_pipeline.storage.health import record_count_check
     from activity_pipeline.storage.writer import DayWriter
 
-    today = dt.date.fromisoformat(defs().resolve_job_def("daily_activities").partitions_def.get_last_partition_key())
+    partitions = defs().resolve_job_def(JOB).partitions_def
+    today = dt.date.fromisoformat(partitions.get_last_partition_key())
     today += dt.timedelta(days=1)
     cliff = first_retained_day(today)
     for day in (cliff + dt.timedelta(days=1), cliff + dt.timedelta(days=2)):
-        with DayWriter(tmp_path, day) as writer:
+        with DayWriter(tenant_data(tmp_path), day) as writer:
             writer.commit({})
-    record_count_check(tmp_path, cliff + dt.timedelta(days=2), source_total=5, rows_checked=0, passed=False,
-                       at=dt.datetime.now(dt.UTC))  # fmt: skip
-    requests = rescue_requests(ActivityStorage(data_dir=str(tmp_path)), today)
+    record_count_check(tenant_data(tmp_path), cliff + dt.timedelta(days=2), source_total=5, rows_checked=0,
+                       passed=False, at=dt.datetime.now(dt.UTC))  # fmt: skip
+    requests = rescue_requests(TENANT, partitions, ActivityStorage(data_dir=str(tmp_path)), today)
     wanted = [cliff, cliff + dt.timedelta(days=2), *(cliff + dt.timedelta(days=k) for k in range(3, 15))]
     assert [r.partition_key for r in requests] == [d.isoformat() for d in wanted]
     assert "incomplete" in requests[1].tags["activity_pipeline/reason"]

@@ -14,6 +14,9 @@ import pytest
 from activity_pipeline.demo_tenant import DemoTenant, Outage, TenantSpec
 from activity_pipeline.mdca import DigestSet
 from activity_pipeline_tests.helpers import (
+    ASSET,
+    NODE,
+    TENANT,
     LosesRecords,
     WideOverlap,
     check_only,
@@ -104,7 +107,7 @@ def test_a_duplicated_row_fires_ids_unique_and_blocks_the_duckdb_views(tmp_path,
     assert not checks["ids_unique"].passed
     assert checks["ids_unique"].metadata["actual"].value > 0
     materialized = {m.asset_key for m in result.get_asset_materialization_events()}
-    assert dg.AssetKey("activities") in materialized
+    assert ASSET in materialized
     assert dg.AssetKey("activities_duckdb") not in materialized
     assert not (tmp_path / "activities.duckdb").exists()
 
@@ -129,7 +132,7 @@ def test_a_days_checks_run_as_one_step_in_the_runs_process(tmp_path, served):
     tenant.set_now(later(5))
     result = run_day(day, tenant_resource(served(tenant)), tmp_path)
     steps = {e.step_key for e in result.all_events if e.event_type_value == "STEP_START"}
-    assert steps == {"activities", "activities_checks", "activities_duckdb"}
+    assert steps == {NODE, f"{TENANT}_activities_checks", "activities_duckdb"}
     pids = {e.pid for e in result.all_events if e.event_type_value == "STEP_START"}
     assert len(pids) == 1, "scan, checks and views share one process"
 
@@ -155,10 +158,10 @@ def test_materializing_a_stored_day_again_tops_it_up(tmp_path, served):
     tenant.set_now(dt.datetime.combine(day + dt.timedelta(days=1), dt.time(2, 15), dt.UTC))
     url = served(tenant)
     first = run_day(day, tenant_resource(url), tmp_path)
-    stored = first.asset_materializations_for_node("activities")[0].metadata["dagster/partition_row_count"].value
+    stored = first.asset_materializations_for_node(NODE)[0].metadata["dagster/partition_row_count"].value
     tenant.advance(dt.timedelta(days=3))
     again = run_day(day, tenant_resource(url), tmp_path)
-    meta = again.asset_materializations_for_node("activities")[0].metadata
+    meta = again.asset_materializations_for_node(NODE)[0].metadata
     late = tenant.truth_count(day) - stored
     assert meta["mode"].value == "top-up" and meta["added"].value == late > 0
     assert meta["requests"].value <= 1 + -(-late // 5000)
@@ -174,7 +177,7 @@ def test_a_full_rescan_is_a_tag_away(tmp_path, served):
     url = served(tenant)
     assert run_day(day, tenant_resource(url), tmp_path).success
     again = run_day(day, tenant_resource(url), tmp_path, tags={"activity_pipeline/full_rescan": "true"})
-    assert again.asset_materializations_for_node("activities")[0].metadata["mode"].value == "full"
+    assert again.asset_materializations_for_node(NODE)[0].metadata["mode"].value == "full"
 
 
 def test_a_page_the_scan_lost_is_an_error_as_of_the_watermark(tmp_path):

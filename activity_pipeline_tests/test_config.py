@@ -14,29 +14,36 @@ URL = "https://contoso.eu2.portal.cloudappsecurity.com"
 
 
 def settings(**env: str) -> MdcaSettings:
-    return config.load(env).mdca_settings(env)
+    return config.load(env).tenants[0].mdca_settings(env)
 
 
 def test_defaults_without_any_variable():
     c = config.load({})
-    assert c.uses_demo_tenant and c.requests_per_minute == 30
-    assert c.start_date is None, "unset: the partitions choose (defs/partitions.py)"
+    (tenant,) = c.tenants
+    assert tenant.name == "default" and tenant.uses_demo_tenant and tenant.requests_per_minute == 30
+    assert tenant.start_date is None, "unset: the partitions choose (defs/partitions.py)"
     assert c.data_dir == Path(config.DEFAULT_DATA_DIR).resolve()
 
 
 def test_the_tenant_is_read_from_mdca_variables_and_noted_by_name():
-    env = {"MDCA_API_URL": URL, "MDCA_API_TOKEN": "tok-1", "MDCA_REQUESTS_PER_MINUTE": "12"}
+    env = {"MDCA_API_URL": URL, "MDCA_API_TOKEN": "tok-1", "MDCA_REQUESTS_PER_MINUTE": "12", "MDCA_TENANT_NAME": "eu"}
     c = config.load(env)
-    assert not c.uses_demo_tenant
-    assert c.tenant_variables == {"api_url": "MDCA_API_URL", "api_token": "MDCA_API_TOKEN"}
+    (tenant,) = c.tenants
+    assert not tenant.uses_demo_tenant and tenant.name == "eu"
+    assert tenant.variables == {"api_token": "MDCA_API_TOKEN"}
     assert "tok-1" not in repr(c), "the config names variables; it does not hold secrets"
-    assert c.mdca_settings(env).requests_per_minute == 12
+    assert tenant.mdca_settings(env).requests_per_minute == 12
 
 
 def test_a_start_date_that_is_not_a_date_names_the_variable():
     with pytest.raises(ConfigError, match="ACTIVITY_START_DATE must be a date like 2026-06-01"):
         config.load({"ACTIVITY_START_DATE": "June"})
-    assert config.load({"ACTIVITY_START_DATE": "2026-07-01"}).start_date == dt.date(2026, 7, 1)
+    assert config.load({"ACTIVITY_START_DATE": "2026-07-01"}).tenants[0].start_date == dt.date(2026, 7, 1)
+
+
+def test_a_tenant_name_that_cannot_key_assets_is_refused():
+    with pytest.raises(ConfigError, match="MDCA_TENANT_NAME must be a lower-case name like contoso"):
+        config.load({"MDCA_TENANT_NAME": "Contoso EU"})
 
 
 @pytest.mark.parametrize(
@@ -67,7 +74,7 @@ def test_a_start_date_that_is_not_a_date_names_the_variable():
             },
             "MDCA_AUTHORITY_HOST uses plain http://",
         ),
-        ({}, "MDCA_API_URL is not set"),
+        ({}, "is the demo tenant; it has no API settings"),
     ],
 )
 def test_bad_settings_get_a_message_that_names_the_fix(env, message):

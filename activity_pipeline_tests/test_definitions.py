@@ -9,8 +9,8 @@ from pathlib import Path
 
 from activity_pipeline import config
 from activity_pipeline.definitions import defs
-from activity_pipeline.defs.resources import DemoTenantResource, MdcaResource, resources_for
-from activity_pipeline_tests.helpers import REPO, clean_env
+from activity_pipeline.defs.resources import DemoTenantResource, MdcaResource, mdca_key, resources_for
+from activity_pipeline_tests.helpers import JOB, REPO, TENANT, clean_env
 
 DG = str(Path(sys.executable).with_name("dg"))
 
@@ -26,9 +26,9 @@ def test_dg_list_defs_shows_the_assets_checks_job_schedule_and_sensor():
     out = subprocess.run([DG, "list", "defs", "--json"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     listed = json.loads(out.stdout)
-    assert {a["asset_key"] for a in listed["assets"]} == {"activities", "activities_duckdb"}
+    assert {a["asset_key"] for a in listed["assets"]} == {"default/activities", "activities_duckdb"}
     assert {c["key"] for c in listed["asset_checks"]} == {
-        f"activities:{name}"
+        f"default/activities:{name}"
         for name in (
             "count_matches_source",
             "ids_unique",
@@ -39,15 +39,15 @@ def test_dg_list_defs_shows_the_assets_checks_job_schedule_and_sensor():
             "apps_still_reporting",
         )
     }
-    assert [j["name"] for j in listed["jobs"]] == ["daily_activities"]
-    assert [s["name"] for s in listed["schedules"]] == ["daily_activities_schedule"]
-    assert sorted(s["name"] for s in listed["sensors"]) == ["late_arrivals", "retention_rescue"]
+    assert [j["name"] for j in listed["jobs"]] == [JOB]
+    assert [s["name"] for s in listed["schedules"]] == [f"{JOB}_schedule"]
+    assert sorted(s["name"] for s in listed["sensors"]) == ["default_late_arrivals", "default_retention_rescue"]
 
 
 def test_with_a_real_tenant_configured_nothing_of_the_demo_tenant_is_imported():
     probe = (
         "import sys; from activity_pipeline.definitions import defs; d = defs(); "
-        "d.resolve_job_def('daily_activities'); "
+        f"d.resolve_job_def('{JOB}'); "
         "print(sorted(m for m in sys.modules if m.startswith('activity_pipeline.demo_tenant')))"
     )
     env = clean_env(MDCA_API_URL="https://contoso.eu2.portal.cloudappsecurity.com", MDCA_API_TOKEN="t")
@@ -57,15 +57,16 @@ def test_with_a_real_tenant_configured_nothing_of_the_demo_tenant_is_imported():
 
 
 def test_the_environment_chooses_the_tenant_resource():
-    assert isinstance(resources_for(config.load({}))["mdca"], DemoTenantResource)
-    real = resources_for(config.load({"MDCA_API_URL": "https://contoso.eu2.portal.cloudappsecurity.com"}))
-    assert isinstance(real["mdca"], MdcaResource)
+    assert isinstance(resources_for(config.load({}))[mdca_key(TENANT)], DemoTenantResource)
+    env = {"MDCA_API_URL": "https://contoso.eu2.portal.cloudappsecurity.com", "MDCA_API_TOKEN": "t"}
+    real = resources_for(config.load(env))
+    assert isinstance(real[mdca_key(TENANT)], MdcaResource)
 
 
 def test_the_module_loads_as_dagster_loads_it():
     loaded = defs()
-    assert loaded.resolve_job_def("daily_activities").partitions_def is not None
-    assert set(loaded.resources) == {"mdca", "storage"}
+    assert loaded.resolve_job_def(JOB).partitions_def is not None
+    assert set(loaded.resources) == {mdca_key(TENANT), "storage"}
 
 
 def test_no_module_of_the_package_is_over_450_lines():

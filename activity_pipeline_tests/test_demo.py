@@ -26,22 +26,29 @@ def demo(tmp_path_factory) -> tuple[Path, Path, str]:
     return home, data, out.stdout
 
 
-def _report_line(report: str, day: object) -> str:
-    return next(x for x in report.splitlines() if x.startswith(str(day)))
+DEMO_TENANTS = ("contoso", "fabrikam")
 
 
-def test_make_demo_runs_the_daily_job_and_reports_each_days_checks(demo):
+def _report_line(report: str, tenant: str, day: object) -> str:
+    return next(x for x in report.splitlines() if x.split()[:2] == [tenant, str(day)])
+
+
+def test_make_demo_runs_two_demo_tenants_side_by_side_and_reports_each_days_checks(demo):
     _, data, report = demo
-    for day in last_days(3):
-        line = _report_line(report, day)
-        assert "count_matches_source=pass" in line and "ids_unique=pass" in line, line
+    stored = {}
+    for tenant in DEMO_TENANTS:
+        for day in last_days(3):
+            line = _report_line(report, tenant, day)
+            assert "count_matches_source=pass" in line and "ids_unique=pass" in line, line
+            stored[tenant, day] = line.split()[2]
+    assert len(set(stored.values())) == len(stored), "the two tenants hold different data"
     assert "Microsoft Exchange Online" in report
     assert (data / "activities.duckdb").exists()
 
 
 def test_make_demo_shows_unjudged_checks_as_skipped_not_passed(demo):
     _, _, report = demo
-    first = _report_line(report, last_days(3)[0])
+    first = _report_line(report, "contoso", last_days(3)[0])
     assert "apps_still_reporting=skipped" in first and "no_unexpected_silent_hours=skipped" in first, first
 
 
@@ -49,7 +56,7 @@ def test_the_duckdb_command_make_demo_prints_works_as_printed(demo):
     _, _, report = demo
     lines = report.splitlines()
     command = next(x.strip() for x in lines if x.strip().startswith(".venv/bin/duckdb"))
-    query = "select count(*) > 50000 as three_days_stored from activities"
+    query = "select count(DISTINCT tenant) = 2 and count(*) > 80000 as both_tenants_stored from activities"
     out = subprocess.run([*shlex.split(command), "-c", query], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "true" in out.stdout, out.stdout
@@ -59,6 +66,7 @@ def test_make_run_lands_a_day_in_the_instance_the_ui_reads(demo):
     home, data, report = demo
     command = next(x.strip() for x in report.splitlines() if x.strip().startswith("make run DAY="))
     day = command.split("DAY=")[1].split()[0]
+    tenant = command.split("TENANT=")[1].split()[0]
     out = subprocess.run(
         [*shlex.split(command.split("#")[0]), "-C", str(REPO), f"DAGSTER_HOME={home}", f"ACTIVITY_DATA_DIR={data}"],
         env=clean_env(), capture_output=True, text=True, timeout=600,
@@ -66,9 +74,9 @@ def test_make_run_lands_a_day_in_the_instance_the_ui_reads(demo):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     instance = dg.DagsterInstance.from_config(str(home))
     runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": day}))
-    assert len(runs) == 2, "make demo's run of that day and make run's, in one instance"
-    assert runs[0].status == dg.DagsterRunStatus.SUCCESS and runs[0].job_name == "daily_activities"
-    event = instance.get_latest_materialization_event(dg.AssetKey("activities"))
+    assert len(runs) == 3, "make demo's runs of that day (one per tenant) and make run's, in one instance"
+    assert runs[0].status == dg.DagsterRunStatus.SUCCESS and runs[0].job_name == f"{tenant}_daily_activities"
+    event = instance.get_latest_materialization_event(dg.AssetKey([tenant, "activities"]))
     assert event is not None and event.run_id == runs[0].run_id
     assert event.asset_materialization is not None and event.asset_materialization.partition == day
 
@@ -85,7 +93,9 @@ def test_make_backfill_runs_each_day_into_the_same_instance(demo):
     instance = dg.DagsterInstance.from_config(str(home))
     for day in (first, second):
         runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": day.isoformat()}))
-        assert [r.status for r in runs][:1] == [dg.DagsterRunStatus.SUCCESS] and len(runs) == 2, day
+        # make demo's run and make backfill's, for each tenant.
+        assert len(runs) == 4 and {r.job_name for r in runs[:2]} == {f"{t}_daily_activities" for t in DEMO_TENANTS}
+        assert {r.status for r in runs[:2]} == {dg.DagsterRunStatus.SUCCESS}, day
 
 
 def test_make_backfill_names_what_is_wrong_with_its_dates():
@@ -118,7 +128,7 @@ def test_make_ui_serves_the_instance_on_the_port_it_is_given(demo, tmp_path):
         nodes = requests.post(f"http://127.0.0.1:{port}/graphql", data=query,
                               headers={"Content-Type": "application/json"}, timeout=30).json()  # fmt: skip
         keys = {tuple(n["assetKey"]["path"]) for n in nodes["data"]["assetNodes"]}
-        assert {("activities",), ("activities_duckdb",)} <= keys
+        assert {("contoso", "activities"), ("fabrikam", "activities"), ("activities_duckdb",)} <= keys
     finally:
         os.killpg(ui.pid, signal.SIGTERM)
         ui.wait(timeout=60)

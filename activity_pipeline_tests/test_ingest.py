@@ -15,11 +15,11 @@ from activity_pipeline.days import day_window
 from activity_pipeline.demo_tenant import DemoTenant, TenantSpec
 from activity_pipeline.ingest import WATERMARK_MARGIN_MS, ingest_day, top_up_day
 from activity_pipeline.storage.writer import DayLockedError, read_manifest
-from activity_pipeline_tests.helpers import STRESS_DAY, client_for, serve
+from activity_pipeline_tests.helpers import STRESS_DAY, client_for, serve, tenant_data
 
 
 def stored_ids(data_dir: Path, day: dt.date) -> list[str]:
-    return pq.read_table(data_dir / "activities" / f"date={day}", columns=["id"]).column("id").to_pylist()
+    return pq.read_table(tenant_data(data_dir).day_dir(day), columns=["id"]).column("id").to_pylist()
 
 
 @pytest.fixture
@@ -40,8 +40,8 @@ def test_a_full_scan_records_a_watermark_by_the_services_clock(tmp_path, stress)
     now = _tie_created(stress, STRESS_DAY) + 3_600_000
     stress.set_now(now)
     with serve(stress) as server:
-        result = ingest_day(client_for(server.url), tmp_path, STRESS_DAY)
-    manifest = read_manifest(tmp_path, STRESS_DAY)
+        result = ingest_day(client_for(server.url), tenant_data(tmp_path), STRESS_DAY)
+    manifest = read_manifest(tenant_data(tmp_path), STRESS_DAY)
     # The service's Date header has whole seconds.
     assert manifest["scan_started_ms"] == now // 1000 * 1000
     assert manifest["watermark_ms"] == manifest["scan_started_ms"] - WATERMARK_MARGIN_MS
@@ -53,13 +53,13 @@ def test_a_tie_larger_than_a_page_at_the_watermark_is_neither_lost_nor_doubled(t
     tie = _tie_created(stress, STRESS_DAY)
     stress.set_now(tie if tie_stored else tie - 1)
     with serve(stress) as server:
-        ingest_day(client_for(server.url), tmp_path, STRESS_DAY)
+        ingest_day(client_for(server.url), tenant_data(tmp_path), STRESS_DAY)
         # The watermark falls on the tie's millisecond.
-        path = tmp_path / "activities" / f"date={STRESS_DAY}" / "_manifest.json"
+        path = tenant_data(tmp_path).day_dir(STRESS_DAY) / "_manifest.json"
         manifest = json.loads(path.read_text())
         path.write_text(json.dumps({**manifest, "watermark_ms": tie}))
         stress.set_now(tie + 3 * 86_400_000)
-        result = top_up_day(client_for(server.url), tmp_path, STRESS_DAY)
+        result = top_up_day(client_for(server.url), tenant_data(tmp_path), STRESS_DAY)
     ids = stored_ids(tmp_path, STRESS_DAY)
     assert len(ids) == len(set(ids)), "nothing doubled"
     assert set(ids) == stress.truth_ids(STRESS_DAY), "nothing lost"
@@ -71,17 +71,17 @@ def test_a_top_up_costs_requests_in_proportion_to_the_late_records(tmp_path):
     tenant = DemoTenant(TenantSpec(days=(day,), activities_per_day=40_000))
     tenant.set_now(dt.datetime.combine(day + dt.timedelta(days=1), dt.time(2), dt.UTC))
     with serve(tenant) as server:
-        full = ingest_day(client_for(server.url), tmp_path, day)
+        full = ingest_day(client_for(server.url), tenant_data(tmp_path), day)
         tenant.advance(dt.timedelta(days=3))
         client = client_for(server.url)
-        result = top_up_day(client, tmp_path, day)
+        result = top_up_day(client, tenant_data(tmp_path), day)
     late = tenant.truth_count(day) - full.rows
     assert late > 0 and result.added == late
     assert full.requests >= 9, "the full scan of 40,000 records took a request a page"
     assert client.stats.requests <= 1 + -(-late // 5000), (client.stats.requests, late)
     ids = stored_ids(tmp_path, day)
     assert len(ids) == len(set(ids)) and set(ids) == tenant.truth_ids(day)
-    manifest = read_manifest(tmp_path, day)
+    manifest = read_manifest(tenant_data(tmp_path), day)
     assert manifest["watermark_ms"] > full.manifest["watermark_ms"]
     assert sum(manifest["hourly"]) == manifest["rows"] == tenant.truth_count(day)
     assert [t["added"] for t in manifest["top_ups"]] == [late]
@@ -92,13 +92,13 @@ def test_two_top_ups_of_a_day_at_once_one_refuses_and_nothing_is_doubled(tmp_pat
     tenant = DemoTenant(TenantSpec(days=(day,), activities_per_day=10_000))
     tenant.set_now(dt.datetime.combine(day + dt.timedelta(days=1), dt.time(2), dt.UTC))
     with serve(tenant, latency_ms=300) as server:
-        ingest_day(client_for(server.url), tmp_path, day)
+        ingest_day(client_for(server.url), tenant_data(tmp_path), day)
         tenant.advance(dt.timedelta(days=3))
         outcomes: list[str] = []
 
         def top_up() -> None:
             try:
-                top_up_day(client_for(server.url), tmp_path, day)
+                top_up_day(client_for(server.url), tenant_data(tmp_path), day)
                 outcomes.append("landed")
             except DayLockedError:
                 outcomes.append("refused")

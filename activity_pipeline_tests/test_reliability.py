@@ -23,7 +23,17 @@ from activity_pipeline.demo_tenant import FAULT_KINDS, DemoTenant, DemoTenantSer
 from activity_pipeline.storage.schema import SCHEMA
 from activity_pipeline.storage.writer import DayLockedError, DayWriter, read_manifest
 from activity_pipeline_tests import helpers
-from activity_pipeline_tests.helpers import clean_env, cli_env, last_days, later, launch, serve, tenant_resource
+from activity_pipeline_tests.helpers import (
+    NODE,
+    clean_env,
+    cli_env,
+    last_days,
+    later,
+    launch,
+    serve,
+    tenant_data,
+    tenant_resource,
+)
 
 DAYS = last_days(4)[:3]
 
@@ -50,7 +60,7 @@ def materialize(
 
 def figures(tenant: DemoTenant, day: dt.date, data_dir: Path) -> dict[str, int]:
     """Records expected, stored, duplicated and lost for one day."""
-    ids = pq.read_table(data_dir / "activities" / f"date={day}", columns=["id"]).column("id").to_pylist()
+    ids = pq.read_table(tenant_data(data_dir).day_dir(day), columns=["id"]).column("id").to_pylist()
     truth = tenant.truth_ids(day)
     return {
         "expected": len(truth),
@@ -76,8 +86,8 @@ def test_fault_rate_0_3_of_every_kind_loses_and_duplicates_nothing(tenant, tmp_p
     assert set(faults) == set(FAULT_KINDS), faults
     for day, result in zip(DAYS, results, strict=True):
         exact(tenant, day, tmp_path)  # expected == stored, duplicated 0, lost 0
-        assert result.asset_materializations_for_node("activities")[0].metadata["retries"].value >= 0
-    assert sum(r.asset_materializations_for_node("activities")[0].metadata["retries"].value for r in results) >= sum(
+        assert result.asset_materializations_for_node(NODE)[0].metadata["retries"].value >= 0
+    assert sum(r.asset_materializations_for_node(NODE)[0].metadata["retries"].value for r in results) >= sum(
         faults.values()
     )
 
@@ -89,19 +99,22 @@ def test_throttling_with_and_without_retry_after_loses_nothing(tenant, tmp_path,
         throttled = server.stats.throttled
     assert result.success and throttled > 0
     exact(tenant, DAYS[2], tmp_path)
-    assert result.asset_materializations_for_node("activities")[0].metadata["throttled_responses"].value > 0
+    assert result.asset_materializations_for_node(NODE)[0].metadata["throttled_responses"].value > 0
 
 
 def test_a_second_writer_of_the_same_day_refuses_and_the_first_lands(tmp_path):
     day = DAYS[0]
-    with DayWriter(tmp_path, day) as first:
-        with pytest.raises(DayLockedError, match=f"Another run is writing {day}"), DayWriter(tmp_path, day):
+    with DayWriter(tenant_data(tmp_path), day) as first:
+        with (
+            pytest.raises(DayLockedError, match=f"Another run is writing {day}"),
+            DayWriter(tenant_data(tmp_path), day),
+        ):
             pass
-        with DayWriter(tmp_path, DAYS[1]) as other_day:  # other days are not held up
+        with DayWriter(tenant_data(tmp_path), DAYS[1]) as other_day:  # other days are not held up
             other_day.commit({})
         first.write(0, SCHEMA.empty_table())
         first.commit({})
-    assert read_manifest(tmp_path, day)["rows"] == 0
+    assert read_manifest(tenant_data(tmp_path), day)["rows"] == 0
 
 
 def _cli(day: dt.date, url: str, data_dir: Path, home: Path) -> subprocess.Popen[str]:
@@ -120,7 +133,7 @@ def test_two_runs_of_the_same_day_at_once_are_atomic_or_refused(tenant, tmp_path
     for code, out in zip(codes, outputs, strict=True):
         assert code == 0 or "Another run is writing" in out, out[-3000:]
     exact(tenant, day, data)  # whichever landed, the day is whole and once
-    assert not [p for p in (data / ".staging").iterdir() if p.is_dir()]
+    assert not [p for p in tenant_data(data).staging.iterdir() if p.is_dir()]
 
 
 @pytest.fixture
@@ -147,13 +160,13 @@ def test_a_full_disk_partway_leaves_the_previous_day_intact(small_disk):
     small.set_now(big.now_ms())
     with serving(small) as server:
         assert materialize(day, server.url, small_disk).success  # about 4 MiB
-    before = {p.name: p.read_bytes() for p in (small_disk / "activities" / f"date={day}").iterdir()}
+    before = {p.name: p.read_bytes() for p in tenant_data(small_disk).day_dir(day).iterdir()}
     with serving(big) as server:
         result = materialize(day, server.url, small_disk, full=True)  # about 11 MiB more: the disk fills up
     assert not result.success
-    description = result.failure_data_for_node("activities").user_failure_data.description
+    description = result.failure_data_for_node(NODE).user_failure_data.description
     assert "No space left on device" in description and "intact" in description
-    after = {p.name: p.read_bytes() for p in (small_disk / "activities" / f"date={day}").iterdir()}
+    after = {p.name: p.read_bytes() for p in tenant_data(small_disk).day_dir(day).iterdir()}
     assert after == before
     got = figures(small, day, small_disk)
     assert got["stored"] == got["expected"] and got["lost"] == 0 and got["duplicated"] == 0
@@ -186,7 +199,7 @@ def test_a_bad_partition_key_is_named_in_the_error(tmp_path):
 def test_bad_configuration_fails_before_any_request_with_its_own_message(tmp_path, resource, message):
     result = helpers.materialize(DAYS[0], tmp_path, MdcaResource(**resource), raise_on_error=False)
     assert not result.success
-    assert message in result.failure_data_for_node("activities").user_failure_data.description
+    assert message in result.failure_data_for_node(NODE).user_failure_data.description
     assert not (tmp_path / "activities").exists()
 
 

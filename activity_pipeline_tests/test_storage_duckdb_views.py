@@ -11,7 +11,7 @@ import pytest
 
 from activity_pipeline.demo_tenant import DemoTenant, TenantSpec
 from activity_pipeline.storage.duckdb_views import DatabaseBusyError, build_database
-from activity_pipeline_tests.helpers import last_days, later, run_day, serve, tenant_resource
+from activity_pipeline_tests.helpers import last_days, later, run_day, serve, tenant_data, tenant_resource
 
 
 @pytest.fixture(scope="module")
@@ -81,11 +81,12 @@ def test_building_refuses_clearly_while_another_process_holds_the_file(tmp_path)
 
 
 def test_empty_dataset_still_gets_typed_views(tmp_path):
-    path, views = build_database(tmp_path)
-    with duckdb.connect(str(path), read_only=True) as con:
+    db = build_database(tmp_path)
+    with duckdb.connect(str(db.path), read_only=True) as con:
         assert con.execute("select count(*) from activities").fetchone() == (0,)
         assert con.execute("select count(*) from partition_health").fetchone() == (0,)
-    assert "cloud_app_events" in views
+        assert con.execute("select typeof(tenant) from activities").fetchall() == []
+    assert "cloud_app_events" in db.views and db.rows == 0
 
 
 def test_retention_risk_lists_the_days_about_to_be_lost(tmp_path):
@@ -95,11 +96,14 @@ def test_retention_risk_lists_the_days_about_to_be_lost(tmp_path):
     from activity_pipeline.storage.writer import DayWriter
 
     cliff = first_retained_day(dt.datetime.now(dt.UTC).date())
-    with DayWriter(tmp_path, cliff + dt.timedelta(days=1)) as writer:
+    with DayWriter(tenant_data(tmp_path), cliff + dt.timedelta(days=1)) as writer:
         writer.commit({})
-    path, views = build_database(tmp_path, start_date=cliff - dt.timedelta(days=10))
-    assert "retention_risk" in views
-    with duckdb.connect(str(path), read_only=True) as con:
-        rows = con.execute("select date, days_left, state from retention_risk").fetchall()
-    assert rows[0] == (cliff, 0, "missing"), "days already lost are not listed; the last day is"
-    assert [r[0] for r in rows] == [cliff] + [cliff + dt.timedelta(days=k) for k in range(2, 15)]
+    # Another tenant, configured to start after the cliff's window: none of its days are at risk.
+    starts = {"default": cliff - dt.timedelta(days=10), "late": cliff + dt.timedelta(days=20)}
+    db = build_database(tmp_path, start_dates=starts)
+    assert "retention_risk" in db.views
+    with duckdb.connect(str(db.path), read_only=True) as con:
+        rows = con.execute("select tenant, date, days_left, state from retention_risk").fetchall()
+    assert rows[0] == ("default", cliff, 0, "missing"), "days already lost are not listed; the last day is"
+    assert [r[1] for r in rows] == [cliff] + [cliff + dt.timedelta(days=k) for k in range(2, 15)]
+    assert {r[0] for r in rows} == {"default"} and len(db.at_risk) == len(rows)

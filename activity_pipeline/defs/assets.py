@@ -1,13 +1,19 @@
-"""The `activities` asset: one complete UTC day of activities per partition, as Parquet."""
+"""Each tenant's `activities` asset (one complete UTC day per partition, as Parquet), and `activities_duckdb`.
+
+Built per tenant by the tenants component (`activity_pipeline.components`), so nothing here is a definition by
+itself.
+"""
 
 import datetime as dt
 import errno
+from collections.abc import Mapping, Sequence
 from urllib.parse import quote
 
 import dagster as dg
 
-from activity_pipeline.defs.partitions import daily, partition_day
-from activity_pipeline.defs.resources import ActivityStorage, TenantResource
+from activity_pipeline.config import TenantConfig
+from activity_pipeline.defs.partitions import partition_day
+from activity_pipeline.defs.resources import ActivityStorage, TenantResource, mdca_key
 from activity_pipeline.ingest import IngestResult, ingest_day, top_up_day
 from activity_pipeline.mdca import (
     AuthenticationError,
@@ -18,7 +24,7 @@ from activity_pipeline.mdca import (
     PermissionDeniedError,
     RetentionError,
 )
-from activity_pipeline.retention import check_retention
+from activity_pipeline.retention import RESCUE_MARGIN_DAYS, check_retention
 from activity_pipeline.storage.duckdb_views import DatabaseBusyError, build_database
 from activity_pipeline.storage.schema import COLUMNS
 from activity_pipeline.storage.writer import DayLockedError
@@ -80,59 +86,80 @@ def _metadata(result: IngestResult, total_rows: int) -> dict[str, object]:
     }
 
 
-@dg.asset(
-    partitions_def=daily,
-    pool="mdca_api",
-    retry_policy=dg.RetryPolicy(max_retries=2, delay=60, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS),
-    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=1),
-    kinds={"parquet"},
-    group_name="mdca",
-    code_version="1",
-    # The daily schedule runs at 02:15 UTC; yesterday should have landed by 04:00.
-    freshness_policy=dg.FreshnessPolicy.cron(deadline_cron="0 4 * * *", lower_bound_delta=dt.timedelta(hours=2)),
-)
-def activities(
-    context: dg.AssetExecutionContext, mdca: TenantResource, storage: ActivityStorage
+def build_activities(
+    tenant: TenantConfig, partitions: dg.DailyPartitionsDefinition, *, adopt_legacy_days: bool = False
+) -> dg.AssetsDefinition:
+    """The tenant's `[name, "activities"]` asset: its days, its pool, its resource (`mdca_<name>`).
+
+    `adopt_legacy_days`: move days stored before tenants existed under this tenant first (the one tenant of a
+    deployment without a tenants file).
+    """
+    name, resource = tenant.name, mdca_key(tenant.name)
+
+    @dg.asset(
+        key=[name, "activities"],
+        partitions_def=partitions,
+        # One pool per tenant: its runs take turns at its rate limit; other tenants' runs go ahead meanwhile.
+        pool=f"mdca_api/{name}",
+        required_resource_keys={resource, "storage"},
+        retry_policy=dg.RetryPolicy(
+            max_retries=2, delay=60, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+        ),
+        backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=1),
+        kinds={"parquet"},
+        group_name=name,
+        code_version="1",
+        # The daily schedule runs at 02:15 UTC; yesterday should have landed by 04:00.
+        freshness_policy=dg.FreshnessPolicy.cron(deadline_cron="0 4 * * *", lower_bound_delta=dt.timedelta(hours=2)),
+        description=f"Every Defender for Cloud Apps activity of tenant {name} for one UTC day (by `timestamp`), one "
+        f"Parquet folder per day under $ACTIVITY_DATA_DIR/activities/tenant={name}/date=YYYY-MM-DD/.",
+    )
+    def activities(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        storage: ActivityStorage = context.resources.storage
+        if adopt_legacy_days and (adopted := storage.adopt_legacy_days(name)):
+            context.log.info(f"moved {len(adopted)} days stored before tenants existed under tenant={name}/")
+        return _materialize_day(context, name, getattr(context.resources, resource), storage)
+
+    return activities
+
+
+def _materialize_day(
+    context: dg.AssetExecutionContext, tenant: str, mdca: TenantResource, storage: ActivityStorage
 ) -> dg.MaterializeResult:
-    """Every Defender for Cloud Apps activity of one UTC day (by `timestamp`), one Parquet folder per day under $ACTIVITY_DATA_DIR/activities/date=YYYY-MM-DD/."""  # noqa: E501
     day = partition_day(context)
+    data = storage.tenant(tenant)
     try:
         # Retention is relative to the service's now: the run's start time stands in for it.
         check_retention(day, _run_start(context))
-        previous = storage.manifest(day)
+        previous = storage.manifest(tenant, day)
         full = context.run.tags.get(FULL_RESCAN_TAG, "").lower() == "true"
         with mdca.client(context.log) as client:
             if previous is not None and previous.get("watermark_ms") is not None and not full:
                 # Stored already: add what was created since its watermark, not the whole day again.
-                result = top_up_day(client, storage.path, day, logger=context.log, run_id=context.run.run_id[:12])
+                result = top_up_day(client, data, day, logger=context.log, run_id=context.run.run_id[:12])
             else:
                 result = ingest_day(
-                    client,
-                    storage.path,
-                    day,
-                    slices=mdca.slices or None,
-                    logger=context.log,
-                    run_id=context.run.run_id[:12],
+                    client, data, day, slices=mdca.slices or None, logger=context.log, run_id=context.run.run_id[:12]
                 )
     except _FINAL as exc:
-        raise dg.Failure(description=str(exc), allow_retries=False) from None
+        raise dg.Failure(description=f"tenant {tenant}: {exc}", allow_retries=False) from None
     except OSError as exc:
         if exc.errno not in _DISK_ERRNOS:
             raise
         # A full or read-only disk does not heal in a minute: say so instead of retrying.
         raise dg.Failure(
-            description=f"Could not write {day} under {storage.path}: {exc.strerror or exc}. Free space (or fix the "
-            "mount) and re-run the day; the previously stored version of the day is intact.",
+            description=f"Could not write {day} of tenant {tenant} under {storage.path}: {exc.strerror or exc}. Free "
+            "space (or fix the mount) and re-run the day; the previously stored version of the day is intact.",
             allow_retries=False,
         ) from exc
     except MdcaHTTPError as exc:
-        raise dg.Failure(description=str(exc)) from None
+        raise dg.Failure(description=f"tenant {tenant}: {exc}") from None
     how = "scanned in full" if result.mode == "full" else f"topped up with {result.added:,} late activities"
     context.log.info(
-        f"{day} {how}: {result.rows:,} activities stored ({result.source_total:,} at the source when the scan "
-        f"began), {result.quarantined} quarantined, {result.requests} requests, in {result.seconds:.1f}s"
+        f"{tenant} {day} {how}: {result.rows:,} activities stored ({result.source_total:,} at the source when the "
+        f"scan began), {result.quarantined} quarantined, {result.requests} requests, in {result.seconds:.1f}s"
     )
-    return dg.MaterializeResult(metadata=_metadata(result, storage.row_total()))
+    return dg.MaterializeResult(metadata=_metadata(result, storage.row_total(tenant)))
 
 
 def _run_start(context: dg.AssetExecutionContext) -> dt.datetime:
@@ -143,35 +170,38 @@ def _run_start(context: dg.AssetExecutionContext) -> dt.datetime:
     return dt.datetime.now(dt.UTC)  # no start time recorded yet: the run is starting now
 
 
-@dg.asset(deps=[activities], kinds={"duckdb"}, group_name="mdca")
-def activities_duckdb(context: dg.AssetExecutionContext, storage: ActivityStorage) -> dg.MaterializeResult:
-    """Views over every stored day of activities in $ACTIVITY_DATA_DIR/activities.duckdb: a file the DuckDB CLI opens, with absolute paths."""  # noqa: E501
-    first_day = dt.date.fromisoformat(daily.get_first_partition_key() or "")
-    try:
-        path, views = build_database(storage.path, start_date=first_day)
-    except DatabaseBusyError as exc:
-        raise dg.Failure(description=str(exc), allow_retries=False) from None
-    import duckdb  # here, not at the top: scanning a day never needs it, and it costs ~40 MiB
+def build_activities_duckdb(
+    tenant_assets: Sequence[dg.AssetsDefinition], start_dates: Mapping[str, dt.date]
+) -> dg.AssetsDefinition:
+    """`activities_duckdb`: views over every tenant's days, rebuilt after any tenant's day lands."""
 
-    with duckdb.connect(str(path), read_only=True) as con:
-        days, rows = con.execute("SELECT count(DISTINCT date), count(*) FROM activities").fetchone()
-        at_risk = con.execute("SELECT date, days_left, state FROM retention_risk").fetchall()
-    context.log.info(f"{path}: {len(views)} views over {days} days, {rows:,} activities")
-    if at_risk:
-        context.log.warning(
-            f"{len(at_risk)} days leave the service's retention within 14 days and are not safely stored: "
-            + ", ".join(f"{d} ({state}, {left} days left)" for d, left, state in at_risk)
+    @dg.asset(deps=list(tenant_assets), kinds={"duckdb"}, group_name="dataset")
+    def activities_duckdb(context: dg.AssetExecutionContext, storage: ActivityStorage) -> dg.MaterializeResult:
+        """Views over every tenant's stored days in $ACTIVITY_DATA_DIR/activities.duckdb: a file the DuckDB CLI opens, with absolute paths and a `tenant` column."""  # noqa: E501
+        try:
+            db = build_database(storage.path, start_dates=start_dates)
+        except DatabaseBusyError as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
+        context.log.info(f"{db.path}: {len(db.views)} views over {db.tenant_days} tenant-days, {db.rows:,} activities")
+        if db.at_risk:
+            context.log.warning(
+                f"{len(db.at_risk)} days leave the service's retention within {RESCUE_MARGIN_DAYS} days and are not "
+                "safely stored: "
+                + ", ".join(f"{t} {d} ({state}, {left} days left)" for t, d, left, state in db.at_risk)
+            )
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/uri": dg.MetadataValue.url("file://" + quote(str(db.path), safe="/=")),
+                "dagster/row_count": db.rows,
+                "path": dg.MetadataValue.path(str(db.path)),
+                "tenants": ", ".join(sorted(start_dates)),
+                "days": db.tenant_days,
+                "views": ", ".join(db.views),
+                "retention_risk_days": len(db.at_risk),
+                "try": dg.MetadataValue.md(
+                    f"```sh\nduckdb {db.path} -c 'select tenant, date, count(*) from activities group by all'\n```"
+                ),
+            }
         )
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/uri": dg.MetadataValue.url("file://" + quote(str(path), safe="/=")),
-            "dagster/row_count": rows,
-            "path": dg.MetadataValue.path(str(path)),
-            "days": days,
-            "views": ", ".join(views),
-            "retention_risk_days": len(at_risk),
-            "try": dg.MetadataValue.md(
-                f"```sh\nduckdb {path} -c 'select date, count(*) from activities group by 1'\n```"
-            ),
-        }
-    )
+
+    return activities_duckdb

@@ -1,4 +1,4 @@
-"""Partition-aware checks on `activities`: is each stored day complete, unique, in range and well formed?
+"""Partition-aware checks on a tenant's `activities`: is each stored day complete, unique, in range and well formed?
 
 The seven checks run as one step that reads the day once (`@dg.multi_asset_check`, `can_subset=True`).
 Each reports `actual`, `expected` and `diff` in its metadata. A check with nothing to judge yields no
@@ -16,9 +16,8 @@ import dagster as dg
 import numpy as np
 
 from activity_pipeline.days import day_window
-from activity_pipeline.defs.assets import activities
-from activity_pipeline.defs.partitions import daily, partition_day
-from activity_pipeline.defs.resources import ActivityStorage, TenantResource
+from activity_pipeline.defs.partitions import partition_day
+from activity_pipeline.defs.resources import ActivityStorage, TenantResource, mdca_key
 from activity_pipeline.ingest import SETTLE_DAYS
 from activity_pipeline.mdca import MdcaClient
 from activity_pipeline.storage.inspect import DayFacts
@@ -36,6 +35,7 @@ ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
 class Evidence:
     """What the checks of one day look at, read once."""
 
+    tenant: str
     facts: DayFacts
     # Manifests of the stored days among the TRAILING_DAYS before this one.
     history: dict[dt.date, dict[str, Any]]
@@ -111,7 +111,7 @@ def count_matches_source(e: Evidence) -> Verdict | str:
     }
     # The one thing a check leaves behind: its finding, for the partition_health view.
     e.storage.record_count_check(
-        day, source_total=total, rows_checked=facts.rows, passed=verdict.passed or verdict.severity == WARN,
+        e.tenant, day, source_total=total, rows_checked=facts.rows, passed=verdict.passed or verdict.severity == WARN,
         watermark_ms=watermark, pending=pending,
     )  # fmt: skip
     return verdict
@@ -219,38 +219,48 @@ CHECKS: dict[str, tuple[Judge, bool, str]] = {
 _HISTORY = {"no_unexpected_silent_hours", "apps_still_reporting"}
 
 
-@dg.multi_asset_check(
-    specs=[
-        dg.AssetCheckSpec(name, asset=activities, partitions_def=daily, blocking=blocking, description=text)
-        for name, (_, blocking, text) in CHECKS.items()
-    ],
-    can_subset=True,
-    name="activities_checks",
-    description="The day's seven checks, in one step that reads the stored day once.",
-)
-def activities_checks(
-    context: dg.AssetCheckExecutionContext, mdca: TenantResource, storage: ActivityStorage
-) -> Iterator[dg.AssetCheckResult]:
-    day = partition_day(context)
-    wanted = {key.name for key in context.selected_asset_check_keys}
-    evidence = Evidence(
-        facts=storage.facts(day),
-        history=storage.trailing_manifests(day, TRAILING_DAYS) if wanted & _HISTORY else {},
-        client=lambda: mdca.client(context.log),
-        storage=storage,
+def build_checks(
+    tenant: str, asset: dg.AssetsDefinition, partitions: dg.DailyPartitionsDefinition
+) -> dg.AssetChecksDefinition:
+    """The tenant's seven checks on `asset`, in one step; they reach its tenant through `mdca_<name>`."""
+    resource = mdca_key(tenant)
+
+    @dg.multi_asset_check(
+        specs=[
+            dg.AssetCheckSpec(name, asset=asset, partitions_def=partitions, blocking=blocking, description=text)
+            for name, (_, blocking, text) in CHECKS.items()
+        ],
+        can_subset=True,
+        name=f"{tenant}_activities_checks",
+        description=f"The seven checks of a day of tenant {tenant}, in one step that reads the stored day once.",
+        required_resource_keys={resource, "storage"},
     )
-    for name, (judge, _, _) in CHECKS.items():
-        if name not in wanted:
-            continue
-        verdict = judge(evidence)
-        if isinstance(verdict, str):
-            context.log.info(f"{name} skipped for {day}: {verdict}")
-            continue
-        yield dg.AssetCheckResult(
-            asset_key=activities.key,
-            check_name=name,
-            passed=verdict.passed,
-            severity=verdict.severity,
-            description=verdict.description,
-            metadata=verdict.metadata,
+    def activities_checks(context: dg.AssetCheckExecutionContext) -> Iterator[dg.AssetCheckResult]:
+        storage: ActivityStorage = context.resources.storage
+        mdca: TenantResource = getattr(context.resources, resource)
+        day = partition_day(context)
+        wanted = {key.name for key in context.selected_asset_check_keys}
+        evidence = Evidence(
+            tenant=tenant,
+            facts=storage.facts(tenant, day),
+            history=storage.trailing_manifests(tenant, day, TRAILING_DAYS) if wanted & _HISTORY else {},
+            client=lambda: mdca.client(context.log),
+            storage=storage,
         )
+        for name, (judge, _, _) in CHECKS.items():
+            if name not in wanted:
+                continue
+            verdict = judge(evidence)
+            if isinstance(verdict, str):
+                context.log.info(f"{name} skipped for {tenant} {day}: {verdict}")
+                continue
+            yield dg.AssetCheckResult(
+                asset_key=asset.key,
+                check_name=name,
+                passed=verdict.passed,
+                severity=verdict.severity,
+                description=verdict.description,
+                metadata=verdict.metadata,
+            )
+
+    return activities_checks

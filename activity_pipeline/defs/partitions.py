@@ -1,4 +1,4 @@
-"""One partition per complete UTC day, from the configured start date; and a partition's day."""
+"""Each tenant's partitions: one per complete UTC day, from the tenant's start date; and a partition's day."""
 
 from __future__ import annotations
 
@@ -6,30 +6,27 @@ import datetime as dt
 
 import dagster as dg
 
-from activity_pipeline import config
+from activity_pipeline.config import TenantConfig
 from activity_pipeline.days import utc_day
 from activity_pipeline.retention import first_retained_day
 from activity_pipeline.storage.inspect import stored_days
+from activity_pipeline.storage.layout import TenantData
 
 
-def start_date(settings: config.PipelineConfig, today: dt.date) -> dt.date:
-    """ACTIVITY_START_DATE; unset, the oldest day the service still keeps on `today`, or the oldest stored day
-    if that is earlier. So the default never offers a day that can no longer be scanned, and never drops one
-    that was kept beyond the service's retention.
+def start_date(tenant: TenantConfig, data: TenantData, today: dt.date) -> dt.date:
+    """The tenant's `start_date` (or ACTIVITY_START_DATE); unset, the oldest day the service still keeps on
+    `today`, or the tenant's oldest stored day if that is earlier. So the default never offers a day that can no
+    longer be scanned, and never drops one that was kept beyond the service's retention.
     """
-    if settings.start_date is not None:
-        return settings.start_date
-    stored = stored_days(settings.data_dir)
-    return min([first_retained_day(today), *stored[:1]])
+    if tenant.start_date is not None:
+        return tenant.start_date
+    return min([first_retained_day(today), *stored_days(data)[:1]])
 
 
-# The environment, read once for every module of defs/ that needs it when the definitions load.
-SETTINGS = config.load()
-
-# end_offset=0: the newest partition is yesterday, the last complete UTC day.
-daily = dg.DailyPartitionsDefinition(
-    start_date=start_date(SETTINGS, dt.datetime.now(dt.UTC).date()).isoformat(), timezone="UTC", end_offset=0
-)
+def daily_partitions(tenant: TenantConfig, data: TenantData, today: dt.date) -> dg.DailyPartitionsDefinition:
+    # end_offset=0: the newest partition is yesterday, the last complete UTC day.
+    first = start_date(tenant, data, today)
+    return dg.DailyPartitionsDefinition(start_date=first.isoformat(), timezone="UTC", end_offset=0)
 
 
 def partition_day(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> dt.date:
@@ -38,7 +35,7 @@ def partition_day(context: dg.AssetExecutionContext | dg.AssetCheckExecutionCont
     return utc_day(window.start, window.end)
 
 
-def newest_days(n: int) -> tuple[dt.date, ...]:
+def newest_days(partitions: dg.DailyPartitionsDefinition, n: int) -> tuple[dt.date, ...]:
     """The newest `n` partitions' days, newest first (yesterday, the day before, ...)."""
-    newest = dt.date.fromisoformat(daily.get_last_partition_key() or "")
+    newest = dt.date.fromisoformat(partitions.get_last_partition_key() or "")
     return tuple(newest - dt.timedelta(days=k) for k in range(n))

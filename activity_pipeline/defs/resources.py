@@ -1,7 +1,8 @@
-"""Resources: the tenant to read (a real one, or the built-in demo tenant), and the dataset it lands in.
+"""Resources: each tenant to read (a real one, or the built-in demo tenant), and the dataset they land in.
 
-Each tenant resource hands out an `MdcaClient`; which one a deployment uses is chosen where the definitions
-are assembled (`resources_for`). The demo tenant's code is imported only when its resource is used.
+Each tenant has its own resource, under the key `mdca_<name>`, which hands out an `MdcaClient`; which kind a
+tenant uses is chosen where the definitions are assembled (`resources_for`). The demo tenant's code is
+imported only when its resource is used.
 """
 
 from __future__ import annotations
@@ -11,25 +12,44 @@ import dataclasses
 import datetime as dt
 import logging
 import secrets
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
-from activity_pipeline.config import DEFAULT_DATA_DIR, PipelineConfig
-from activity_pipeline.mdca import MdcaClient, MdcaSettings, RetryPolicy
+from activity_pipeline.config import DEFAULT_DATA_DIR, PipelineConfig, TenantConfig
+from activity_pipeline.mdca import MdcaClient, MdcaSettings, RateLimiter, RetryPolicy
 from activity_pipeline.mdca.settings import DEFAULT_AUTHORITY_HOST, DEFAULT_REQUESTS_PER_MINUTE
 from activity_pipeline.storage import health, inspect, writer
+from activity_pipeline.storage.layout import TenantData, adopt_legacy_days
 
-DEMO_WARNING = "MDCA_API_URL is not set: reading the built-in demo tenant on 127.0.0.1; its activities are synthetic"
+DEMO_WARNING = "reading the built-in demo tenant on 127.0.0.1 (no api_url configured); its activities are synthetic"
 _DEFAULT_RETRY = RetryPolicy()
+
+
+_LIMITERS: dict[tuple[str, int, float], RateLimiter] = {}
+_LIMITERS_LOCK = threading.Lock()
+
+
+def _shared_limiter(api_url: str, requests_per_minute: int, window: float) -> RateLimiter:
+    """One limiter per tenant in a process: the service's limit is per tenant, so the scan, the checks' counts
+    and a sensor's counts of one run draw on one budget instead of each on its own."""
+    with _LIMITERS_LOCK:
+        key = (api_url, requests_per_minute, window)
+        if key not in _LIMITERS:
+            _LIMITERS[key] = RateLimiter(requests_per_minute, window)
+        return _LIMITERS[key]
 
 
 class TenantResource(dg.ConfigurableResource):
     """What every tenant resource shares: how fast to go, how many slices, how long to retry."""
 
     requests_per_minute: int = DEFAULT_REQUESTS_PER_MINUTE
+    # The rolling window `requests_per_minute` counts in: the service's is a minute. Tests and benchmarks shorten
+    # it to scale time down (the demo tenant's window shrinks with it).
+    rate_window_seconds: float = 60.0
     # 0 lets the client choose from the day's size, the rate limit and the measured latency.
     slices: int = 0
     retry_max_attempts: int = _DEFAULT_RETRY.max_attempts
@@ -49,6 +69,10 @@ class TenantResource(dg.ConfigurableResource):
     def client(self, logger: Any = None) -> contextlib.AbstractContextManager[MdcaClient]:
         """A client for the tenant, closed when the block ends."""
         raise NotImplementedError
+
+    def _client(self, settings: MdcaSettings) -> MdcaClient:
+        limiter = _shared_limiter(settings.api_url, settings.requests_per_minute, self.rate_window_seconds)
+        return MdcaClient(settings, retry=self.retry_policy(), limiter=limiter)
 
 
 class MdcaResource(TenantResource):
@@ -71,7 +95,7 @@ class MdcaResource(TenantResource):
 
     @contextlib.contextmanager
     def client(self, logger: Any = None) -> Iterator[MdcaClient]:
-        with MdcaClient(self.settings(), retry=self.retry_policy()) as client:
+        with self._client(self.settings()) as client:
             yield client
 
 
@@ -91,16 +115,19 @@ class DemoTenantResource(TenantResource):
 
         tenant = DemoTenantOnDemand(activities_per_day=self.activities_per_day, seed=self.seed)
         token = secrets.token_urlsafe(24)
-        served = ServerSettings(tokens=(token,), requests_per_minute=self.requests_per_minute)
+        served = ServerSettings(
+            tokens=(token,), requests_per_minute=self.requests_per_minute, window_seconds=self.rate_window_seconds
+        )
         with DemoTenantServer(tenant, served) as server:
             (logger or logging.getLogger(__name__)).warning(f"{DEMO_WARNING} ({server.url})")
             settings = MdcaSettings(api_url=server.url, api_token=token, requests_per_minute=self.requests_per_minute)
-            with MdcaClient(settings, retry=self.retry_policy()) as client:
+            with self._client(settings) as client:
                 yield client
 
 
 class ActivityStorage(dg.ConfigurableResource):
-    """The dataset: Parquet days, their manifests and the DuckDB file under `data_dir` (`ACTIVITY_DATA_DIR`)."""
+    """The dataset: every tenant's Parquet days, their manifests and the DuckDB file under `data_dir`
+    (`ACTIVITY_DATA_DIR`)."""
 
     data_dir: str = DEFAULT_DATA_DIR
 
@@ -108,38 +135,64 @@ class ActivityStorage(dg.ConfigurableResource):
     def path(self) -> Path:
         return Path(self.data_dir).expanduser().resolve()
 
-    def manifest(self, day: dt.date) -> dict[str, Any] | None:
+    def tenant(self, name: str) -> TenantData:
+        """The tenant's part of the dataset."""
+        return TenantData(self.path, name)
+
+    def manifest(self, tenant: str, day: dt.date) -> dict[str, Any] | None:
         """The stored day's manifest, or None when the day has not been materialized."""
-        return writer.read_manifest(self.path, day)
+        return writer.read_manifest(self.tenant(tenant), day)
 
-    def facts(self, day: dt.date) -> inspect.DayFacts:
-        return inspect.day_facts(self.path, day)
+    def facts(self, tenant: str, day: dt.date) -> inspect.DayFacts:
+        return inspect.day_facts(self.tenant(tenant), day)
 
-    def trailing_manifests(self, day: dt.date, days: int) -> dict[dt.date, dict[str, Any]]:
-        return inspect.trailing_manifests(self.path, day, days)
+    def trailing_manifests(self, tenant: str, day: dt.date, days: int) -> dict[dt.date, dict[str, Any]]:
+        return inspect.trailing_manifests(self.tenant(tenant), day, days)
 
-    def row_total(self) -> int:
-        return inspect.stored_row_total(self.path)
+    def row_total(self, tenant: str) -> int:
+        return inspect.stored_row_total(self.tenant(tenant))
 
-    def stored_days(self) -> list[dt.date]:
-        return inspect.stored_days(self.path)
+    def stored_days(self, tenant: str) -> list[dt.date]:
+        return inspect.stored_days(self.tenant(tenant))
 
-    def incomplete_days(self) -> set[dt.date]:
+    def incomplete_days(self, tenant: str) -> set[dt.date]:
         """Days whose last count check failed."""
-        return health.failed_count_checks(self.path)
+        return health.failed_count_checks(self.tenant(tenant))
 
-    def record_count_check(self, day: dt.date, **finding: Any) -> None:
+    def record_count_check(self, tenant: str, day: dt.date, **finding: Any) -> None:
         """Keep the count check's finding (see `storage.health.record_count_check`) for `partition_health`."""
-        health.record_count_check(self.path, day, at=dt.datetime.now(dt.UTC), **finding)
+        health.record_count_check(self.tenant(tenant), day, at=dt.datetime.now(dt.UTC), **finding)
+
+    def adopt_legacy_days(self, tenant: str) -> list[dt.date]:
+        """Move days stored before tenants existed under `tenant` (see `storage.layout`); returns them."""
+        return adopt_legacy_days(self.tenant(tenant)).days
+
+
+def mdca_key(tenant: str) -> str:
+    """The resource key of a tenant's `TenantResource`."""
+    return f"mdca_{tenant}"
+
+
+def tenant_resource(tenant: TenantConfig) -> TenantResource:
+    """The tenant's resource: secrets as `dg.EnvVar`, so the UI shows only the variables' names."""
+    if tenant.demo is not None:
+        return DemoTenantResource(
+            requests_per_minute=tenant.requests_per_minute,
+            seed=tenant.demo.seed,
+            activities_per_day=tenant.demo.activities_per_day,
+        )
+    assert tenant.api_url is not None
+    variables = {field: dg.EnvVar(name) for field, name in tenant.variables.items()}
+    return MdcaResource(
+        api_url=tenant.api_url,
+        authority_host=tenant.authority_host,
+        requests_per_minute=tenant.requests_per_minute,
+        **variables,
+    )
 
 
 def resources_for(config: PipelineConfig) -> dict[str, dg.ConfigurableResource]:
-    """The resources a deployment with this configuration runs with: its tenant (or the demo) and its dataset."""
-    tenant: TenantResource
-    if config.uses_demo_tenant:
-        tenant = DemoTenantResource(requests_per_minute=config.requests_per_minute)
-    else:
-        variables = {field: dg.EnvVar(name) for field, name in config.tenant_variables.items()}
-        tenant = MdcaResource(**variables, requests_per_minute=config.requests_per_minute)
+    """The resources a deployment with this configuration runs with: one per tenant, and the dataset."""
     data_dir = dg.EnvVar(config.data_dir_variable) if config.data_dir_variable else DEFAULT_DATA_DIR
-    return {"mdca": tenant, "storage": ActivityStorage(data_dir=data_dir)}
+    tenants: dict[str, dg.ConfigurableResource] = {mdca_key(t.name): tenant_resource(t) for t in config.tenants}
+    return {**tenants, "storage": ActivityStorage(data_dir=data_dir)}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import email.utils
+import hashlib
 import json
 import logging
 import math
@@ -83,6 +84,16 @@ class ServerStats:
     throttled: int = 0
     faults: collections.Counter[str] = field(default_factory=collections.Counter)
     by_status: collections.Counter[int] = field(default_factory=collections.Counter)
+    # Each request to the API's routes: when it arrived (time.monotonic) and a digest of the credential it
+    # carried ("" without one), so a test can tell whose requests reached this tenant and how fast.
+    arrivals: list[tuple[float, str]] = field(default_factory=list)
+    # Requests that were not throttled, by arrival time: what counted against the tenant's limit.
+    admitted: list[float] = field(default_factory=list)
+
+
+def credential_digest(credential: str) -> str:
+    """What the server keeps of a credential it saw: never the credential itself."""
+    return hashlib.sha256(credential.encode()).hexdigest()[:16] if credential else ""
 
 
 class _Throttle:
@@ -255,6 +266,10 @@ class _Handler(BaseHTTPRequestHandler):
         if route is None:
             self._html(404, "Not Found", "The page you requested could not be found.")
             return
+        header = self.headers.get("Authorization") or ""
+        arrived = time.monotonic()
+        with app._lock:
+            app.stats.arrivals.append((arrived, credential_digest(header.partition(" ")[2].strip())))
         if not self._authorized():
             return
         wait = app._throttle.admit()
@@ -266,6 +281,8 @@ class _Handler(BaseHTTPRequestHandler):
                 429, {"detail": f"Request was throttled. Expected available in {math.ceil(wait)} seconds."}, headers
             )
             return
+        with app._lock:
+            app.stats.admitted.append(arrived)
         if app.settings.latency_ms:
             time.sleep(app.settings.latency_ms / 1000)
         fault = app.draw_fault()

@@ -9,15 +9,18 @@ and importing it costs that process about 40 MiB of its memory budget.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import fcntl
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
-from activity_pipeline.retention import RESCUE_MARGIN_DAYS, RETENTION_DAYS, first_retained_day
-from activity_pipeline.storage.health import HEALTH
+from activity_pipeline.retention import RESCUE_MARGIN_DAYS, RETENTION_DAYS
+from activity_pipeline.storage.layout import DATASET, HEALTH, STAGING
 from activity_pipeline.storage.schema import COLUMNS
-from activity_pipeline.storage.writer import DATASET, MANIFEST
+from activity_pipeline.storage.writer import MANIFEST
 
 DATABASE = "activities.duckdb"
 
@@ -32,7 +35,7 @@ def _sql_string(value: str) -> str:
 
 def _typed_empty() -> str:
     cols = ", ".join(f"NULL::{_duck_type(str(t))} AS {name}" for name, t, _, _ in COLUMNS)
-    return f"SELECT {cols}, NULL::DATE AS date WHERE false"
+    return f"SELECT NULL::VARCHAR AS tenant, {cols}, NULL::DATE AS date WHERE false"
 
 
 def _duck_type(arrow: str) -> str:
@@ -48,52 +51,52 @@ def _duck_type(arrow: str) -> str:
 # by the Parquet statistics, so a filter on date or timestamp reads only the days it needs.
 ANALYTIC_VIEWS: dict[str, str] = {
     "daily_app_activity": """
-        SELECT date, app_id, app_name, count(*) AS activities, count(DISTINCT user_name) AS users,
+        SELECT tenant, date, app_id, app_name, count(*) AS activities, count(DISTINCT user_name) AS users,
                count(*) FILTER (WHERE is_success = false) AS failures,
                count(*) FILTER (WHERE is_admin) AS admin_activities
         FROM activities GROUP BY ALL""",
     "daily_user_activity": """
-        SELECT date, user_name, count(*) AS activities, count(DISTINCT app_id) AS apps,
+        SELECT tenant, date, user_name, count(*) AS activities, count(DISTINCT app_id) AS apps,
                count(DISTINCT country_code) AS countries, count(DISTINCT ip_address) AS ip_addresses,
                count(*) FILTER (WHERE is_success = false) AS failures,
                count(*) FILTER (WHERE is_admin) AS admin_activities
         FROM activities GROUP BY ALL""",
     "failed_sign_ins": """
-        SELECT date, timestamp, user_name, app_name, ip_address, country_code, city, organization,
+        SELECT tenant, date, timestamp, user_name, app_name, ip_address, country_code, city, organization,
                user_agent, description, id
         FROM activities
         WHERE event_type = 'EVENT_CATEGORY_FAILED_LOGIN' OR (is_success = false AND action ILIKE '%log%')""",
     "admin_activities": """
-        SELECT date, timestamp, user_name, app_name, action, description, ip_address, country_code, id
+        SELECT tenant, date, timestamp, user_name, app_name, action, description, ip_address, country_code, id
         FROM activities WHERE is_admin""",
     "activity_by_country": """
-        SELECT date, country_code, count(*) AS activities, count(DISTINCT user_name) AS users,
+        SELECT tenant, date, country_code, count(*) AS activities, count(DISTINCT user_name) AS users,
                count(*) FILTER (WHERE is_success = false) AS failures
         FROM activities GROUP BY ALL""",
     "hourly_activity": """
-        SELECT date, hour(timestamp AT TIME ZONE 'UTC') AS hour_utc, app_name, count(*) AS activities
+        SELECT tenant, date, hour(timestamp AT TIME ZONE 'UTC') AS hour_utc, app_name, count(*) AS activities
         FROM activities GROUP BY ALL""",
     "new_country_sightings": """
         WITH firsts AS (
-            SELECT user_name, country_code, min(timestamp) AS first_seen, arg_min(ip_address, timestamp) AS ip_address,
-                   arg_min(app_name, timestamp) AS app_name
+            SELECT tenant, user_name, country_code, min(timestamp) AS first_seen,
+                   arg_min(ip_address, timestamp) AS ip_address, arg_min(app_name, timestamp) AS app_name
             FROM activities WHERE user_name IS NOT NULL AND country_code IS NOT NULL GROUP BY ALL
         ), ranked AS (
-            SELECT *, row_number() OVER (PARTITION BY user_name ORDER BY first_seen) AS nth_country FROM firsts
+            SELECT *, row_number() OVER (PARTITION BY tenant, user_name ORDER BY first_seen) AS nth_country FROM firsts
         )
-        SELECT user_name, country_code, first_seen, ip_address, app_name, nth_country
+        SELECT tenant, user_name, country_code, first_seen, ip_address, app_name, nth_country
         FROM ranked WHERE nth_country > 1""",
     "user_failure_bursts": """
-        SELECT user_name, time_bucket(INTERVAL 1 HOUR, timestamp) AS hour_start, count(*) AS failed_sign_ins,
+        SELECT tenant, user_name, time_bucket(INTERVAL 1 HOUR, timestamp) AS hour_start, count(*) AS failed_sign_ins,
                count(DISTINCT ip_address) AS ip_addresses, count(DISTINCT country_code) AS countries
         FROM failed_sign_ins GROUP BY ALL HAVING count(*) >= 5""",
     "shared_ip_addresses": """
-        SELECT date, ip_address, organization, country_code, count(DISTINCT user_name) AS users,
+        SELECT tenant, date, ip_address, organization, country_code, count(DISTINCT user_name) AS users,
                count(*) AS activities
         FROM activities WHERE ip_address IS NOT NULL GROUP BY ALL HAVING count(DISTINCT user_name) >= 5""",
     # Microsoft's CloudAppEvents schema (advanced hunting), for queries written for it or the SIEM agent.
     "cloud_app_events": """
-        SELECT timestamp AS Timestamp, action AS ActionType, app_name AS Application, app_id AS ApplicationId,
+        SELECT tenant, timestamp AS Timestamp, action AS ActionType, app_name AS Application, app_id AS ApplicationId,
                json_extract_string(raw, '$.resolvedActor.id') AS AccountObjectId,
                user_name AS AccountId, user_name AS AccountDisplayName, is_admin AS IsAdminOperation,
                device_type AS DeviceType, json_extract_string(raw, '$.userAgent.operatingSystem.name') AS OSPlatform,
@@ -108,80 +111,113 @@ ANALYTIC_VIEWS: dict[str, str] = {
 }
 
 
-def _health_view(data_dir: Path) -> str:
-    health = data_dir / HEALTH
-    stored = """SELECT date, count(*) AS rows_stored, count(DISTINCT app_id) AS apps FROM activities GROUP BY date"""
-    if any(health.glob("*.json")):
+def _health_view(root: Path) -> str:
+    health = root / HEALTH
+    stored = """SELECT tenant, date, count(*) AS rows_stored FROM activities GROUP BY ALL"""
+    if any(health.glob("tenant=*/*.json")):
         checks = (
-            f"SELECT CAST(day AS DATE) AS date, source_total, rows_checked, checked_at, passed, "
+            "SELECT tenant, CAST(day AS DATE) AS date, source_total, rows_checked, checked_at, passed, "
             "make_timestamptz(watermark_ms * 1000) AS watermark, pending "
-            f"FROM read_json({_sql_string(str(health / '*.json'))}, columns = {{day: 'VARCHAR', "
-            "source_total: 'BIGINT', rows_checked: 'BIGINT', checked_at: 'TIMESTAMPTZ', passed: 'BOOLEAN', "
-            "watermark_ms: 'BIGINT', pending: 'BIGINT'})"
+            f"FROM read_json({_sql_string(str(health / 'tenant=*' / '*.json'))}, hive_partitioning = true, "
+            "hive_types = {'tenant': VARCHAR}, columns = {day: 'VARCHAR', source_total: 'BIGINT', "
+            "rows_checked: 'BIGINT', checked_at: 'TIMESTAMPTZ', passed: 'BOOLEAN', watermark_ms: 'BIGINT', "
+            "pending: 'BIGINT'})"
         )
     else:
         checks = (
-            "SELECT NULL::DATE AS date, NULL::BIGINT AS source_total, NULL::BIGINT AS rows_checked, "
-            "NULL::TIMESTAMPTZ AS checked_at, NULL::BOOLEAN AS passed, NULL::TIMESTAMPTZ AS watermark, "
-            "NULL::BIGINT AS pending WHERE false"
+            "SELECT NULL::VARCHAR AS tenant, NULL::DATE AS date, NULL::BIGINT AS source_total, "
+            "NULL::BIGINT AS rows_checked, NULL::TIMESTAMPTZ AS checked_at, NULL::BOOLEAN AS passed, "
+            "NULL::TIMESTAMPTZ AS watermark, NULL::BIGINT AS pending WHERE false"
         )
     return f"""
         WITH stored AS ({stored}), checks AS ({checks})
-        SELECT coalesce(stored.date, checks.date) AS date, coalesce(stored.rows_stored, 0) AS rows_stored,
+        SELECT coalesce(stored.tenant, checks.tenant) AS tenant, coalesce(stored.date, checks.date) AS date,
+               coalesce(stored.rows_stored, 0) AS rows_stored,
                checks.source_total AS source_total_at_last_check,
                checks.source_total - coalesce(stored.rows_stored, 0) AS drift,
                checks.passed AS last_check_passed, checks.checked_at AS last_checked_at,
                checks.watermark AS complete_up_to, checks.pending AS pending_after_watermark
-        FROM stored FULL OUTER JOIN checks ON stored.date = checks.date
-        ORDER BY 1"""
+        FROM stored FULL OUTER JOIN checks ON stored.tenant = checks.tenant AND stored.date = checks.date
+        ORDER BY 1, 2"""
 
 
-def _retention_risk_view(data_dir: Path, start_date: dt.date) -> str:
-    """Days within RESCUE_MARGIN_DAYS of leaving the service's retention that are missing or incomplete.
+def _retention_risk_view(root: Path, start_dates: Mapping[str, dt.date]) -> str:
+    """Each tenant's days within RESCUE_MARGIN_DAYS of leaving the service's retention that are missing or
+    incomplete, from the tenant's first partition on.
 
     Evaluated when queried (today is the query's UTC date), from the days' manifests and the count check's
     findings, so it is current between rebuilds of the file.
     """
-    manifests = data_dir / DATASET / "date=*" / MANIFEST
-    if any((data_dir / DATASET).glob(f"date=*/{MANIFEST}")):
-        stored = f"SELECT day AS date FROM read_json({_sql_string(str(manifests))}, columns = {{day: 'DATE'}})"
+    manifests = root / DATASET / "tenant=*" / "date=*" / MANIFEST
+    if any((root / DATASET).glob(f"tenant=*/date=*/{MANIFEST}")):
+        stored = (
+            f"SELECT tenant, day AS date FROM read_json({_sql_string(str(manifests))}, hive_partitioning = true, "
+            "hive_types = {'tenant': VARCHAR}, columns = {day: 'DATE'})"
+        )
     else:
-        stored = "SELECT NULL::DATE AS date WHERE false"
+        stored = "SELECT NULL::VARCHAR AS tenant, NULL::DATE AS date WHERE false"
     today = "CAST(now() AT TIME ZONE 'UTC' AS DATE)"
+    starts = ", ".join(f"({_sql_string(t)}, DATE '{d.isoformat()}')" for t, d in sorted(start_dates.items()))
+    tenants = (
+        f"SELECT * FROM (VALUES {starts}) AS t(tenant, start_date)"
+        if starts
+        else ("SELECT NULL::VARCHAR AS tenant, NULL::DATE AS start_date WHERE false")
+    )
     return f"""
-        WITH days AS (
-            SELECT CAST(d AS DATE) AS date
-            FROM generate_series(DATE '{start_date.isoformat()}', {today} - INTERVAL 1 DAY, INTERVAL 1 DAY) AS t(d)
+        WITH tenants AS ({tenants}), days AS (
+            SELECT tenant, CAST(d AS DATE) AS date
+            FROM tenants, generate_series(start_date, {today} - INTERVAL 1 DAY, INTERVAL 1 DAY) AS t(d)
         ), stored AS ({stored})
-        SELECT days.date, {RETENTION_DAYS} - ({today} - days.date) AS days_left,
+        SELECT days.tenant, days.date, {RETENTION_DAYS} - ({today} - days.date) AS days_left,
                CASE WHEN stored.date IS NULL THEN 'missing' ELSE 'incomplete' END AS state
-        FROM days LEFT JOIN stored ON stored.date = days.date
-        LEFT JOIN partition_health AS health ON health.date = days.date
+        FROM days LEFT JOIN stored ON stored.tenant = days.tenant AND stored.date = days.date
+        LEFT JOIN partition_health AS health ON health.tenant = days.tenant AND health.date = days.date
         WHERE {RETENTION_DAYS} - ({today} - days.date) BETWEEN 0 AND {RESCUE_MARGIN_DAYS}
           AND (stored.date IS NULL OR health.last_check_passed = false)
-        ORDER BY days.date"""
+        ORDER BY days.tenant, days.date"""
 
 
-def build_database(data_dir: Path, *, start_date: dt.date | None = None) -> tuple[Path, list[str]]:
-    """Build `activities.duckdb` next to the dataset; returns its path and the views it holds.
+@dataclasses.dataclass
+class Database:
+    """The file built, and what it held when built."""
 
-    `start_date` is the first partition: `retention_risk` looks for missing days from there (without it,
-    from the oldest day the service keeps).
+    path: Path
+    views: list[str]
+    tenant_days: int
+    rows: int
+    # (tenant, day, days left, state) of the days in `retention_risk`.
+    at_risk: list[tuple[str, dt.date, int, str]]
+
+
+def build_database(root: Path, *, start_dates: Mapping[str, dt.date] | None = None) -> Database:
+    """Build `activities.duckdb` next to the dataset, over every tenant's days.
+
+    `start_dates` holds each configured tenant's first partition: `retention_risk` looks for missing days
+    from there (a tenant not named has its stored days in every view, and no missing days).
+    Builds from concurrent runs (one per tenant) take turns; each one's result is complete.
     """
-    data_dir = data_dir.resolve()
-    target = data_dir / DATABASE
+    root = root.resolve()
+    target = root / DATABASE
+    staging = root / STAGING
+    staging.mkdir(parents=True, exist_ok=True)
+    with open(staging / f"{DATABASE}.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build(root, target, start_dates or {})
+
+
+def _build(root: Path, target: Path, start_dates: Mapping[str, dt.date]) -> Database:
     _refuse_if_open(target)
-    tmp = data_dir / f".{DATABASE}.{os.getpid()}.tmp"
+    tmp = root / f".{DATABASE}.{os.getpid()}.tmp"
     tmp.unlink(missing_ok=True)
-    glob = data_dir / DATASET / "date=*" / "*.parquet"
-    has_days = any((data_dir / DATASET).glob("date=*/*.parquet"))
+    glob = root / DATASET / "tenant=*" / "date=*" / "*.parquet"
+    has_days = any((root / DATASET).glob("tenant=*/date=*/*.parquet"))
     source = (
-        f"SELECT * FROM read_parquet({_sql_string(str(glob))}, hive_partitioning = true, hive_types = {{'date': DATE}})"
+        f"SELECT tenant, * EXCLUDE (tenant) FROM read_parquet({_sql_string(str(glob))}, hive_partitioning = true, "
+        "hive_types = {'tenant': VARCHAR, 'date': DATE})"
         if has_days
         else _typed_empty()
     )
     views = ["activities", *ANALYTIC_VIEWS, "partition_health", "retention_risk"]
-    first = start_date or first_retained_day(dt.datetime.now(dt.UTC).date())
     import duckdb
 
     try:
@@ -189,14 +225,16 @@ def build_database(data_dir: Path, *, start_date: dt.date | None = None) -> tupl
             con.execute(f"CREATE VIEW activities AS {source}")
             for name, sql in ANALYTIC_VIEWS.items():
                 con.execute(f"CREATE VIEW {name} AS {sql}")
-            con.execute(f"CREATE VIEW partition_health AS {_health_view(data_dir)}")
-            con.execute(f"CREATE VIEW retention_risk AS {_retention_risk_view(data_dir, first)}")
+            con.execute(f"CREATE VIEW partition_health AS {_health_view(root)}")
+            con.execute(f"CREATE VIEW retention_risk AS {_retention_risk_view(root, start_dates)}")
             con.execute("CHECKPOINT")
+            days, rows = con.execute("SELECT count(DISTINCT (tenant, date)), count(*) FROM activities").fetchone()
+            at_risk = con.execute("SELECT tenant, date, days_left, state FROM retention_risk").fetchall()
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
         Path(str(tmp) + ".wal").unlink(missing_ok=True)
-    return target, views
+    return Database(target, views, int(days), int(rows), [tuple(r) for r in at_risk])
 
 
 def _refuse_if_open(target: Path) -> None:

@@ -1,7 +1,7 @@
 """The count check's last word on each day, kept beside the dataset for the `partition_health` view.
 
-    _health/YYYY-MM-DD.json    {"day", "source_total", "rows_checked", "checked_at", "passed", "watermark_ms",
-                                "pending"}
+    _health/tenant=<name>/YYYY-MM-DD.json    {"day", "source_total", "rows_checked", "checked_at", "passed",
+                                              "watermark_ms", "pending"}
 
 One small file per day, replaced atomically, so that a reader never sees half of one.
 """
@@ -13,11 +13,11 @@ import json
 import os
 from pathlib import Path
 
-HEALTH = "_health"
+from activity_pipeline.storage.layout import TenantData
 
 
 def record_count_check(
-    data_dir: Path,
+    data: TenantData,
     day: dt.date,
     *,
     source_total: int,
@@ -29,11 +29,12 @@ def record_count_check(
 ) -> Path:
     """Record what `count_matches_source` found for `day`; returns the file written.
 
-    >>> record_count_check(Path("data"), dt.date(2026, 11, 24), source_total=19_400, rows_checked=19_400,
+    >>> data = TenantData(Path("data"), "contoso")
+    >>> record_count_check(data, dt.date(2026, 11, 24), source_total=19_400, rows_checked=19_400,
     ...                    passed=True, at=dt.datetime.now(dt.UTC))          # doctest: +SKIP
-    PosixPath('data/_health/2026-11-24.json')
+    PosixPath('.../data/_health/tenant=contoso/2026-11-24.json')
     """
-    folder = data_dir / HEALTH
+    folder = data.health
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{day.isoformat()}.json"
     tmp = folder / f".{day.isoformat()}.json.tmp"
@@ -52,10 +53,10 @@ def record_count_check(
     return target
 
 
-def failed_count_checks(data_dir: Path) -> set[dt.date]:
+def failed_count_checks(data: TenantData) -> set[dt.date]:
     """Days whose last count check found the stored day short of (or beyond) the source."""
     failed = set()
-    for path in (data_dir / HEALTH).glob("*.json"):
+    for path in data.health.glob("*.json"):
         record = json.loads(path.read_text())
         if not record.get("passed", True):
             failed.add(dt.date.fromisoformat(record["day"]))

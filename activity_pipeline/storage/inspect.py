@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from activity_pipeline.days import day_window
+from activity_pipeline.storage.layout import TenantData
 from activity_pipeline.storage.schema import SCHEMA, TIMESTAMP
-from activity_pipeline.storage.writer import DATASET, MANIFEST, QUARANTINE, STAGING, day_dir, read_manifest
+from activity_pipeline.storage.writer import MANIFEST, QUARANTINE, read_manifest
 
 
 @dataclasses.dataclass
@@ -37,14 +37,14 @@ class DayFacts:
     rows_at_watermark: int | None = None
 
 
-def day_facts(data_dir: Path, day: dt.date) -> DayFacts:
+def day_facts(data: TenantData, day: dt.date) -> DayFacts:
     """Read what the checks need from the day's folder (absent day: `exists` is False)."""
     start_ms, end_ms = day_window(day)
-    folder = day_dir(data_dir, day)
+    folder = data.day_dir(day)
     files = sorted(folder.glob("*.parquet"))
     if not files:
         return DayFacts(day, exists=False)
-    facts = DayFacts(day, exists=True, manifest=read_manifest(data_dir, day))
+    facts = DayFacts(day, exists=True, manifest=read_manifest(data, day))
     facts.watermark_ms = (facts.manifest or {}).get("watermark_ms")
     # No watermark: compare every row (the count as of "now" then includes what arrived since).
     watermark = facts.watermark_ms if facts.watermark_ms is not None else 2**62
@@ -63,7 +63,7 @@ def day_facts(data_dir: Path, day: dt.date) -> DayFacts:
 
         # Capped, spilling to disk past the cap: the checks run in the process that scanned the day, whose peak
         # the scan set; counting a 10,000,000-id day's distinct ids must not raise it.
-        spill = data_dir / STAGING / "duckdb-spill"
+        spill = data.staging / "duckdb-spill"
         with duckdb.connect(config={"memory_limit": "64MB", "threads": 2, "temp_directory": str(spill)}) as con:
             dups, lo, hi, outside, at_watermark = con.execute(
                 """SELECT count(*) - count(DISTINCT id), epoch_ms(min(timestamp)), epoch_ms(max(timestamp)),
@@ -79,33 +79,33 @@ def day_facts(data_dir: Path, day: dt.date) -> DayFacts:
     return facts
 
 
-def trailing_manifests(data_dir: Path, day: dt.date, days: int) -> dict[dt.date, dict[str, Any]]:
+def trailing_manifests(data: TenantData, day: dt.date, days: int) -> dict[dt.date, dict[str, Any]]:
     """Manifests of the `days` days before `day` that are stored."""
     found = {}
     for k in range(1, days + 1):
         d = day - dt.timedelta(days=k)
-        manifest = read_manifest(data_dir, d)
+        manifest = read_manifest(data, d)
         if manifest is not None:
             found[d] = manifest
     return found
 
 
-def stored_row_total(data_dir: Path) -> int:
-    """Rows stored across all days, from the days' manifests (no Parquet is read)."""
+def stored_row_total(data: TenantData) -> int:
+    """Rows stored across all the tenant's days, from the days' manifests (no Parquet is read)."""
     total = 0
-    for path in (data_dir / DATASET).glob("date=*"):
-        manifest = read_manifest(data_dir, dt.date.fromisoformat(path.name.removeprefix("date=")))
+    for day in stored_days(data):
+        manifest = read_manifest(data, day)
         total += int(manifest["rows"]) if manifest else 0
     return total
 
 
-def stored_days(data_dir: Path) -> list[dt.date]:
+def stored_days(data: TenantData) -> list[dt.date]:
     """The days that have a committed version (a manifest), oldest first."""
-    root = data_dir / DATASET
-    return sorted(dt.date.fromisoformat(p.parent.name.removeprefix("date=")) for p in root.glob(f"date=*/{MANIFEST}"))
+    found = data.days.glob(f"date=*/{MANIFEST}")
+    return sorted(dt.date.fromisoformat(p.parent.name.removeprefix("date=")) for p in found)
 
 
-def stored_ids(data_dir: Path, day: dt.date, *, created_from_ms: int) -> list[str]:
+def stored_ids(data: TenantData, day: dt.date, *, created_from_ms: int) -> list[str]:
     """Ids of the stored day's rows created at or after `created_from_ms` (a top-up may meet them again).
 
     Reads the `id` and `created` columns only, and of those only row groups whose statistics reach that far.
@@ -113,7 +113,7 @@ def stored_ids(data_dir: Path, day: dt.date, *, created_from_ms: int) -> list[st
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
 
-    files = sorted(day_dir(data_dir, day).glob("*.parquet"))
+    files = sorted(data.day_dir(day).glob("*.parquet"))
     if not files:
         return []
     dataset = ds.dataset([str(f) for f in files], format="parquet")

@@ -1,13 +1,12 @@
 """Write one UTC day of activities as a self-contained Parquet folder, replaced whole or not at all.
 
-Layout under the data directory:
+Layout of a day's folder (`TenantData.day_dir`: `activities/tenant=<name>/date=YYYY-MM-DD/`):
 
-    activities/date=YYYY-MM-DD/part-HHMMSSmmm.parquet   one file per scan slice, named by its start time
-    activities/date=YYYY-MM-DD/_manifest.json           row count, scan figures, schema version
-    activities/date=YYYY-MM-DD/_quarantine.jsonl        records without `_id` or `timestamp`, if any
-    .staging/                                           work in progress; never under activities/
+    part-HHMMSSmmm.parquet   one file per scan slice, named by its start time
+    _manifest.json           row count, scan figures, schema version
+    _quarantine.jsonl        records without `_id` or `timestamp`, if any
 
-A run writes a complete new folder under .staging/, syncs it, and swaps it for the day's folder in one
+A run writes a complete new folder under the tenant's staging folder, syncs it, and swaps it for the day's folder in one
 step (renameat2 RENAME_EXCHANGE on Linux), so a reader sees the old day or the new day, never a mix, and
 a run that dies leaves the old day untouched. A lock per day makes a second writer of the same day refuse.
 
@@ -33,10 +32,9 @@ import msgspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from activity_pipeline.storage.layout import TenantData
 from activity_pipeline.storage.schema import DICTIONARY_COLUMNS, SCHEMA, SCHEMA_VERSION
 
-DATASET = "activities"
-STAGING = ".staging"
 MANIFEST = "_manifest.json"
 QUARANTINE = "_quarantine.jsonl"
 
@@ -45,12 +43,8 @@ class DayLockedError(RuntimeError):
     """Another process is writing the same day."""
 
 
-def day_dir(data_dir: Path, day: dt.date) -> Path:
-    return data_dir / DATASET / f"date={day.isoformat()}"
-
-
-def read_manifest(data_dir: Path, day: dt.date) -> dict[str, Any] | None:
-    path = day_dir(data_dir, day) / MANIFEST
+def read_manifest(data: TenantData, day: dt.date) -> dict[str, Any] | None:
+    path = data.day_dir(day) / MANIFEST
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
@@ -87,19 +81,19 @@ def _exchange(a: Path, b: Path) -> bool:
 class DayWriter:
     """Stage a day's files, then replace the day in one step.
 
-    >>> with DayWriter(Path("data"), dt.date(2026, 11, 24)) as w:      # doctest: +SKIP
+    >>> with DayWriter(TenantData(Path("data"), "contoso"), dt.date(2026, 11, 24)) as w:      # doctest: +SKIP
     ...     w.write(slice_start_ms, table)
     ...     w.commit({"rows": table.num_rows})
     """
 
-    def __init__(self, data_dir: Path, day: dt.date, *, run_id: str | None = None, prefix: str = "part") -> None:
-        self.data_dir = data_dir.resolve()
+    def __init__(self, data: TenantData, day: dt.date, *, run_id: str | None = None, prefix: str = "part") -> None:
+        self.data = data
         # New files are named `{prefix}-HHMMSSmmm.parquet`; a top-up uses its own prefix beside the carried files.
         self.prefix = prefix
         self.day = day
         self.run_id = run_id or uuid.uuid4().hex[:12]
-        self.target = day_dir(self.data_dir, day)
-        self.staging_root = self.data_dir / STAGING
+        self.target = data.day_dir(day)
+        self.staging_root = data.staging
         self.stage = self.staging_root / f"date={day.isoformat()}.{self.run_id}"
         self._lock_file: Any = None
         self._writers: dict[int, pq.ParquetWriter] = {}
@@ -204,6 +198,7 @@ class DayWriter:
         self._close_files()
         files = sorted(p.name for p in self.stage.glob("*.parquet"))
         manifest = {
+            "tenant": self.data.tenant,
             "day": self.day.isoformat(),
             "rows": self.rows,
             "quarantined": self.quarantined,

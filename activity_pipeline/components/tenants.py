@@ -1,0 +1,63 @@
+"""`ActivityTenants`: a Dagster component that builds every tenant's definitions from the configuration.
+
+For each tenant of ACTIVITY_TENANTS_FILE (or the one tenant of the MDCA_* variables, or the demo tenant):
+the asset `[name, "activities"]` with its own daily partitions and pool `mdca_api/<name>`, its seven checks,
+the job `<name>_daily_activities`, its schedule, and its `late_arrivals` and `retention_rescue` sensors.
+One `activities_duckdb` asset covers them all. Each tenant's resource is `mdca_<name>`
+(`defs.resources.resources_for`).
+
+Per-tenant assets rather than one asset partitioned by tenant and day: a pool is one fixed string per asset,
+so only separate assets give each tenant a pool of its own; and partitioned checks on multi-partitioned
+assets have open problems in Dagster.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+
+from activity_pipeline import config
+from activity_pipeline.defs.assets import build_activities, build_activities_duckdb
+from activity_pipeline.defs.automation import build_automation
+from activity_pipeline.defs.checks import build_checks
+from activity_pipeline.defs.partitions import daily_partitions
+from activity_pipeline.storage.layout import TenantData
+
+
+class ActivityTenants(dg.Component, dg.Model, dg.Resolvable):
+    """Every configured Defender for Cloud Apps tenant: its activities asset, checks, job, schedule and sensors.
+
+    The tenants come from ACTIVITY_TENANTS_FILE, or from the MDCA_* variables (one tenant, named by
+    MDCA_TENANT_NAME), or the built-in demo tenant when neither is set.
+    """
+
+    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        return tenants_definitions(config.load())
+
+
+def tenants_definitions(settings: config.PipelineConfig, today: dt.date | None = None) -> dg.Definitions:
+    """The definitions of every tenant in `settings` (resources aside), partitioned up to `today`'s yesterday."""
+    today = today or dt.datetime.now(dt.UTC).date()
+    # A deployment of one tenant without a tenants file may hold days from before tenants existed: its runs adopt them.
+    adopt = settings.tenants_file is None and len(settings.tenants) == 1
+    built = []
+    for tenant in settings.tenants:
+        partitions = daily_partitions(tenant, TenantData(settings.data_dir, tenant.name), today)
+        built.append((tenant, partitions, build_activities(tenant, partitions, adopt_legacy_days=adopt)))
+    starts = {t.name: dt.date.fromisoformat(p.get_first_partition_key() or "") for t, p, _ in built}
+    duckdb_asset = build_activities_duckdb([asset for _, _, asset in built], starts)
+    checks, jobs, schedules, sensors = [], [], [], []
+    for tenant, partitions, asset in built:
+        checks.append(build_checks(tenant.name, asset, partitions))
+        automation = build_automation(tenant, asset, duckdb_asset, partitions)
+        jobs.append(automation.job)
+        schedules.append(automation.schedule)
+        sensors.extend(automation.sensors)
+    return dg.Definitions(
+        assets=[*(asset for _, _, asset in built), duckdb_asset],
+        asset_checks=checks,
+        jobs=jobs,
+        schedules=schedules,
+        sensors=sensors,
+    )
