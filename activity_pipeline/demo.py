@@ -18,8 +18,8 @@ from activity_pipeline import config
 DAYS = 3
 EXAMPLE = """SELECT tenant, app_name, count(*) AS activities, count(DISTINCT user_name) AS users,
        count(*) FILTER (WHERE is_success = false) AS failures
-FROM activities GROUP BY ALL
-QUALIFY row_number() OVER (PARTITION BY tenant ORDER BY activities DESC) <= 3
+FROM activities GROUP BY tenant, app_name
+QUALIFY row_number() OVER (PARTITION BY tenant ORDER BY count(*) DESC) <= 3
 ORDER BY tenant, activities DESC"""
 
 

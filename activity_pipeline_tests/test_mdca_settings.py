@@ -13,7 +13,7 @@ URL = "https://contoso.eu2.portal.cloudappsecurity.com"
 
 
 def settings(**env: str) -> MdcaSettings:
-    return config.load(env).mdca_settings(env)
+    return config.load(env).tenants[0].mdca_settings(env)
 
 
 def test_token_settings_normalise_the_url_and_hide_the_token():

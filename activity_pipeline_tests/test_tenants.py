@@ -22,7 +22,16 @@ from activity_pipeline.defs.resources import ActivityStorage, MdcaResource, mdca
 from activity_pipeline.demo_tenant import DemoTenant, DemoTenantServer, TenantSpec
 from activity_pipeline.demo_tenant.server import credential_digest
 from activity_pipeline.mdca import ConfigError
-from activity_pipeline_tests.helpers import REPO, clean_env, last_days, later, serve, tenant_data
+from activity_pipeline_tests.helpers import (
+    REPO,
+    clean_env,
+    last_days,
+    later,
+    run_day,
+    serve,
+    tenant_data,
+    tenant_resource,
+)
 
 TOKENS = {"contoso": "contoso-token-3b9e-do-not-log", "fabrikam": "fabrikam-token-71c4-do-not-log"}
 # Each tenant's limit, in a window scaled down from the service's minute to 2 s so that it binds within seconds.
@@ -299,3 +308,19 @@ def test_a_tenant_with_a_wrong_token_fails_alone_and_the_message_names_it(tmp_pa
     assert sorted(ids.to_pylist()) == sorted(tenants["contoso"].truth_ids(DAYS[0]))
     assert not tenant_data(tmp_path / "data", "fabrikam").days.exists()
     assert servers["contoso"].stats.by_status.get(401, 0) == 0
+
+
+def test_a_single_tenant_deployment_adopts_the_days_it_stored_before_tenants(tmp_path, served):
+    old, new = DAYS
+    tenant = DemoTenant(TenantSpec(days=DAYS, activities_per_day=2_000))
+    tenant.set_now(later(5))
+    url = served(tenant)
+    assert run_day(old, tenant_resource(url), tmp_path).success
+    # As the previous version left it: activities/date=YYYY-MM-DD/.
+    tenant_data(tmp_path).day_dir(old).rename(tmp_path / "activities" / f"date={old}")
+    result = run_day(new, tenant_resource(url), tmp_path)
+    assert result.success
+    assert not list((tmp_path / "activities").glob("date=*"))
+    with duckdb.connect(str(tmp_path / "activities.duckdb"), read_only=True) as con:
+        days = con.execute("select tenant, date, count(*) from activities group by all order by 2").fetchall()
+    assert days == [("default", old, tenant.truth_count(old)), ("default", new, tenant.truth_count(new))]

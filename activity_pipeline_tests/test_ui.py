@@ -1,4 +1,5 @@
-"""The Dagster UI, checked in a real browser: three materialized days, their checks' verdicts, the row count.
+"""The Dagster UI, checked in a real browser: two tenants side by side, three materialized days of one, their
+checks' verdicts, the row count.
 
 Debian's Chromium (`apt-get install chromium`; `.ci/run` installs it), driven by Playwright with
 `executable_path`: Playwright's own browser download is not reachable here, and not needed.
@@ -17,13 +18,19 @@ import dagster as dg
 import pytest
 import requests
 
+from activity_pipeline import config
+from activity_pipeline.definitions import build_defs
+from activity_pipeline.defs.automation import job_name
+from activity_pipeline.defs.resources import ActivityStorage, resources_for
 from activity_pipeline.demo_tenant import DemoTenant, TenantSpec
-from activity_pipeline_tests.helpers import REPO, cli_env, free_port, last_days, later, run_day, serve, tenant_resource
+from activity_pipeline_tests.helpers import REPO, clean_env, free_port, last_days, later, serve
 
 pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Without these Chromium reaches for the network at start-up (updates, sync, field trials) and stalls here.
+# Two tenants: contoso with three days of 3,000 activities, fabrikam with its newest day only.
+UI_TENANTS = (("contoso", 3_000, 31), ("fabrikam", 2_000, 32))
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--no-first-run", "--disable-sync"]  # fmt: skip
 
@@ -39,19 +46,52 @@ def ui(tmp_path_factory) -> Iterator[tuple[str, tuple, Path]]:
     home.mkdir()
     shutil.copy(REPO / "deploy" / "local" / "dagster.yaml", home / "dagster.yaml")
     days = last_days(3)
-    tenant = DemoTenant(TenantSpec(days=days, activities_per_day=3_000))
-    tenant.set_now(later(5))
-    server = serve(tenant)
+    tenants = {n: DemoTenant(TenantSpec(days=days, activities_per_day=k, seed=s)) for n, k, s in UI_TENANTS}
+    servers = {}
     webserver = None
     try:
+        for name, tenant in tenants.items():
+            tenant.set_now(later(5))
+            servers[name] = serve(tenant, tokens=(f"token-{name}",))
+        tenants_file = tmp / "tenants.yaml"
+        tenants_file.write_text(
+            "tenants:\n"
+            + "".join(
+                f"  - name: {n}\n    api_url: {s.url}\n    token_env: {n.upper()}_TOKEN\n    requests_per_minute: 0\n"
+                for n, s in servers.items()
+            )
+        )
+        env = clean_env(
+            ACTIVITY_TENANTS_FILE=str(tenants_file),
+            ACTIVITY_DATA_DIR=str(data),
+            ACTIVITY_START_DATE="2026-01-01",
+            DAGSTER_HOME=str(home),
+            **{f"{n.upper()}_TOKEN": f"token-{n}" for n in tenants},
+        )
+        resources = resources_for(config.load(env))
         instance = dg.DagsterInstance.from_config(str(home))
-        for day in days:
-            assert run_day(day, tenant_resource(server.url), data, instance=instance).success
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("ACTIVITY_TENANTS_FILE", str(tenants_file))
+            for name, value in env.items():
+                if name.endswith("_TOKEN"):
+                    mp.setenv(name, value)
+            defs = build_defs({**resources, "storage": ActivityStorage(data_dir=str(data))})
+            for day in days:
+                assert (
+                    defs.resolve_job_def(job_name("contoso"))
+                    .execute_in_process(partition_key=day.isoformat(), instance=instance)
+                    .success
+                )
+            assert (
+                defs.resolve_job_def(job_name("fabrikam"))
+                .execute_in_process(partition_key=days[-1].isoformat(), instance=instance)
+                .success
+            )
         port = free_port()
         webserver = subprocess.Popen(
             [str(Path(sys.executable).with_name("dagster-webserver")), "-h", "127.0.0.1", "-p", str(port),
              "-w", str(REPO / "workspace.yaml")],
-            env=cli_env(server.url, data, home), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 180
@@ -70,7 +110,8 @@ def ui(tmp_path_factory) -> Iterator[tuple[str, tuple, Path]]:
         if webserver is not None:
             webserver.terminate()
             webserver.wait(timeout=30)
-        server.stop()
+        for server in servers.values():
+            server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +146,7 @@ def test_the_asset_shows_three_materialized_partitions(ui, browser):
     from playwright.sync_api import expect
 
     url, days, tmp = ui
-    page = _open(browser, url + "/assets/activities?view=partitions")
+    page = _open(browser, url + "/assets/contoso/activities?view=partitions")
     expect(page.get_by_text("Materialized (3)")).to_be_visible()
     expect(page.get_by_text("Failed (0)")).to_be_visible()
     for day in days:
@@ -117,7 +158,7 @@ def test_the_checks_show_their_verdicts_and_unjudged_ones_as_skipped(ui, browser
     from playwright.sync_api import expect
 
     url, _, tmp = ui
-    page = _open(browser, url + "/assets/activities?view=checks")
+    page = _open(browser, url + "/assets/contoso/activities?view=checks")
     expect(page.get_by_text("Checks (7)")).to_be_visible()
     verdicts = {
         "count_matches_source": "Succeeded",
@@ -142,7 +183,19 @@ def test_the_overview_shows_the_row_count(ui, browser):
     from playwright.sync_api import expect
 
     url, _, tmp = ui
-    page = _open(browser, url + "/assets/activities")
+    page = _open(browser, url + "/assets/contoso/activities")
     expect(page.get_by_text("Row count")).to_be_visible()
     expect(page.get_by_text("9,000", exact=True)).to_be_visible()  # 3 days of 3,000, every one stored
     page.screenshot(path=str(tmp / "overview.png"), full_page=True)
+
+
+def test_both_tenants_assets_are_listed_side_by_side(ui, browser):
+    from playwright.sync_api import expect
+
+    url, _, tmp = ui
+    page = _open(browser, url + "/assets")
+    for name, _, _ in UI_TENANTS:
+        expect(page.get_by_text(f"{name} / activities", exact=True)).to_be_visible()
+    page.screenshot(path=str(tmp / "catalog.png"), full_page=True)
+    page = _open(browser, url + "/assets/fabrikam/activities?view=partitions")
+    expect(page.get_by_text("Materialized (1)")).to_be_visible()

@@ -25,6 +25,9 @@ def demo_tenant_process(
     processes: int = 2,
     now: str = "2100-01-01T00:00:00Z",
     clock_speed: float = 0.0,
+    seed: int = 7,
+    token: str = TOKEN,
+    window_seconds: float = 60.0,
 ) -> Iterator[str]:
     """Serve the last `days` complete days with `activities` each; yields the URL.
 
@@ -37,7 +40,8 @@ def demo_tenant_process(
     processes = processes if rpm == 0 else 1
     cmd = [
         sys.executable, "-m", "activity_pipeline.demo_tenant", "--port", "0", "--days", str(days),
-        "--activities-per-day", str(activities), "--token", TOKEN, "--requests-per-minute", str(rpm),
+        "--activities-per-day", str(activities), "--token", token, "--requests-per-minute", str(rpm),
+        "--seed", str(seed), "--window-seconds", str(window_seconds),
         "--latency-ms", str(latency_ms), "--now", now, "--clock-speed", str(clock_speed),
         "--processes", str(processes),
     ]  # fmt: skip

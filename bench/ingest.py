@@ -30,22 +30,20 @@ def child_pipeline(url: str, data_dir: str) -> dict[str, float]:
     warnings.filterwarnings("ignore")
     import dagster as dg
 
-    from activity_pipeline.defs.assets import activities
-    from activity_pipeline.defs.resources import ActivityStorage, MdcaResource
+    from activity_pipeline.definitions import build_defs
+    from activity_pipeline.defs.resources import ActivityStorage, MdcaResource, mdca_key
+    from activity_pipeline_tests.helpers import ASSET, NODE, TENANT
 
     day, _, _ = yesterday()
     t0 = time.perf_counter()
-    result = dg.materialize(
-        [activities],
-        partition_key=day.isoformat(),
-        resources={
-            "mdca": MdcaResource(api_url=url, api_token=TOKEN, requests_per_minute=0),
-            "storage": ActivityStorage(data_dir=data_dir),
-        },
-        instance=dg.DagsterInstance.ephemeral(),
-    )
+    resources = {
+        mdca_key(TENANT): MdcaResource(api_url=url, api_token=TOKEN, requests_per_minute=0),
+        "storage": ActivityStorage(data_dir=data_dir),
+    }
+    asset = build_defs(resources).resolve_assets_def(ASSET)
+    result = dg.materialize([asset], partition_key=day.isoformat(), instance=dg.DagsterInstance.ephemeral())
     wall = time.perf_counter() - t0
-    meta = result.asset_materializations_for_node("activities")[0].metadata
+    meta = result.asset_materializations_for_node(NODE)[0].metadata
     return {
         "records": meta["dagster/partition_row_count"].value,
         "asset_seconds": meta["seconds"].value,
@@ -74,7 +72,7 @@ def child_run(url: str, data_dir: str) -> dict[str, float]:
 
     import dagster as dg
 
-    from activity_pipeline_tests.helpers import REPO, cli_env, launch
+    from activity_pipeline_tests.helpers import ASSET, REPO, cli_env, launch
 
     day, _, _ = yesterday()
     with tempfile.TemporaryDirectory() as home:
@@ -87,7 +85,7 @@ def child_run(url: str, data_dir: str) -> dict[str, float]:
         if proc.returncode:
             raise RuntimeError(proc.stderr[-3000:])
         instance = dg.DagsterInstance.from_config(home)
-        event = instance.get_latest_materialization_event(dg.AssetKey("activities"))
+        event = instance.get_latest_materialization_event(ASSET)
         meta = event.asset_materialization.metadata  # type: ignore[union-attr]
         (run,) = instance.get_runs()
         checks = sum(1 for e in instance.all_logs(run.run_id) if e.dagster_event_type and

@@ -48,8 +48,9 @@ BENCHMARKS: list[tuple[str, list[str], str]] = [
     (
         "The whole daily run, headless (200,000 activities, no rate limit): dg launch vs the seed loop",
         ["bench.ingest", "run", "--rounds", "3"],
-        "The run is `make run`'s command (`dg launch --job daily_activities`): Python and Dagster start-up, the "
-        "scan, the seven checks in one step, the DuckDB views, all in one process (the in-process executor). "
+        "The run is `make run`'s command for one tenant (`dg launch --job default_daily_activities`): Python and "
+        "Dagster start-up, the scan, the seven checks in one step, the DuckDB views, all in one process (the "
+        "in-process executor). "
         "The seed loop only collects the day's records into a list. Both sides alternate on one demo tenant.",
     ),
     (

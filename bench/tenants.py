@@ -1,0 +1,134 @@
+"""Many tenants (issue 13): 20 demo tenants, one 50,000-activity day each, materialized by concurrent runs.
+
+Each tenant is a demo tenant in its own process, with its own data (seed) and token, listed in a tenants
+file as a real tenant would be (`api_url`, `token_env`, no client-side limit). All 20 tenants' daily jobs
+start at once, each as `make run` starts one (`dg launch --job <tenant>_daily_activities`, the scan, the
+checks and the views in one run process), into one Dagster instance and one dataset.
+
+Figures: total wall time and records a second; each run's peak RSS (the `dg launch` process and the run
+it executes; target 400 MB) and CPU seconds; and from those, how many tenants this machine keeps busy at
+the service's real limit of 30 requests a minute.
+
+Run: .venv/bin/python -m bench.tenants [--tenants 20] [--activities 50000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+
+from bench.common import demo_tenant_process, yesterday
+
+MB = 10**6
+TARGET_MB = 400
+# The service: 30 requests a minute, up to 5,000 records a page.
+SERVICE_RECORDS_PER_SECOND = 30 * 5_000 / 60
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--tenants", type=int, default=20)
+    p.add_argument("--activities", type=int, default=50_000)
+    a = p.parse_args()
+    repo = Path(__file__).resolve().parents[1]
+    dg_cli = str(Path(sys.executable).with_name("dg"))
+    day, _, _ = yesterday()
+    names = [f"tenant{i:02d}" for i in range(a.tenants)]
+    with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
+        urls = {
+            name: stack.enter_context(
+                demo_tenant_process(a.activities, processes=1, seed=100 + i, token=f"token-{name}")
+            )
+            for i, name in enumerate(names)
+        }
+        tenants_file = Path(tmp) / "tenants.yaml"
+        tenants_file.write_text(
+            "tenants:\n"
+            + "".join(
+                f"  - name: {n}\n    api_url: {u}\n    token_env: {n.upper()}_TOKEN\n    requests_per_minute: 0\n"
+                for n, u in urls.items()
+            )
+        )
+        home, data = Path(tmp) / "home", Path(tmp) / "data"
+        home.mkdir()
+        shutil.copy(repo / "deploy" / "local" / "dagster.yaml", home / "dagster.yaml")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MDCA_", "ACTIVITY_", "DAGSTER_HOME"))}
+        env.update(
+            ACTIVITY_TENANTS_FILE=str(tenants_file),
+            ACTIVITY_DATA_DIR=str(data),
+            ACTIVITY_START_DATE=(day - dt.timedelta(days=30)).isoformat(),
+            DAGSTER_HOME=str(home),
+            **{f"{n.upper()}_TOKEN": f"token-{n}" for n in names},
+        )
+        t0 = time.perf_counter()
+        logs = {name: stack.enter_context(open(Path(tmp) / f"{name}.log", "w+")) for name in names}
+        command = [dg_cli, "launch", "--partition", day.isoformat(), "--target-path", str(repo), "--job"]
+        procs = {
+            name: subprocess.Popen(
+                [*command, f"{name}_daily_activities"], env=env, cwd=repo, stdout=logs[name], stderr=subprocess.STDOUT
+            )
+            for name in names
+        }
+        runs = {}
+        pending = {p.pid: name for name, p in procs.items()}
+        while pending:
+            # wait4: each run's own peak RSS (the dg process and what it ran) and CPU time.
+            pid, status, usage = os.wait4(-1, 0)
+            if pid not in pending:
+                continue
+            name = pending.pop(pid)
+            runs[name] = {
+                "exit": os.waitstatus_to_exitcode(status),
+                "seconds": time.perf_counter() - t0,
+                "peak_mb": usage.ru_maxrss * 1024 / MB,
+                "cpu": usage.ru_utime + usage.ru_stime,
+            }
+            procs[name].returncode = runs[name]["exit"]
+        wall = time.perf_counter() - t0
+        failed = {n: (Path(tmp) / f"{n}.log").read_text()[-1500:] for n in names if runs[n]["exit"] != 0}
+        with duckdb.connect(str(data / "activities.duckdb"), read_only=True) as con:
+            health = con.execute(
+                "SELECT tenant, rows_stored, drift, last_check_passed FROM partition_health WHERE date = ?", [day]
+            ).fetchall()
+    records = sum(r[1] for r in health)
+    exact = [r for r in health if r[2] == 0 and r[3]]
+    peaks = [r["peak_mb"] for r in runs.values()]
+    cpu = [r["cpu"] for r in runs.values()]
+    print(f"tenants: {a.tenants} demo tenants x one {a.activities:,}-activity day, all runs launched at once")
+    print(f"tenants: {len(runs) - len(failed)} of {a.tenants} runs succeeded; {len(exact)} days exact (drift 0, "
+          f"count check passed); {records:,} activities stored")  # fmt: skip
+    for name, text in failed.items():
+        print(f"tenants: {name} failed: {text}")
+    print(f"tenants: wall {wall:.1f}s from the first launch to the last run's end; {records / wall:,.0f} records/s")
+    print(f"tenants: run process peak RSS: max {max(peaks):.0f} MB, median {statistics.median(peaks):.0f} MB, "
+          f"min {min(peaks):.0f} MB; CPU per run: median {statistics.median(cpu):.1f}s "
+          f"(total {sum(cpu):.0f}s on {os.cpu_count()} cores)")  # fmt: skip
+    verdict = "met" if max(peaks) <= TARGET_MB else "MISSED"
+    print(f"tenants: every run process at or below {TARGET_MB} MB: {verdict} (max {max(peaks):.0f} MB)")
+    # At the service's limit a tenant yields at most 2,500 records a second; what one costs this machine:
+    cpu_per_record = sum(cpu) / max(records, 1)
+    by_cpu = (os.cpu_count() or 1) / (cpu_per_record * SERVICE_RECORDS_PER_SECOND)
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    by_memory = memory / (max(peaks) * MB)
+    print(f"tenants: at 30 requests a minute a tenant yields at most {SERVICE_RECORDS_PER_SECOND:,.0f} records/s; "
+          f"this run spent {cpu_per_record * 1e6:.0f} us of CPU a record (start-up included), so "
+          f"{os.cpu_count()} cores keep about {by_cpu:.0f} tenants busy at that rate, and "
+          f"{memory / 2**30:.0f} GiB holds {by_memory:.0f} run processes of {max(peaks):.0f} MB: "
+          f"about {min(by_cpu, by_memory):.0f} tenants scanning at once, bound by "
+          f"{'CPU' if by_cpu < by_memory else 'memory'}")  # fmt: skip
+    return 0 if not failed and len(exact) == a.tenants else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
