@@ -8,6 +8,9 @@ tenant, for each tenant), are chosen here.
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
+import os
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -57,4 +60,19 @@ def build_defs(resources: Mapping[str, Any]) -> dg.Definitions:
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return build_defs(resources_for(config.load()))
+    """The definitions for this process's environment.
+
+    Dagster asks for them several times in one run (six in a `dg launch` of the daily job); they are built
+    once for each environment, tenants file and UTC day, so a run does not pay for loading them again.
+    """
+    tenants_file = os.environ.get("ACTIVITY_TENANTS_FILE", "").strip()
+    try:
+        version = os.stat(tenants_file).st_mtime_ns if tenants_file else 0
+    except OSError:
+        version = -1  # config.load() says what is wrong with it
+    return _defs_for(tuple(sorted(os.environ.items())), version, dt.datetime.now(dt.UTC).date())
+
+
+@functools.lru_cache(maxsize=4)
+def _defs_for(environment: tuple[tuple[str, str], ...], tenants_file_version: int, today: dt.date) -> dg.Definitions:
+    return build_defs(resources_for(config.load(dict(environment))))

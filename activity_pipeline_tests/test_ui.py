@@ -195,7 +195,7 @@ def test_both_tenants_assets_are_listed_side_by_side(ui, browser):
     url, _, tmp = ui
     page = _open(browser, url + "/assets")
     for name, _, _ in UI_TENANTS:
-        expect(page.get_by_text(f"{name} / activities", exact=True)).to_be_visible()
+        expect(page.get_by_text(f"{name} / activities", exact=True).first).to_be_visible()
     page.screenshot(path=str(tmp / "catalog.png"), full_page=True)
     page = _open(browser, url + "/assets/fabrikam/activities?view=partitions")
     expect(page.get_by_text("Materialized (1)")).to_be_visible()
