@@ -122,6 +122,13 @@ def load(env: Mapping[str, str] | None = None) -> PipelineConfig:
     def get(name: str) -> str:
         return (env.get(name) or "").strip()
 
+    if get("ACTIVITY_DATA_URL"):
+        # Refused rather than ignored: a dataset silently written to local disk instead would be lost with the pod.
+        raise ConfigError(
+            "ACTIVITY_DATA_URL is set, but the dataset on object storage (s3://, abfss://, az://, gs://) is not "
+            "supported yet. Unset it and point ACTIVITY_DATA_DIR at a shared volume (on Kubernetes, a "
+            "ReadWriteMany volume: see the README's Deploying on Kubernetes)."
+        )
     data_dir = get("ACTIVITY_DATA_DIR")
     start_date = _date(get("ACTIVITY_START_DATE"), "ACTIVITY_START_DATE")
     rate = _requests_per_minute(get("MDCA_REQUESTS_PER_MINUTE"))

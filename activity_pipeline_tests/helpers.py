@@ -217,6 +217,15 @@ def project_defs(mdca: Any, data_dir: Path) -> dg.Definitions:
     return build_defs({mdca_key(TENANT): mdca, "storage": ActivityStorage(data_dir=str(data_dir))})
 
 
+def tenants_yaml(urls: dict[str, str]) -> str:
+    """A tenants file for served tenants (name -> URL): each one's token in `<NAME>_TOKEN`, no client-side limit."""
+    entries = (
+        f"  - name: {name}\n    api_url: {url}\n    token_env: {name.upper()}_TOKEN\n    requests_per_minute: 0\n"
+        for name, url in urls.items()
+    )
+    return "tenants:\n" + "".join(entries)
+
+
 def tenant_data(data_dir: Path, tenant: str = TENANT) -> TenantData:
     """The tenant's part of the dataset in `data_dir`."""
     return TenantData(data_dir, tenant)

@@ -84,3 +84,8 @@ def test_bad_settings_get_a_message_that_names_the_fix(env, message):
     for name in ("MDCA_API_TOKEN", "MDCA_CLIENT_SECRET"):
         if env.get(name) and len(env[name]) > 2:
             assert env[name] not in str(info.value)
+
+
+def test_an_object_store_url_is_refused_until_it_is_supported_not_ignored():
+    with pytest.raises(ConfigError, match="ACTIVITY_DATA_URL is set, but the dataset on object storage"):
+        config.load({"ACTIVITY_DATA_URL": "s3://bucket/prefix", "ACTIVITY_DATA_DIR": "/srv/data"})

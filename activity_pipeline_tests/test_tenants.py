@@ -31,6 +31,7 @@ from activity_pipeline_tests.helpers import (
     serve,
     tenant_data,
     tenant_resource,
+    tenants_yaml,
 )
 
 TOKENS = {"contoso": "contoso-token-3b9e-do-not-log", "fabrikam": "fabrikam-token-71c4-do-not-log"}
@@ -275,14 +276,7 @@ def test_a_tenant_with_a_wrong_token_fails_alone_and_the_message_names_it(tmp_pa
         for name, t in tenants.items():
             t.set_now(later(5))
             servers[name] = serve(t, tokens=(TOKENS[name],))
-        path = write(
-            tmp_path,
-            "tenants:\n"
-            + "".join(
-                f"  - name: {n}\n    api_url: {s.url}\n    token_env: {n.upper()}_TOKEN\n    requests_per_minute: 0\n"
-                for n, s in servers.items()
-            ),
-        )
+        path = write(tmp_path, tenants_yaml({n: s.url for n, s in servers.items()}))
         env = clean_env(
             ACTIVITY_TENANTS_FILE=str(path),
             ACTIVITY_DATA_DIR=str(tmp_path / "data"),

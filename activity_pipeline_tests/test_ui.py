@@ -23,7 +23,7 @@ from activity_pipeline.definitions import build_defs
 from activity_pipeline.defs.automation import job_name
 from activity_pipeline.defs.resources import ActivityStorage, resources_for
 from activity_pipeline.demo_tenant import DemoTenant, TenantSpec
-from activity_pipeline_tests.helpers import REPO, clean_env, free_port, last_days, later, serve
+from activity_pipeline_tests.helpers import REPO, clean_env, free_port, last_days, later, serve, tenants_yaml
 
 pytestmark = pytest.mark.browser
 
@@ -54,13 +54,7 @@ def ui(tmp_path_factory) -> Iterator[tuple[str, tuple, Path]]:
             tenant.set_now(later(5))
             servers[name] = serve(tenant, tokens=(f"token-{name}",))
         tenants_file = tmp / "tenants.yaml"
-        tenants_file.write_text(
-            "tenants:\n"
-            + "".join(
-                f"  - name: {n}\n    api_url: {s.url}\n    token_env: {n.upper()}_TOKEN\n    requests_per_minute: 0\n"
-                for n, s in servers.items()
-            )
-        )
+        tenants_file.write_text(tenants_yaml({n: s.url for n, s in servers.items()}))
         env = clean_env(
             ACTIVITY_TENANTS_FILE=str(tenants_file),
             ACTIVITY_DATA_DIR=str(data),

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import duckdb
 
+from activity_pipeline_tests.helpers import tenants_yaml
 from bench.common import demo_tenant_process, yesterday
 
 MB = 10**6
@@ -56,13 +57,7 @@ def main() -> int:
         # A tenant with a 1,000-activity day, run alone first: what a run costs before its records do.
         urls[PROBE] = stack.enter_context(demo_tenant_process(1_000, processes=1, token=f"token-{PROBE}"))
         tenants_file = Path(tmp) / "tenants.yaml"
-        tenants_file.write_text(
-            "tenants:\n"
-            + "".join(
-                f"  - name: {n}\n    api_url: {u}\n    token_env: {n.upper()}_TOKEN\n    requests_per_minute: 0\n"
-                for n, u in urls.items()
-            )
-        )
+        tenants_file.write_text(tenants_yaml(urls))
         home, data = Path(tmp) / "home", Path(tmp) / "data"
         home.mkdir()
         shutil.copy(repo / "deploy" / "local" / "dagster.yaml", home / "dagster.yaml")
