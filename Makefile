@@ -60,7 +60,10 @@ tenants: $(VENV)/.installed
 # TENANT= picks one:  make run DAY=2026-11-24 [TENANT=contoso]
 run: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 	@test -n "$(DAY)" || { echo "usage: make run DAY=YYYY-MM-DD [TENANT=name]" >&2; exit 2; }
-	@tenants="$(TENANT)"; [ -n "$$tenants" ] || tenants=$$($(BIN)/python -m activity_pipeline.config) || exit 2; \
+	@configured=$$($(BIN)/python -m activity_pipeline.config) || exit 2; tenants="$(TENANT)"; \
+	[ -n "$$tenants" ] || tenants="$$configured"; \
+	for t in $$tenants; do echo "$$configured" | grep -qx "$$t" || \
+	  { echo "no tenant named $$t; configured: "$$configured >&2; exit 2; }; done; \
 	failed=""; for t in $$tenants; do \
 	  echo "== $$t $(DAY)"; $(BIN)/dg launch --job $${t}_daily_activities --partition $(DAY) || failed="$$failed $$t"; \
 	done; \
@@ -71,7 +74,10 @@ run: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 backfill: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 	@test -n "$(FROM)" -a -n "$(TO)" || { echo "usage: make backfill FROM=YYYY-MM-DD TO=YYYY-MM-DD [TENANT=name]" >&2; exit 2; }
 	@days=$$($(BIN)/python -m activity_pipeline.days $(FROM) $(TO)) || exit 2; \
-	tenants="$(TENANT)"; [ -n "$$tenants" ] || tenants=$$($(BIN)/python -m activity_pipeline.config) || exit 2; \
+	configured=$$($(BIN)/python -m activity_pipeline.config) || exit 2; tenants="$(TENANT)"; \
+	[ -n "$$tenants" ] || tenants="$$configured"; \
+	for t in $$tenants; do echo "$$configured" | grep -qx "$$t" || \
+	  { echo "no tenant named $$t; configured: "$$configured >&2; exit 2; }; done; \
 	failed=""; for day in $$days; do for t in $$tenants; do \
 	  echo "== $$t $$day"; $(BIN)/dg launch --job $${t}_daily_activities --partition $$day || failed="$$failed $$t:$$day"; \
 	done; done; \

@@ -132,3 +132,10 @@ def test_make_ui_serves_the_instance_on_the_port_it_is_given(demo, tmp_path):
     finally:
         os.killpg(ui.pid, signal.SIGTERM)
         ui.wait(timeout=60)
+
+
+def test_make_run_names_a_tenant_that_is_not_configured():
+    out = subprocess.run(["make", "-C", str(REPO), "run", "DAY=2026-11-20", "TENANT=nobody"], env=clean_env(),
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode != 0
+    assert "no tenant named nobody; configured: contoso fabrikam" in out.stderr
