@@ -233,9 +233,12 @@ def tenant_data(data_dir: Path, tenant: str = TENANT) -> TenantData:
 
 def materialize(day: dt.date, data_dir: Path, mdca: Any, **kw: Any) -> dg.ExecuteInProcessResult:
     """The `activities` asset alone, for one day (no checks, no views)."""
-    kw.setdefault("instance", dg.DagsterInstance.ephemeral())
     asset = project_defs(mdca, data_dir).resolve_assets_def(ASSET)  # bound to these resources
-    return dg.materialize([asset], partition_key=day.isoformat(), **kw)
+    if "instance" in kw:
+        return dg.materialize([asset], partition_key=day.isoformat(), **kw)
+    # Disposed of in the thread that made it: its SQLite storage may only be closed there.
+    with dg.DagsterInstance.ephemeral() as instance:
+        return dg.materialize([asset], partition_key=day.isoformat(), instance=instance, **kw)
 
 
 def run_day(day: dt.date, mdca: Any, data_dir: Path, **kw: Any) -> dg.ExecuteInProcessResult:
