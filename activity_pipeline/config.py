@@ -191,8 +191,13 @@ def read_tenants_file(
     except OSError as exc:
         raise ConfigError(f"{where} cannot be read: {exc.strerror or exc}. Point it at a readable YAML file.") from None
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        document = yaml.safe_load(text)
+        # One parse: the node tree gives each tenant's line, and the same nodes give the values.
+        loader = yaml.SafeLoader(text)
+        try:
+            root = loader.get_single_node()
+            document = loader.construct_document(root) if root is not None else None
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""

@@ -273,9 +273,9 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def launch(day: dt.date | str, *, job: bool = False) -> list[str]:
-    """The README's headless command for one day: `dg launch` of the asset (or the daily job)."""
-    what = ["--job", JOB] if job else ["--assets", ASSET.to_user_string()]
+def launch(day: dt.date | str, *, job: bool = False, tenant: str = TENANT) -> list[str]:
+    """The README's headless command for one day: `dg launch` of a tenant's asset (or its daily job)."""
+    what = ["--job", f"{tenant}_daily_activities"] if job else ["--assets", f"{tenant}/activities"]
     dg_cli = str(Path(sys.executable).with_name("dg"))
     return [dg_cli, "launch", *what, "--partition", str(day), "--target-path", str(REPO)]
 

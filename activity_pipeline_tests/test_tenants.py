@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ from activity_pipeline_tests.helpers import (
     clean_env,
     last_days,
     later,
+    launch,
     run_day,
     serve,
     tenant_data,
@@ -163,18 +163,18 @@ def test_a_mistake_in_the_file_fails_a_launch_before_any_request(tmp_path):
         )
         t0 = time.monotonic()
         out = subprocess.run(
-            launch_job("contoso", DAYS[0]), env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
+            launch(DAYS[0], job=True, tenant="contoso"),
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert out.returncode != 0
         assert "tenant 'fabrikam' (line 5 of" in out.stdout + out.stderr
         assert "FABRIKAM_MDCA_TOKEN, which is not set" in out.stdout + out.stderr
         assert time.monotonic() - t0 < 60
         assert server.stats.requests == 0, "nothing was asked of any tenant"
-
-
-def launch_job(tenant: str, day: Any) -> list[str]:
-    dg_cli = str(Path(sys.executable).with_name("dg"))
-    return [dg_cli, "launch", "--job", job_name(tenant), "--partition", str(day), "--target-path", str(REPO)]
 
 
 # Two tenants at once, over real HTTP: each server knows only its own token and records every request.
@@ -286,7 +286,7 @@ def test_a_tenant_with_a_wrong_token_fails_alone_and_the_message_names_it(tmp_pa
             DAGSTER_HOME=str(tmp_path),
         )
         runs = {
-            n: subprocess.Popen(launch_job(n, DAYS[0]), env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+            n: subprocess.Popen(launch(DAYS[0], job=True, tenant=n), env=env, cwd=tmp_path, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
             for n in tenants
         }  # fmt: skip

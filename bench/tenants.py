@@ -28,7 +28,7 @@ from pathlib import Path
 
 import duckdb
 
-from activity_pipeline_tests.helpers import tenants_yaml
+from activity_pipeline_tests.helpers import launch, tenants_yaml
 from bench.common import demo_tenant_process, yesterday
 
 MB = 10**6
@@ -44,7 +44,6 @@ def main() -> int:
     p.add_argument("--activities", type=int, default=50_000)
     a = p.parse_args()
     repo = Path(__file__).resolve().parents[1]
-    dg_cli = str(Path(sys.executable).with_name("dg"))
     day, _, _ = yesterday()
     names = [f"tenant{i:02d}" for i in range(a.tenants)]
     with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
@@ -72,8 +71,7 @@ def main() -> int:
         # The instance's databases, created once: runs that all start on a new SQLite instance race to create them.
         subprocess.run([str(Path(sys.executable).with_name("dagster")), "instance", "migrate"], env=env, check=True,
                        capture_output=True)  # fmt: skip
-        command = [dg_cli, "launch", "--partition", day.isoformat(), "--target-path", str(repo), "--job"]
-        probe = subprocess.Popen([*command, f"{PROBE}_daily_activities"], env=env, cwd=repo,
+        probe = subprocess.Popen(launch(day, job=True, tenant=PROBE), env=env, cwd=repo,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         _, status, usage = os.wait4(probe.pid, 0)
         probe.returncode = os.waitstatus_to_exitcode(status)
@@ -82,7 +80,7 @@ def main() -> int:
         logs = {name: stack.enter_context(open(Path(tmp) / f"{name}.log", "w+")) for name in names}
         procs = {
             name: subprocess.Popen(
-                [*command, f"{name}_daily_activities"], env=env, cwd=repo, stdout=logs[name], stderr=subprocess.STDOUT
+                launch(day, job=True, tenant=name), env=env, cwd=repo, stdout=logs[name], stderr=subprocess.STDOUT
             )
             for name in names
         }
