@@ -31,9 +31,12 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 
 # The instance's settings live in deploy/local/, not at the top: Dagster warns about a dagster.yaml in the
 # folder it starts in whenever DAGSTER_HOME points elsewhere.
-$(DAGSTER_HOME)/dagster.yaml: deploy/local/dagster.yaml
+# The instance's databases are created here, once: runs that start together on a new SQLite instance (two
+# tenants, say) would race to create them and one would fail.
+$(DAGSTER_HOME)/dagster.yaml: deploy/local/dagster.yaml | $(VENV)/.installed
 	mkdir -p $(DAGSTER_HOME)
 	cp deploy/local/dagster.yaml $@
+	$(BIN)/dagster instance migrate >/dev/null
 
 demo: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m activity_pipeline.demo

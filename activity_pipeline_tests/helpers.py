@@ -7,6 +7,7 @@ import copy
 import datetime as dt
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -278,6 +279,13 @@ def launch(day: dt.date | str, *, job: bool = False, tenant: str = TENANT) -> li
     what = ["--job", f"{tenant}_daily_activities"] if job else ["--assets", f"{tenant}/activities"]
     dg_cli = str(Path(sys.executable).with_name("dg"))
     return [dg_cli, "launch", *what, "--partition", str(day), "--target-path", str(REPO)]
+
+
+def ready_instance(env: dict[str, str]) -> None:
+    """Create the databases of the instance in env's DAGSTER_HOME, as `make` does before anything runs in it:
+    processes that start together on a new SQLite instance race to create them."""
+    dagster_cli = str(Path(sys.executable).with_name("dagster"))
+    subprocess.run([dagster_cli, "instance", "migrate"], env=env, check=True, capture_output=True, timeout=300)
 
 
 def cli_env(url: str, data_dir: Path, home: Path) -> dict[str, str]:

@@ -27,6 +27,7 @@ from activity_pipeline_tests.helpers import (
     last_days,
     later,
     launch,
+    ready_instance,
     run_day,
     serve,
     tenant_data,
@@ -285,6 +286,7 @@ def test_a_tenant_with_a_wrong_token_fails_alone_and_the_message_names_it(tmp_pa
             FABRIKAM_TOKEN="revoked-" + TOKENS["fabrikam"],
             DAGSTER_HOME=str(tmp_path),
         )
+        ready_instance(env)
         runs = {
             n: subprocess.Popen(launch(DAYS[0], job=True, tenant=n), env=env, cwd=tmp_path, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)

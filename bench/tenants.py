@@ -28,7 +28,7 @@ from pathlib import Path
 
 import duckdb
 
-from activity_pipeline_tests.helpers import launch, tenants_yaml
+from activity_pipeline_tests.helpers import launch, ready_instance, tenants_yaml
 from bench.common import demo_tenant_process, yesterday
 
 MB = 10**6
@@ -68,9 +68,7 @@ def main() -> int:
             DAGSTER_HOME=str(home),
             **{f"{n.upper()}_TOKEN": f"token-{n}" for n in urls},
         )
-        # The instance's databases, created once: runs that all start on a new SQLite instance race to create them.
-        subprocess.run([str(Path(sys.executable).with_name("dagster")), "instance", "migrate"], env=env, check=True,
-                       capture_output=True)  # fmt: skip
+        ready_instance(env)
         probe = subprocess.Popen(launch(day, job=True, tenant=PROBE), env=env, cwd=repo,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         _, status, usage = os.wait4(probe.pid, 0)
