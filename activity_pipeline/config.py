@@ -107,6 +107,8 @@ class PipelineConfig:
     tenants: tuple[TenantConfig, ...]
     data_dir_variable: str | None = None
     tenants_file: Path | None = None
+    # The dataset on object storage (ACTIVITY_DATA_URL, see storage.lake); None: under data_dir.
+    data_url: str | None = None
 
     def tenant(self, name: str) -> TenantConfig:
         for tenant in self.tenants:
@@ -122,13 +124,14 @@ def load(env: Mapping[str, str] | None = None) -> PipelineConfig:
     def get(name: str) -> str:
         return (env.get(name) or "").strip()
 
+    data_url = None
     if get("ACTIVITY_DATA_URL"):
-        # Refused rather than ignored: a dataset silently written to local disk instead would be lost with the pod.
-        raise ConfigError(
-            "ACTIVITY_DATA_URL is set, but the dataset on object storage (s3://, abfss://, az://, gs://) is not "
-            "supported yet. Unset it and point ACTIVITY_DATA_DIR at a shared volume (on Kubernetes, a "
-            "ReadWriteMany volume: see the README's Deploying on Kubernetes)."
-        )
+        from activity_pipeline.storage.lake import DataUrlError, parse_data_url
+
+        try:
+            data_url = parse_data_url(get("ACTIVITY_DATA_URL"))
+        except DataUrlError as exc:
+            raise ConfigError(str(exc)) from None
     data_dir = get("ACTIVITY_DATA_DIR")
     start_date = _date(get("ACTIVITY_START_DATE"), "ACTIVITY_START_DATE")
     rate = _requests_per_minute(get("MDCA_REQUESTS_PER_MINUTE"))
@@ -144,6 +147,7 @@ def load(env: Mapping[str, str] | None = None) -> PipelineConfig:
         tenants=tenants,
         data_dir_variable="ACTIVITY_DATA_DIR" if data_dir else None,
         tenants_file=path,
+        data_url=data_url,
     )
 
 

@@ -50,7 +50,8 @@ def _return_page_buffers_to_the_os() -> None:
 @dataclasses.dataclass
 class IngestResult:
     day: dt.date
-    path: Path
+    # The day's folder, or its URL on object storage.
+    path: Path | str
     rows: int
     quarantined: int
     source_total: int
@@ -149,6 +150,8 @@ def _scan_figures(scanner: Scanner, client: MdcaClient) -> dict[str, Any]:
         "pages": scanner.stats.pages,
         "slices": scanner.stats.slices,
         "duplicates_dropped": scanner.stats.duplicates_dropped,
+        # The most record ids held at once to drop duplicates: a few pages' worth, whatever the day's size.
+        "ids_held_peak": scanner.stats.ids_held_peak,
         "out_of_window_dropped": scanner.stats.out_of_window_dropped,
         "requests": client.stats.requests,
         "retries": client.stats.retries,
@@ -204,7 +207,7 @@ def ingest_day(
         label=f"activities {day}",
         logger=logger,
     )
-    with DayWriter(data, day, run_id=run_id) as writer:
+    with data.writer(day, run_id=run_id) as writer:
         hourly, apps = _stream(scanner, writer, start)
         manifest = writer.commit(
             {
@@ -253,7 +256,7 @@ def top_up_day(
     start, end = day_window(day)
     source_total = client.count(start, end)
     scan_started = client.now_ms()
-    with DayWriter(data, day, run_id=run_id, prefix="late") as writer:
+    with data.writer(day, run_id=run_id, prefix="late") as writer:
         previous = read_manifest(data, day)
         since = (previous or {}).get("watermark_ms")
         if previous is None or since is None:

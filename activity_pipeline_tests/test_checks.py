@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from activity_pipeline.demo_tenant import DemoTenant, Outage, TenantSpec
-from activity_pipeline.mdca import DigestSet
+from activity_pipeline.mdca.dedupe import RecentIds
 from activity_pipeline_tests.helpers import (
     ASSET,
     NODE,
@@ -100,7 +100,7 @@ def test_a_duplicated_row_fires_ids_unique_and_blocks_the_duckdb_views(tmp_path,
     broken = WideOverlap(TenantSpec(days=(day,), activities_per_day=12_000))
     broken.set_now(later(5))
     # A dedupe bug upstream, so that duplicates reach the Parquet: the check is the safety net.
-    monkeypatch.setattr(DigestSet, "add_new", lambda self, ids: np.ones(len(ids), bool))
+    monkeypatch.setattr(RecentIds, "add_new", lambda self, ids, timestamps: np.ones(len(ids), bool))
     with serve(broken) as server:
         result = run_day(day, tenant_resource(server.url), tmp_path)
     checks = evaluations(result)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,28 @@ def test_bad_settings_get_a_message_that_names_the_fix(env, message):
             assert env[name] not in str(info.value)
 
 
-def test_an_object_store_url_is_refused_until_it_is_supported_not_ignored():
-    with pytest.raises(ConfigError, match="ACTIVITY_DATA_URL is set, but the dataset on object storage"):
-        config.load({"ACTIVITY_DATA_URL": "s3://bucket/prefix", "ACTIVITY_DATA_DIR": "/srv/data"})
+@pytest.mark.parametrize(
+    "url",
+    ["s3://bucket/prefix", "az://container/prefix/", "abfss://container@account.dfs.core.windows.net/p", "gs://b/p"],
+)
+def test_an_object_store_url_is_taken(url):
+    loaded = config.load({"ACTIVITY_DATA_URL": url, "ACTIVITY_DATA_DIR": "/srv/data"})
+    assert loaded.data_url == url.rstrip("/") and loaded.data_dir == Path("/srv/data")
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("/srv/data", "the scheme (none) is not one of object storage's"),
+        ("http://bucket/prefix", "the scheme http:// is not one of object storage's"),
+        ("s3:///prefix", "names no bucket or container"),
+        ("abfss://container/prefix", "names no storage account"),
+        ("s3://AKIAEXAMPLE:wJalrXUtnFEMI@bucket/p", "carries credentials or parameters"),
+        ("az://container/p?sig=abcdef", "carries credentials or parameters"),
+    ],
+)
+def test_a_bad_object_store_url_is_named_with_the_fix(url, message):
+    with pytest.raises(ConfigError, match=re.escape(message)) as info:
+        config.load({"ACTIVITY_DATA_URL": url})
+    for secret in ("wJalrXUtnFEMI", "sig=abcdef"):
+        assert secret not in str(info.value)

@@ -26,7 +26,7 @@ from pathlib import Path
 from bench.common import TOKEN, demo_tenant_process, peak_rss_mib, yesterday
 
 
-def child_pipeline(url: str, data_dir: str) -> dict[str, float]:
+def child_pipeline(url: str, data_dir: str, data_url: str | None = None) -> dict[str, float]:
     warnings.filterwarnings("ignore")
     import dagster as dg
 
@@ -38,7 +38,7 @@ def child_pipeline(url: str, data_dir: str) -> dict[str, float]:
     t0 = time.perf_counter()
     resources = {
         mdca_key(TENANT): MdcaResource(api_url=url, api_token=TOKEN, requests_per_minute=0),
-        "storage": ActivityStorage(data_dir=data_dir),
+        "storage": ActivityStorage(data_dir=data_dir, data_url=data_url),
     }
     asset = build_defs(resources).resolve_assets_def(ASSET)
     result = dg.materialize([asset], partition_key=day.isoformat(), instance=dg.DagsterInstance.ephemeral())
@@ -49,6 +49,7 @@ def child_pipeline(url: str, data_dir: str) -> dict[str, float]:
         "asset_seconds": meta["seconds"].value,
         "wall_seconds": wall,
         "slices": meta["slices"].value,
+        "ids_held_peak": meta["ids_held_peak"].value,
         "bytes_written": meta["bytes_written"].value,
         "bytes_received": meta["bytes_received"].value,
         "peak_rss_mib": peak_rss_mib(),
@@ -177,21 +178,48 @@ def run_memory(activities: int) -> None:
     print(f"daily run memory: target <= 400 MB: {'met' if mb <= 400 else 'MISSED'}")
 
 
+def scale(small: int, large: int) -> None:
+    """The asset alone on a `small` and a `large` day (issue 15): peak RSS of the materializing process and
+    records a second at both sizes, each in a fresh process, the demo tenant serving from 2 processes."""
+    runs = {}
+    for n in (small, large):
+        with demo_tenant_process(n, processes=2) as url, tempfile.TemporaryDirectory() as data_dir:
+            runs[n] = _run_child("pipeline", url, data_dir)
+    for r in runs.values():
+        mb = r["peak_rss_mib"] * 2**20 / 1e6
+        rate = r["records"] / r["asset_seconds"]
+        print(f"scale: {r['records']:,.0f} records in {r['asset_seconds']:.1f}s ({rate:,.0f} records/s), "
+              f"{r['slices']:.0f} slices, at most {r['ids_held_peak']:,.0f} ids held for duplicates; "
+              f"materializing process peak RSS {r['peak_rss_mib']:,.0f} MiB = {mb:,.0f} MB")  # fmt: skip
+    big = runs[large]
+    mb = big["peak_rss_mib"] * 2**20 / 1e6
+    print(f"scale: {large:,} records, materializing process at or below 400 MB: {'met' if mb <= 400 else 'MISSED'} "
+          f"({mb:,.0f} MB)")  # fmt: skip
+    per_small = runs[small]["asset_seconds"] / runs[small]["records"]
+    per_large = big["asset_seconds"] / big["records"]
+    growth = per_large / per_small
+    print(f"scale: seconds a record at {large:,} are {growth:.2f}x those at {small:,}; time grows no faster than "
+          f"linearly (at most 1.10x, for noise): {'met' if growth <= 1.10 else 'MISSED'}")  # fmt: skip
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("what", choices=["memory", "throughput", "run", "run-memory", "child"])
+    p.add_argument("what", choices=["memory", "throughput", "run", "run-memory", "scale", "child"])
     p.add_argument("args", nargs="*")
     p.add_argument("--activities", type=int)
     p.add_argument("--rounds", type=int, default=3)
     a = p.parse_args()
     if a.what == "child":
         kind, url, *rest = a.args
-        children = {"pipeline": lambda: child_pipeline(url, rest[0]), "run": lambda: child_run(url, rest[0]),
+        children = {"pipeline": lambda: child_pipeline(url, *rest), "run": lambda: child_run(url, rest[0]),
                     "seed": lambda: child_seed(url)}  # fmt: skip
         print(json.dumps(children[kind]()))
         return
     if a.what == "run":
         whole_run(a.activities or 200_000, a.rounds)
+        return
+    if a.what == "scale":
+        scale(1_000_000, a.activities or 10_000_000)
         return
     if a.what == "run-memory":
         run_memory(a.activities or 1_000_000)

@@ -59,7 +59,9 @@ def _metadata(result: IngestResult, total_rows: int) -> dict[str, object]:
         "dagster/row_count": total_rows,
         "dagster/partition_row_count": result.rows,
         # '=' is legal in a file URI path; keep the hive folder name readable.
-        "dagster/uri": dg.MetadataValue.url("file://" + quote(str(result.path), safe="/=")),
+        "dagster/uri": dg.MetadataValue.url(
+            result.path if isinstance(result.path, str) else "file://" + quote(str(result.path), safe="/=")
+        ),
         "dagster/column_schema": COLUMN_SCHEMA,
         "path": dg.MetadataValue.path(str(result.path)),
         "mode": result.mode,
@@ -68,6 +70,8 @@ def _metadata(result: IngestResult, total_rows: int) -> dict[str, object]:
         "source_total_at_scan": result.source_total,
         "quarantined": result.quarantined,
         "pages": scan.pages,
+        # Record ids held at most to drop duplicates: a few pages' worth per slice, whatever the day's size.
+        "ids_held_peak": scan.ids_held_peak,
         "slices": result.slices,
         "requests": result.requests,
         "retries": result.retries,
@@ -148,8 +152,8 @@ def _materialize_day(
             raise
         # A full or read-only disk does not heal in a minute: say so instead of retrying.
         raise dg.Failure(
-            description=f"Could not write {day} of tenant {tenant} under {storage.path}: {exc.strerror or exc}. Free "
-            "space (or fix the mount) and re-run the day; the previously stored version of the day is intact.",
+            description=f"Could not write {day} of tenant {tenant} under {storage.location}: {exc.strerror or exc}. "
+            "Free space (or fix the mount) and re-run the day; the previously stored version of the day is intact.",
             allow_retries=False,
         ) from exc
     except MdcaHTTPError as exc:
@@ -179,7 +183,7 @@ def build_activities_duckdb(
     def activities_duckdb(context: dg.AssetExecutionContext, storage: ActivityStorage) -> dg.MaterializeResult:
         """Views over every tenant's stored days in $ACTIVITY_DATA_DIR/activities.duckdb: a file the DuckDB CLI opens, with absolute paths and a `tenant` column."""  # noqa: E501
         try:
-            db = build_database(storage.path, start_dates=start_dates)
+            db = build_database(storage.path, start_dates=start_dates, data_url=storage.data_url)
         except DatabaseBusyError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
         context.log.info(f"{db.path}: {len(db.views)} views over {db.tenant_days} tenant-days, {db.rows:,} activities")

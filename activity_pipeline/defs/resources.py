@@ -127,9 +127,11 @@ class DemoTenantResource(TenantResource):
 
 class ActivityStorage(dg.ConfigurableResource):
     """The dataset: every tenant's Parquet days, their manifests and the DuckDB file under `data_dir`
-    (`ACTIVITY_DATA_DIR`)."""
+    (`ACTIVITY_DATA_DIR`); with `data_url` (`ACTIVITY_DATA_URL`), the days are a Delta table on object storage
+    (`storage.lake`) and `data_dir` keeps work in progress and the DuckDB file."""
 
     data_dir: str = DEFAULT_DATA_DIR
+    data_url: str | None = None
 
     @property
     def path(self) -> Path:
@@ -137,7 +139,16 @@ class ActivityStorage(dg.ConfigurableResource):
 
     def tenant(self, name: str) -> TenantData:
         """The tenant's part of the dataset."""
+        if self.data_url:
+            from activity_pipeline.storage.lake import Lake, LakeTenantData
+
+            return LakeTenantData(self.path, name, lake=Lake(self.data_url))
         return TenantData(self.path, name)
+
+    @property
+    def location(self) -> str:
+        """Where the days are, for messages: the URL or the folder."""
+        return self.data_url or str(self.path)
 
     def manifest(self, tenant: str, day: dt.date) -> dict[str, Any] | None:
         """The stored day's manifest, or None when the day has not been materialized."""
@@ -164,7 +175,10 @@ class ActivityStorage(dg.ConfigurableResource):
         health.record_count_check(self.tenant(tenant), day, at=dt.datetime.now(dt.UTC), **finding)
 
     def adopt_legacy_days(self, tenant: str) -> list[dt.date]:
-        """Move days stored before tenants existed under `tenant` (see `storage.layout`); returns them."""
+        """Move days stored before tenants existed under `tenant` (see `storage.layout`); returns them.
+        Local days are never moved onto object storage: with `data_url` this does nothing."""
+        if self.data_url:
+            return []
         return adopt_legacy_days(self.tenant(tenant)).days
 
 
@@ -195,4 +209,5 @@ def resources_for(config: PipelineConfig) -> dict[str, dg.ConfigurableResource]:
     """The resources a deployment with this configuration runs with: one per tenant, and the dataset."""
     data_dir = dg.EnvVar(config.data_dir_variable) if config.data_dir_variable else DEFAULT_DATA_DIR
     tenants: dict[str, dg.ConfigurableResource] = {mdca_key(t.name): tenant_resource(t) for t in config.tenants}
-    return {**tenants, "storage": ActivityStorage(data_dir=data_dir)}
+    data_url = dg.EnvVar("ACTIVITY_DATA_URL") if config.data_url else None
+    return {**tenants, "storage": ActivityStorage(data_dir=data_dir, data_url=data_url)}

@@ -95,3 +95,56 @@ def _member(run_hi: np.ndarray, run_lo: np.ndarray, hi: np.ndarray, lo: np.ndarr
     for k in np.flatnonzero(right - left > 1):
         found[k] = bool((run_lo[left[k] : right[k]] == lo[k]).any())
     return found
+
+
+class RecentIds:
+    """The ids of one slice's recent pages, for a scan that pages by timestamp: bounded by the pages that can
+    still repeat, not by the day.
+
+    A duplicate in a page has the timestamp of the record it repeats, and every record of the page has a
+    timestamp at or after the page's earliest. So a page's duplicates are found among the ids seen with a
+    timestamp at or after that earliest one: at a page boundary (the next page starts at the last timestamp),
+    across a tie of any size on one timestamp (its pages all share that timestamp), and in an overlap or a
+    replay of the latest pages. Pages whose latest timestamp falls before the earliest of the last
+    `KEEP_PAGES` pages are let go: a 10,000,000-record day holds a few pages of ids, not 160 MB of them.
+
+    What it cannot see (a server going back further than that) the stored day's `ids_unique` check finds.
+    Not thread-safe: one slice is one worker's.
+
+    >>> seen = RecentIds()
+    >>> seen.add_new(["a", "b"], [1, 2]).tolist(), seen.add_new(["b", "c"], [2, 3]).tolist()
+    ([True, True], [False, True])
+    """
+
+    # The earliest timestamps of this many latest pages set the horizon: one page of slack past the page at
+    # hand, so that a replay of the page before it is still caught.
+    KEEP_PAGES = 3
+
+    def __init__(self) -> None:
+        # (latest timestamp, digests sorted by (hi, lo)) per page seen.
+        self._pages: list[tuple[int, np.ndarray, np.ndarray]] = []
+        self._earliest: list[int] = []
+
+    def __len__(self) -> int:
+        return sum(len(hi) for _, hi, _ in self._pages)
+
+    def add_new(self, ids: Sequence[str], timestamps: Sequence[int]) -> np.ndarray:
+        """Record a page's ids; True for each one not seen before (the first of repeats within `ids` counts)."""
+        n = len(ids)
+        if not n:
+            return np.ones(0, dtype=bool)
+        self._earliest = [*self._earliest, int(min(timestamps))][-self.KEEP_PAGES :]
+        horizon = min(self._earliest)
+        self._pages = [p for p in self._pages if p[0] >= horizon]
+        hi, lo = _digests(ids)
+        order = np.lexsort((lo, hi))
+        hs, ls = hi[order], lo[order]
+        new = np.ones(n, dtype=bool)
+        new[1:] = (hs[1:] != hs[:-1]) | (ls[1:] != ls[:-1])
+        for _, run_hi, run_lo in self._pages:
+            new &= ~_member(run_hi, run_lo, hs, ls)
+        if new.any():
+            self._pages.append((int(max(timestamps)), hs[new], ls[new]))
+        mask = np.empty(n, dtype=bool)
+        mask[order] = new
+        return mask

@@ -3,7 +3,8 @@
 The seed document's loop, made serious. Its parts live beside this module:
 - `paging.ServerCursor` follows the server's `nextQueryFilters` and stops a cursor that does not move;
 - `slices.WorkQueue` cuts the window into slices and shares out what is left as workers finish;
-- `dedupe.DigestSet` remembers which ids were seen.
+- `dedupe.RecentIds` remembers which ids a slice's recent pages held (paging by timestamp), and
+  `dedupe.DigestSet` every id of the window (paging by `created`, as top-ups do).
 
 This module runs them: worker threads fetch their slices' pages, drop records outside the window and
 duplicate `_id`s (counted, never silently), set aside records without a usable `_id` or `timestamp`, and
@@ -27,7 +28,7 @@ import msgspec
 
 from activity_pipeline.mdca.body import PageBody
 from activity_pipeline.mdca.client import MdcaClient, window_filters
-from activity_pipeline.mdca.dedupe import DigestSet
+from activity_pipeline.mdca.dedupe import DigestSet, RecentIds
 from activity_pipeline.mdca.errors import ScanStalledError
 from activity_pipeline.mdca.paging import ServerCursor
 from activity_pipeline.mdca.slices import Slice, WorkQueue
@@ -75,6 +76,8 @@ class ScanStats:
     slices: int = 0
     expected_total: int | None = None
     seconds: float = 0.0
+    # The most ids held at once to find duplicates (every slice's recent pages, or the window's ids).
+    ids_held_peak: int = 0
 
     @property
     def records_per_second(self) -> float:
@@ -148,10 +151,29 @@ class Scanner:
         self.log = logger or log
         self._seen = DigestSet()
         self._known = known
+        self._held_lock = threading.Lock()
+        self._slice_held: dict[int, int] = {}
 
     # Per page, in the worker thread.
     def _fetch_slice(
         self, s: Slice, work: WorkQueue, out: _StopQueue, stop: threading.Event, closed: threading.Event
+    ) -> None:
+        # Paged by timestamp, a slice's duplicates are among its recent pages; by `created`, anywhere.
+        recent = RecentIds() if self.sort_field == "date" else None
+        try:
+            self._fetch_pages(s, work, out, stop, closed, recent)
+        finally:
+            with self._held_lock:
+                self._slice_held.pop(id(recent), None)
+
+    def _fetch_pages(
+        self,
+        s: Slice,
+        work: WorkQueue,
+        out: _StopQueue,
+        stop: threading.Event,
+        closed: threading.Event,
+        recent: RecentIds | None,
     ) -> None:
         cursor = ServerCursor(
             self.client,
@@ -194,7 +216,12 @@ class Scanner:
             moved = bool(malformed)
             if rows:
                 ids = [r.id for r in rows]
-                keep = self._seen.add_new(ids)
+                if recent is not None:
+                    keep = recent.add_new(ids, [r.timestamp for r in rows])
+                    self._held(recent)
+                else:
+                    keep = self._seen.add_new(ids)
+                    self.stats.ids_held_peak = max(self.stats.ids_held_peak, len(self._seen))
                 moved = moved or bool(keep.any())
                 if self._known is not None:
                     keep &= ~self._known.contains(ids)
@@ -221,6 +248,12 @@ class Scanner:
                     f"duplicates, {dropped_out} outside the window) but hasNext is true; stopping rather than looping"
                 )
             cursor.advance()
+
+    def _held(self, recent: RecentIds) -> None:
+        """The ids the live slices hold now, toward the scan's peak."""
+        with self._held_lock:
+            self._slice_held[id(recent)] = len(recent)
+            self.stats.ids_held_peak = max(self.stats.ids_held_peak, sum(self._slice_held.values()))
 
     def _worker(
         self,

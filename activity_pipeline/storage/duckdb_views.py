@@ -12,13 +12,14 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import fcntl
+import json
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from activity_pipeline.retention import RESCUE_MARGIN_DAYS, RETENTION_DAYS
-from activity_pipeline.storage.layout import DATASET, HEALTH, STAGING
+from activity_pipeline.retention import RESCUE_MARGIN_DAYS, RETENTION_DAYS, at_risk, first_retained_day
+from activity_pipeline.storage.layout import DATASET, HEALTH, STAGING, TenantData
 from activity_pipeline.storage.schema import COLUMNS
 from activity_pipeline.storage.writer import MANIFEST
 
@@ -111,10 +112,21 @@ ANALYTIC_VIEWS: dict[str, str] = {
 }
 
 
-def _health_view(root: Path) -> str:
+HEALTH_COLUMNS = (
+    "columns = {day: 'VARCHAR', source_total: 'BIGINT', rows_checked: 'BIGINT', checked_at: 'TIMESTAMPTZ', "
+    "passed: 'BOOLEAN', watermark_ms: 'BIGINT', pending: 'BIGINT'}"
+)
+
+
+def _health_view(root: Path, health_source: str | None = None) -> str:
     health = root / HEALTH
     stored = """SELECT tenant, date, count(*) AS rows_stored FROM activities GROUP BY ALL"""
-    if any(health.glob("tenant=*/*.json")):
+    if health_source is not None:
+        checks = (
+            "SELECT tenant, CAST(day AS DATE) AS date, source_total, rows_checked, checked_at, passed, "
+            f"make_timestamptz(watermark_ms * 1000) AS watermark, pending FROM {health_source}"
+        )
+    elif any(health.glob("tenant=*/*.json")):
         checks = (
             "SELECT tenant, CAST(day AS DATE) AS date, source_total, rows_checked, checked_at, passed, "
             "make_timestamptz(watermark_ms * 1000) AS watermark, pending "
@@ -141,7 +153,7 @@ def _health_view(root: Path) -> str:
         ORDER BY 1, 2"""
 
 
-def _retention_risk_view(root: Path, start_dates: Mapping[str, dt.date]) -> str:
+def _retention_risk_view(root: Path, start_dates: Mapping[str, dt.date], stored_source: str | None = None) -> str:
     """Each tenant's days within RESCUE_MARGIN_DAYS of leaving the service's retention that are missing or
     incomplete, from the tenant's first partition on.
 
@@ -149,7 +161,9 @@ def _retention_risk_view(root: Path, start_dates: Mapping[str, dt.date]) -> str:
     findings, so it is current between rebuilds of the file.
     """
     manifests = root / DATASET / "tenant=*" / "date=*" / MANIFEST
-    if any((root / DATASET).glob(f"tenant=*/date=*/{MANIFEST}")):
+    if stored_source is not None:
+        stored = stored_source
+    elif any((root / DATASET).glob(f"tenant=*/date=*/{MANIFEST}")):
         stored = (
             f"SELECT tenant, day AS date FROM read_json({_sql_string(str(manifests))}, hive_partitioning = true, "
             "hive_types = {'tenant': VARCHAR}, columns = {day: 'DATE'})"
@@ -189,12 +203,19 @@ class Database:
     at_risk: list[tuple[str, dt.date, int, str]]
 
 
-def build_database(root: Path, *, start_dates: Mapping[str, dt.date] | None = None) -> Database:
+def build_database(
+    root: Path, *, start_dates: Mapping[str, dt.date] | None = None, data_url: str | None = None
+) -> Database:
     """Build `activities.duckdb` next to the dataset, over every tenant's days.
 
     `start_dates` holds each configured tenant's first partition: `retention_risk` looks for missing days
     from there (a tenant not named has its stored days in every view, and no missing days).
     Builds from concurrent runs (one per tenant) take turns; each one's result is complete.
+
+    With `data_url` (the dataset on object storage, `storage.lake`), the file stays under `root` and its
+    views read the Delta table's current files in place; `<root>/activities.sql` is written beside it, the
+    setup a DuckDB session needs for them (extensions from the venv, credentials from the cloud's chain):
+    `duckdb -init <root>/activities.sql <root>/activities.duckdb`.
     """
     root = root.resolve()
     target = root / DATABASE
@@ -202,39 +223,114 @@ def build_database(root: Path, *, start_dates: Mapping[str, dt.date] | None = No
     staging.mkdir(parents=True, exist_ok=True)
     with open(staging / f"{DATABASE}.lock", "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return _build(root, target, start_dates or {})
+        return _build(root, target, start_dates or {}, data_url)
 
 
-def _build(root: Path, target: Path, start_dates: Mapping[str, dt.date]) -> Database:
+HIVE = "hive_partitioning = true, hive_types = {'tenant': VARCHAR, 'date': DATE}"
+
+
+def _build(root: Path, target: Path, start_dates: Mapping[str, dt.date], data_url: str | None) -> Database:
     _refuse_if_open(target)
     tmp = root / f".{DATABASE}.{os.getpid()}.tmp"
     tmp.unlink(missing_ok=True)
-    glob = root / DATASET / "tenant=*" / "date=*" / "*.parquet"
-    has_days = any((root / DATASET).glob("tenant=*/date=*/*.parquet"))
-    source = (
-        f"SELECT tenant, * EXCLUDE (tenant) FROM read_parquet({_sql_string(str(glob))}, hive_partitioning = true, "
-        "hive_types = {'tenant': VARCHAR, 'date': DATE})"
-        if has_days
-        else _typed_empty()
-    )
+    setup: list[str] = []
+    if data_url:
+        from activity_pipeline.storage.lake_sql import duckdb_setup, lake_sources
+
+        setup = duckdb_setup(data_url)
+        source, health, stored = lake_sources(data_url)
+        source = source or _typed_empty()
+        health_view = _health_view(root, health_source=health)
+        risk_view = _retention_risk_view(root, start_dates, stored_source=stored)
+    else:
+        glob = root / DATASET / "tenant=*" / "date=*" / "*.parquet"
+        has_days = any((root / DATASET).glob("tenant=*/date=*/*.parquet"))
+        source = (
+            f"SELECT tenant, * EXCLUDE (tenant) FROM read_parquet({_sql_string(str(glob))}, {HIVE})"
+            if has_days
+            else _typed_empty()
+        )
+        health_view = _health_view(root)
+        risk_view = _retention_risk_view(root, start_dates)
     views = ["activities", *ANALYTIC_VIEWS, "partition_health", "retention_risk"]
     import duckdb
 
     try:
         with duckdb.connect(str(tmp)) as con:
+            for sql in setup:
+                con.execute(sql)
             con.execute(f"CREATE VIEW activities AS {source}")
             for name, sql in ANALYTIC_VIEWS.items():
                 con.execute(f"CREATE VIEW {name} AS {sql}")
-            con.execute(f"CREATE VIEW partition_health AS {_health_view(root)}")
-            con.execute(f"CREATE VIEW retention_risk AS {_retention_risk_view(root, start_dates)}")
+            con.execute(f"CREATE VIEW partition_health AS {health_view}")
+            con.execute(f"CREATE VIEW retention_risk AS {risk_view}")
             con.execute("CHECKPOINT")
-            days, rows = con.execute("SELECT count(DISTINCT (tenant, date)), count(*) FROM activities").fetchone()
-            at_risk = con.execute("SELECT tenant, date, days_left, state FROM retention_risk").fetchall()
+        if data_url:
+            from activity_pipeline.storage.lake_sql import duckdb_setup
+
+            script = root / "activities.sql"
+            lines = [f"-- duckdb -init {script} {target}", *(f"{sql};" for sql in duckdb_setup(data_url, script=True))]
+            script.write_text("\n".join(lines) + "\n")
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
         Path(str(tmp) + ".wal").unlink(missing_ok=True)
-    return Database(target, views, int(days), int(rows), [tuple(r) for r in at_risk])
+    stored = _stored_rows(root, data_url)
+    at_risk = _at_risk(root, data_url, start_dates, stored)
+    return Database(target, views, len(stored), sum(stored.values()), at_risk)
+
+
+def _stored_rows(root: Path, data_url: str | None) -> dict[tuple[str, dt.date], int]:
+    """Rows per (tenant, day) stored, for the build's summary: from each tenant's index (local) or the table's
+    log (object storage), not from the data, so that the cost does not grow with the days kept."""
+    if data_url:
+        from activity_pipeline.storage.lake import Lake, LakeTenantData
+
+        lake = Lake(data_url)
+        found: dict[tuple[str, dt.date], int] = {}
+        for tenant in LakeTenantData.tenants(lake):
+            for day, files in LakeTenantData(root, tenant, lake=lake).current_files().items():
+                found[(tenant, day)] = sum(int(f["rows"] or 0) for f in files)
+        return found
+    from activity_pipeline.storage.index import day_rows
+
+    return {
+        (folder.name.removeprefix("tenant="), day): rows
+        for folder in sorted((root / DATASET).glob("tenant=*"))
+        for day, rows in day_rows(TenantData(root, folder.name.removeprefix("tenant="))).items()
+    }
+
+
+def _at_risk(
+    root: Path, data_url: str | None, start_dates: Mapping[str, dt.date], stored: Mapping[tuple[str, dt.date], int]
+) -> list[tuple[str, dt.date, int, str]]:
+    """What `retention_risk` holds today, computed as the view does but reading only the count check's
+    findings of the days near the cliff (RESCUE_MARGIN_DAYS of them per tenant)."""
+    today = dt.datetime.now(dt.UTC).date()
+    oldest = first_retained_day(today)
+    found = []
+    for tenant, start in sorted(start_dates.items()):
+        window = [oldest + dt.timedelta(days=k) for k in range(RESCUE_MARGIN_DAYS + 1)]
+        days = [d for d in window if start <= d < today]
+        failed = [d for d in days if (tenant, d) in stored and _last_check_failed(root, data_url, tenant, d)]
+        kept = [d for d in days if (tenant, d) in stored]
+        for risk in at_risk(days, today=today, stored=kept, incomplete=failed):
+            found.append((tenant, risk.day, risk.days_left, risk.state))
+    return found
+
+
+def _last_check_failed(root: Path, data_url: str | None, tenant: str, day: dt.date) -> bool:
+    if data_url:
+        from activity_pipeline.storage.lake import Lake
+
+        # The same name as on local disk (storage.layout.HEALTH), beside the table.
+        record = Lake(data_url).get_json(f"{HEALTH}/tenant={tenant}/{day.isoformat()}.json")
+    else:
+        try:
+            record = json.loads((root / HEALTH / f"tenant={tenant}" / f"{day.isoformat()}.json").read_text())
+        except FileNotFoundError:
+            record = None
+    return record is not None and record.get("passed") is False
 
 
 def _refuse_if_open(target: Path) -> None:

@@ -26,7 +26,7 @@ def record_count_check(
     at: dt.datetime,
     watermark_ms: int | None = None,
     pending: int = 0,
-) -> Path:
+) -> Path | str:
     """Record what `count_matches_source` found for `day`; returns the file written.
 
     >>> data = TenantData(Path("data"), "contoso")
@@ -34,10 +34,6 @@ def record_count_check(
     ...                    passed=True, at=dt.datetime.now(dt.UTC))          # doctest: +SKIP
     PosixPath('.../data/_health/tenant=contoso/2026-11-24.json')
     """
-    folder = data.health
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{day.isoformat()}.json"
-    tmp = folder / f".{day.isoformat()}.json.tmp"
     record = {
         "day": day.isoformat(),
         "source_total": source_total,
@@ -48,6 +44,13 @@ def record_count_check(
         # At the source but created after the watermark and not stored yet: late arrivals, not a gap.
         "pending": pending,
     }
+    if hasattr(data, "lake"):  # storage.lake: one object, written whole by one PUT
+        data.record_health(day, record)
+        return f"{data.lake.url}/_health/tenant={data.tenant}/{day.isoformat()}.json"
+    folder = data.health
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{day.isoformat()}.json"
+    tmp = folder / f".{day.isoformat()}.json.tmp"
     tmp.write_text(json.dumps(record))
     os.replace(tmp, target)
     return target
@@ -56,8 +59,12 @@ def record_count_check(
 def failed_count_checks(data: TenantData) -> set[dt.date]:
     """Days whose last count check found the stored day short of (or beyond) the source."""
     failed = set()
-    for path in data.health.glob("*.json"):
-        record = json.loads(path.read_text())
+    records = (
+        data.health_records()
+        if hasattr(data, "lake")
+        else (json.loads(p.read_text()) for p in data.health.glob("*.json"))
+    )
+    for record in records:
         if not record.get("passed", True):
             failed.add(dt.date.fromisoformat(record["day"]))
     return failed

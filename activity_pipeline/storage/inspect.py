@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -39,15 +41,13 @@ class DayFacts:
 
 def day_facts(data: TenantData, day: dt.date) -> DayFacts:
     """Read what the checks need from the day's folder (absent day: `exists` is False)."""
-    start_ms, end_ms = day_window(day)
+    if hasattr(data, "lake"):
+        return _lake_day_facts(data, day)
     folder = data.day_dir(day)
     files = sorted(folder.glob("*.parquet"))
     if not files:
         return DayFacts(day, exists=False)
     facts = DayFacts(day, exists=True, manifest=read_manifest(data, day))
-    facts.watermark_ms = (facts.manifest or {}).get("watermark_ms")
-    # No watermark: compare every row (the count as of "now" then includes what arrived since).
-    watermark = facts.watermark_ms if facts.watermark_ms is not None else 2**62
     for f in files:
         meta = pq.ParquetFile(f)
         facts.rows += meta.metadata.num_rows
@@ -57,26 +57,64 @@ def day_facts(data: TenantData, day: dt.date) -> DayFacts:
     if quarantine.exists():
         with quarantine.open("rb") as fh:
             facts.quarantined = sum(1 for _ in fh)
-    if facts.rows:
-        paths = [str(f) for f in files]
-        import duckdb  # here, not at the top: see storage/duckdb_views.py
-
-        # Capped, spilling to disk past the cap: the checks run in the process that scanned the day, whose peak
-        # the scan set; counting a 10,000,000-id day's distinct ids must not raise it.
-        spill = data.staging / "duckdb-spill"
-        with duckdb.connect(config={"memory_limit": "64MB", "threads": 2, "temp_directory": str(spill)}) as con:
-            dups, lo, hi, outside, at_watermark = con.execute(
-                """SELECT count(*) - count(DISTINCT id), epoch_ms(min(timestamp)), epoch_ms(max(timestamp)),
-                          count(*) FILTER (WHERE epoch_ms(timestamp) < ? OR epoch_ms(timestamp) >= ?),
-                          count(*) FILTER (WHERE epoch_ms(created) <= ?)
-                   FROM read_parquet(?)""",
-                [start_ms, end_ms, watermark, paths],
-            ).fetchone()
-        facts.duplicate_ids, facts.min_ms, facts.max_ms, facts.outside = int(dups), lo, hi, int(outside)
-        facts.rows_at_watermark = int(at_watermark) if facts.watermark_ms is not None else None
-    elif facts.watermark_ms is not None:
-        facts.rows_at_watermark = 0
+    _query_rows(facts, data, [str(f) for f in files], [])
     return facts
+
+
+def _lake_day_facts(data: Any, day: dt.date) -> DayFacts:
+    """`day_facts` of a day on object storage: the files of the table's current version, read in place."""
+    from activity_pipeline.storage.lake_sql import duckdb_setup
+
+    names = sorted(f["name"] for f in data.current_files().get(day, []))
+    if not names:
+        return DayFacts(day, exists=False)
+    facts = DayFacts(day, exists=True, manifest=data.manifest(day, names))
+    facts.quarantined = int((facts.manifest or {}).get("quarantined", 0))
+    urls = [f"{data.day_url(day)}/{n}" for n in names]
+    facts.rows = _query_rows(facts, data, urls, duckdb_setup(data.lake.url), schema_check=True)
+    return facts
+
+
+def _query_rows(
+    facts: DayFacts, data: TenantData, paths: list[str], setup: list[str], *, schema_check: bool = False
+) -> int:
+    """Fill in duplicates, time range, rows outside the day and rows at the watermark; returns the rows."""
+    start_ms, end_ms = day_window(facts.day)
+    facts.watermark_ms = (facts.manifest or {}).get("watermark_ms")
+    # No watermark: compare every row (the count as of "now" then includes what arrived since).
+    watermark = facts.watermark_ms if facts.watermark_ms is not None else 2**62
+    if not facts.rows and not schema_check:
+        if facts.watermark_ms is not None:
+            facts.rows_at_watermark = 0
+        return 0
+    import duckdb  # here, not at the top: see storage/duckdb_views.py
+
+    # Capped, spilling to disk past the cap: the checks run in the process that scanned the day, whose peak
+    # the scan set; counting a 10,000,000-id day's distinct ids must not raise it.
+    spill = data.staging / "duckdb-spill"
+    with duckdb.connect(config={"memory_limit": "64MB", "threads": 2, "temp_directory": str(spill)}) as con:
+        for sql in setup:
+            con.execute(sql)
+        if schema_check:
+            # Each file's columns as DuckDB reads them, against those of an empty file of the schema.
+            describe = "SELECT column_name, column_type FROM (DESCRIBE FROM read_parquet(?, hive_partitioning = false))"
+            with tempfile.TemporaryDirectory() as folder:
+                reference = Path(folder) / "schema.parquet"
+                pq.write_table(SCHEMA.empty_table(), reference)
+                expected = con.execute(describe, [str(reference)]).fetchall()
+            for path in paths:
+                if con.execute(describe, [path]).fetchall() != expected:
+                    facts.schema_mismatches.append(path.rsplit("/", 1)[-1])
+        rows, dups, lo, hi, outside, at_watermark = con.execute(
+            """SELECT count(*), count(*) - count(DISTINCT id), epoch_ms(min(timestamp)), epoch_ms(max(timestamp)),
+                      count(*) FILTER (WHERE epoch_ms(timestamp) < ? OR epoch_ms(timestamp) >= ?),
+                      count(*) FILTER (WHERE epoch_ms(created) <= ?)
+               FROM read_parquet(?)""",
+            [start_ms, end_ms, watermark, paths],
+        ).fetchone()
+    facts.duplicate_ids, facts.min_ms, facts.max_ms, facts.outside = int(dups), lo, hi, int(outside)
+    facts.rows_at_watermark = int(at_watermark) if facts.watermark_ms is not None else None
+    return int(rows)
 
 
 def trailing_manifests(data: TenantData, day: dt.date, days: int) -> dict[dt.date, dict[str, Any]]:
@@ -91,16 +129,19 @@ def trailing_manifests(data: TenantData, day: dt.date, days: int) -> dict[dt.dat
 
 
 def stored_row_total(data: TenantData) -> int:
-    """Rows stored across all the tenant's days, from the days' manifests (no Parquet is read)."""
-    total = 0
-    for day in stored_days(data):
-        manifest = read_manifest(data, day)
-        total += int(manifest["rows"]) if manifest else 0
-    return total
+    """Rows stored across all the tenant's days, from the tenant's index (`storage.index`) or, on object
+    storage, the table's log: no manifest or Parquet is read, whatever the days kept."""
+    if hasattr(data, "lake"):
+        return data.row_total()
+    from activity_pipeline.storage.index import day_rows
+
+    return sum(day_rows(data).values())
 
 
 def stored_days(data: TenantData) -> list[dt.date]:
     """The days that have a committed version (a manifest), oldest first."""
+    if hasattr(data, "lake"):
+        return data.stored_days()
     found = data.days.glob(f"date=*/{MANIFEST}")
     return sorted(dt.date.fromisoformat(p.parent.name.removeprefix("date=")) for p in found)
 
@@ -110,6 +151,20 @@ def stored_ids(data: TenantData, day: dt.date, *, created_from_ms: int) -> list[
 
     Reads the `id` and `created` columns only, and of those only row groups whose statistics reach that far.
     """
+    if hasattr(data, "lake"):
+        import duckdb
+
+        from activity_pipeline.storage.lake_sql import duckdb_setup
+
+        with duckdb.connect() as con:
+            for sql in duckdb_setup(data.lake.url):
+                con.execute(sql)
+            urls = data.day_files(day)
+            if not urls:
+                return []
+            since_ms = "make_timestamptz(? * 1000)"
+            rows = con.execute(f"SELECT id FROM read_parquet(?) WHERE created >= {since_ms}", [urls, created_from_ms])
+            return [r[0] for r in rows.fetchall()]
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
 

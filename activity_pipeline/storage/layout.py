@@ -16,6 +16,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from activity_pipeline.storage.writer import DayWriter
 
 DATASET = "activities"
 STAGING = ".staging"
@@ -47,6 +51,12 @@ class TenantData:
 
     def day_dir(self, day: dt.date) -> Path:
         return self.days / f"date={day.isoformat()}"
+
+    def writer(self, day: dt.date, **kwargs: Any) -> DayWriter:
+        """The writer of a new version of `day` (`storage.writer.DayWriter`; kwargs are its own)."""
+        from activity_pipeline.storage.writer import DayWriter
+
+        return DayWriter(self, day, **kwargs)
 
 
 @dataclasses.dataclass

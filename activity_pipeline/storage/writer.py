@@ -44,6 +44,9 @@ class DayLockedError(RuntimeError):
 
 
 def read_manifest(data: TenantData, day: dt.date) -> dict[str, Any] | None:
+    """The manifest of the day's current version; None when the day is not stored."""
+    if hasattr(data, "lake"):  # storage.lake.LakeTenantData: the day's version is in the table's log
+        return data.manifest(day)
     path = data.day_dir(day) / MANIFEST
     try:
         return json.loads(path.read_text())
@@ -190,24 +193,32 @@ class DayWriter:
             self._quarantine.close()
             self._quarantine = None
 
-    def commit(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        """Finish the files, write the manifest, and swap the staged day into place."""
+    def _close_stage(self) -> list[Path]:
+        """Close every file; the staged Parquet files. An empty day is still a day: one empty file carries
+        the schema."""
         if not self._writers and not self._closed and not any(self.stage.glob("*.parquet")):
-            # An empty day is still a day: one empty file carries the schema.
             pq.write_table(SCHEMA.empty_table(), self.stage / "part-000000000.parquet", compression="zstd")
         self._close_files()
-        files = sorted(p.name for p in self.stage.glob("*.parquet"))
-        manifest = {
+        return sorted(self.stage.glob("*.parquet"))
+
+    def _manifest(self, files: list[str], size: int, extra: dict[str, Any]) -> dict[str, Any]:
+        """The version's manifest: what the writer knows, then the caller's figures."""
+        return {
             "tenant": self.data.tenant,
             "day": self.day.isoformat(),
             "rows": self.rows,
             "quarantined": self.quarantined,
             "files": files,
-            "bytes": sum((self.stage / f).stat().st_size for f in files),
+            "bytes": size,
             "schema_version": SCHEMA_VERSION,
             "run_id": self.run_id,
-            **manifest,
+            **extra,
         }
+
+    def commit(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Finish the files, write the manifest, and swap the staged day into place."""
+        staged = self._close_stage()
+        manifest = self._manifest([p.name for p in staged], sum(p.stat().st_size for p in staged), manifest)
         (self.stage / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
         for path in self.stage.iterdir():
             _fsync(path)
@@ -224,6 +235,9 @@ class DayWriter:
             os.rename(self.stage, self.target)
         _fsync(self.target.parent)
         self.committed = True
+        from activity_pipeline.storage.index import record_day
+
+        record_day(self.data, self.day, self.rows)
         # self.stage now holds the previous version, if there was one.
         shutil.rmtree(self.stage, ignore_errors=True)
         return manifest
