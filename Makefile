@@ -87,4 +87,4 @@ backfill: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 	if [ -n "$$failed" ]; then echo "failed:$$failed (make run DAY=... TENANT=... re-runs one)" >&2; exit 1; fi
 
 clean:
-	rm -rf $(VENV) $(DAGSTER_HOME) data/activities data/_health data/.staging data/*.duckdb
+	rm -rf $(VENV) $(DAGSTER_HOME) .azurite data/activities data/_health data/_index data/.staging data/*.duckdb data/activities.sql

@@ -121,6 +121,8 @@ ONE = "tenants:\n  - name: contoso\n    api_url: https://contoso.eu2.portal.clou
          "`api_url` uses plain http://"),
         (ONE + "    token_env: CONTOSO_MDCA_TOKEN\n    requests_per_minute: fast\n",
          "`requests_per_minute` must be a whole number"),
+        (ONE + "    token_env: CONTOSO_MDCA_TOKEN\n    rate_window_seconds: 0\n",
+         "`rate_window_seconds` must be a number of seconds from 1 to 3600"),
         (ONE + "    token_env: CONTOSO_MDCA_TOKEN\n    start_date: June\n",
          "`start_date` must be a date like 2026-06-01"),
         ("tenants:\n  - name: contoso\n    demo: true\n    api_url: https://a.example\n", "not both"),

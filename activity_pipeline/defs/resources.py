@@ -192,6 +192,7 @@ def tenant_resource(tenant: TenantConfig) -> TenantResource:
     if tenant.demo is not None:
         return DemoTenantResource(
             requests_per_minute=tenant.requests_per_minute,
+            rate_window_seconds=tenant.rate_window_seconds,
             seed=tenant.demo.seed,
             activities_per_day=tenant.demo.activities_per_day,
         )
@@ -201,6 +202,7 @@ def tenant_resource(tenant: TenantConfig) -> TenantResource:
         api_url=tenant.api_url,
         authority_host=tenant.authority_host,
         requests_per_minute=tenant.requests_per_minute,
+        rate_window_seconds=tenant.rate_window_seconds,
         **variables,
     )
 

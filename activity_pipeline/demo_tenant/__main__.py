@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import ctypes
 import datetime as dt
+import json
 import logging
 import os
 import signal
@@ -142,6 +143,12 @@ def main(argv: list[str] | None = None) -> int:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
         server.stop()
+        # What this process served, for benchmarks that count a tenant's requests (one line of JSON).
+        stats = server.stats
+        span = stats.admitted[-1] - stats.admitted[0] if len(stats.admitted) > 1 else 0.0
+        figures = {"requests": stats.requests, "admitted": len(stats.admitted), "throttled": stats.throttled,
+                   "admitted_span_seconds": round(span, 3)}  # fmt: skip
+        print(f"demo tenant stats: {json.dumps(figures)}", flush=True)
     return 0
 
 

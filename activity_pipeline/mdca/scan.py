@@ -85,6 +85,10 @@ class ScanStats:
 
 
 _DONE = object()
+# Pages held at once (fetching, decoding, queued, being written). Four keep both cores busy and four requests in
+# flight against a slow server; each more costs ~40 MB at the peak (a 10,000,000-record day's 8 slices at once
+# took the materializing process to 572 MB).
+PAGES_IN_FLIGHT = 4
 
 
 class Scanner:
@@ -108,6 +112,9 @@ class Scanner:
             timestamp, so with `created` there is one slice.
         known: ids stored already, which the scan drops (a top-up passes the day's ids it may meet again). A
             page of nothing but known ids is no stall: the server's cursor still moves past them.
+        pages_in_flight: at most this many pages are held at once, from the request that fetches one until
+            the caller is done with it (a page is ~20 MB of JSON and its columns). Slices beyond it wait their
+            turn, so memory does not grow with the slices a large day gets.
 
     >>> scanner = Scanner(client, start_ms, end_ms, slices=4)     # doctest: +SKIP
     >>> for page in scanner:
@@ -131,6 +138,7 @@ class Scanner:
         logger: logging.Logger | Any = None,
         sort_field: str = "date",
         known: DigestSet | None = None,
+        pages_in_flight: int = PAGES_IN_FLIGHT,
     ) -> None:
         if end_ms <= start_ms:
             raise ValueError(f"empty window: end {end_ms} is not after start {start_ms}")
@@ -152,6 +160,7 @@ class Scanner:
         self._seen = DigestSet()
         self._known = known
         self._held_lock = threading.Lock()
+        self._in_flight = threading.BoundedSemaphore(max(1, pages_in_flight))
         self._slice_held: dict[int, int] = {}
 
     # Per page, in the worker thread.
@@ -183,7 +192,12 @@ class Scanner:
         )
         by_timestamp = self.sort_field == "date"
         while not stop.is_set():
-            page, body = cursor.fetch()
+            self._take_turn(stop)
+            try:
+                page, body = cursor.fetch()
+            except BaseException:
+                self._in_flight.release()
+                raise
             end = work.end_of(s)
             raws: list[msgspec.Raw] = []
             rows: list[Any] = []
@@ -238,8 +252,18 @@ class Scanner:
                 result.malformed = malformed
                 result.converted = self._convert(result, body)
                 result.raws, result.rows = [], []
-            del page, body, raws, rows
-            out.put((result, dups, dropped_out), closed)
+            # `raw`, the loop's last record, is a view into the page's body: unbound, as the rest, or the body
+            # would outlive the page's turn.
+            raw = None
+            del page, body, raws, rows, raw
+            try:
+                out.put((result, dups, dropped_out), closed)
+            except BaseException:
+                self._in_flight.release()
+                raise
+            # The queue has it now. Held here too, every worker would keep its last page (its ~17 MB body) while
+            # it waits for its next turn: 8 slices held 8 pages whatever `pages_in_flight` allowed.
+            del result
             if final:
                 return
             if not moved:
@@ -248,6 +272,12 @@ class Scanner:
                     f"duplicates, {dropped_out} outside the window) but hasNext is true; stopping rather than looping"
                 )
             cursor.advance()
+
+    def _take_turn(self, stop: threading.Event) -> None:
+        """Wait for a page's turn (see `pages_in_flight`), or give up when the scan is being torn down."""
+        while not self._in_flight.acquire(timeout=0.2):
+            if stop.is_set():
+                raise _Stopped
 
     def _held(self, recent: RecentIds) -> None:
         """The ids the live slices hold now, toward the scan's peak."""
@@ -319,7 +349,10 @@ class Scanner:
                 if now - last_log >= 1.0 or st.pages == 1:
                     last_log = now
                     self._log_progress()
-                yield page
+                try:
+                    yield page
+                finally:
+                    self._in_flight.release()
                 # Not held while waiting for the next one: a page is ~20 MB.
                 del item, page
         finally:
