@@ -112,25 +112,15 @@ ANALYTIC_VIEWS: dict[str, str] = {
 }
 
 
-HEALTH_COLUMNS = (
-    "columns = {day: 'VARCHAR', source_total: 'BIGINT', rows_checked: 'BIGINT', checked_at: 'TIMESTAMPTZ', "
-    "passed: 'BOOLEAN', watermark_ms: 'BIGINT', pending: 'BIGINT'}"
-)
-
-
-def _health_view(root: Path, health_source: str | None = None) -> str:
-    health = root / HEALTH
+def _health_view(health_glob: str | None) -> str:
+    """`partition_health` over the count checks' findings at `health_glob` (a folder's or a bucket's; None:
+    there are none yet)."""
     stored = """SELECT tenant, date, count(*) AS rows_stored FROM activities GROUP BY ALL"""
-    if health_source is not None:
-        checks = (
-            "SELECT tenant, CAST(day AS DATE) AS date, source_total, rows_checked, checked_at, passed, "
-            f"make_timestamptz(watermark_ms * 1000) AS watermark, pending FROM {health_source}"
-        )
-    elif any(health.glob("tenant=*/*.json")):
+    if health_glob is not None:
         checks = (
             "SELECT tenant, CAST(day AS DATE) AS date, source_total, rows_checked, checked_at, passed, "
             "make_timestamptz(watermark_ms * 1000) AS watermark, pending "
-            f"FROM read_json({_sql_string(str(health / 'tenant=*' / '*.json'))}, hive_partitioning = true, "
+            f"FROM read_json({_sql_string(health_glob)}, hive_partitioning = true, "
             "hive_types = {'tenant': VARCHAR}, columns = {day: 'VARCHAR', source_total: 'BIGINT', "
             "rows_checked: 'BIGINT', checked_at: 'TIMESTAMPTZ', passed: 'BOOLEAN', watermark_ms: 'BIGINT', "
             "pending: 'BIGINT'})"
@@ -240,7 +230,7 @@ def _build(root: Path, target: Path, start_dates: Mapping[str, dt.date], data_ur
         setup = duckdb_setup(data_url)
         source, health, stored = lake_sources(data_url)
         source = source or _typed_empty()
-        health_view = _health_view(root, health_source=health)
+        health_view = _health_view(health)
         risk_view = _retention_risk_view(root, start_dates, stored_source=stored)
     else:
         glob = root / DATASET / "tenant=*" / "date=*" / "*.parquet"
@@ -250,7 +240,8 @@ def _build(root: Path, target: Path, start_dates: Mapping[str, dt.date], data_ur
             if has_days
             else _typed_empty()
         )
-        health_view = _health_view(root)
+        health = root / HEALTH
+        health_view = _health_view(str(health / "tenant=*" / "*.json") if any(health.glob("tenant=*/*.json")) else None)
         risk_view = _retention_risk_view(root, start_dates)
     views = ["activities", *ANALYTIC_VIEWS, "partition_health", "retention_risk"]
     import duckdb
@@ -284,14 +275,9 @@ def _stored_rows(root: Path, data_url: str | None) -> dict[tuple[str, dt.date], 
     """Rows per (tenant, day) stored, for the build's summary: from each tenant's index (local) or the table's
     log (object storage), not from the data, so that the cost does not grow with the days kept."""
     if data_url:
-        from activity_pipeline.storage.lake import Lake, LakeTenantData
+        from activity_pipeline.storage.lake import Lake
 
-        lake = Lake(data_url)
-        found: dict[tuple[str, dt.date], int] = {}
-        for tenant in LakeTenantData.tenants(lake):
-            for day, files in LakeTenantData(root, tenant, lake=lake).current_files().items():
-                found[(tenant, day)] = sum(int(f["rows"] or 0) for f in files)
-        return found
+        return {key: sum(int(f["rows"] or 0) for f in files) for key, files in Lake(data_url).files().items()}
     from activity_pipeline.storage.index import day_rows
 
     return {

@@ -121,6 +121,17 @@ class Lake:
             DeltaTable.create(self.table_url, schema=TABLE_SCHEMA, partition_by=PARTITION_BY, mode="ignore")
         return DeltaTable(self.table_url)
 
+    def files(self) -> dict[tuple[str, dt.date], list[dict[str, Any]]]:
+        """Every file of the table's current version, per (tenant, day): name, bytes, rows. One read of the log."""
+        found: dict[tuple[str, dt.date], list[dict[str, Any]]] = {}
+        for a in pa.table(self.table().get_add_actions(flatten=True)).to_pylist():
+            day = a["partition.date"]
+            day = day if isinstance(day, dt.date) else dt.date.fromisoformat(str(day))
+            found.setdefault((a["partition.tenant"], day), []).append(
+                {"name": a["path"].rsplit("/", 1)[-1], "bytes": a["size_bytes"], "rows": a.get("num_records")}
+            )
+        return found
+
     def put_json(self, key: str, value: Any) -> None:
         import obstore
 
@@ -151,12 +162,6 @@ class LakeTenantData(TenantData):
 
     lake: Lake = dataclasses.field(default=None)  # type: ignore[assignment]
 
-    @staticmethod
-    def tenants(lake: Lake) -> list[str]:
-        """The tenants that have files in the table's current version."""
-        actions = pa.table(lake.table().get_add_actions(flatten=True)).column("partition.tenant").to_pylist()
-        return sorted(set(actions))
-
     def day_url(self, day: dt.date) -> str:
         """The day's folder, as DuckDB reads it (`duckdb_url`)."""
         return duckdb_url(f"{self.lake.table_url}/{_partition(self.tenant, day)}")
@@ -172,17 +177,7 @@ class LakeTenantData(TenantData):
 
     def current_files(self) -> dict[dt.date, list[dict[str, Any]]]:
         """The tenant's files in the table's current version, per day: name, bytes, rows."""
-        actions = pa.table(self.lake.table().get_add_actions(flatten=True)).to_pylist()
-        days: dict[dt.date, list[dict[str, Any]]] = {}
-        for a in actions:
-            if a.get("partition.tenant") != self.tenant:
-                continue
-            day = a["partition.date"]
-            day = day if isinstance(day, dt.date) else dt.date.fromisoformat(str(day))
-            days.setdefault(day, []).append(
-                {"name": a["path"].rsplit("/", 1)[-1], "bytes": a["size_bytes"], "rows": a.get("num_records")}
-            )
-        return days
+        return {day: files for (tenant, day), files in self.lake.files().items() if tenant == self.tenant}
 
     def day_files(self, day: dt.date) -> list[str]:
         """The URLs of the day's files in the current version (empty: the day is not stored)."""

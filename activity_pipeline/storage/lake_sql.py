@@ -102,9 +102,9 @@ def _account(url: str) -> str:
     return host.split("@", 1)[1].split(".", 1)[0] if "@" in host else ""
 
 
-def lake_sources(url: str) -> tuple[str | None, str, str]:
+def lake_sources(url: str) -> tuple[str | None, str | None, str]:
     """For `storage.duckdb_views`: the `activities` source over the table's current files (None: no files),
-    the count checks' findings, and the stored (tenant, date) pairs, as SQL."""
+    the glob of the count checks' findings (None: none yet), and the stored (tenant, date) pairs, as SQL."""
     lake = Lake(url)
     table = lake.table()
     files = sorted(duckdb_url(f) for f in table.file_uris())
@@ -115,19 +115,7 @@ def lake_sources(url: str) -> tuple[str | None, str, str]:
             f"SELECT tenant, * EXCLUDE (tenant) FROM read_parquet([{listed}], hive_partitioning = true, "
             "hive_types = {'tenant': VARCHAR, 'date': DATE})"
         )
-    if lake.keys(HEALTH):
-        health = (
-            f"read_json({_sql(duckdb_url(f'{url}/{HEALTH}/tenant=*/*.json'))}, hive_partitioning = true, "
-            "hive_types = {'tenant': VARCHAR}, columns = {day: 'VARCHAR', source_total: 'BIGINT', "
-            "rows_checked: 'BIGINT', checked_at: 'TIMESTAMPTZ', passed: 'BOOLEAN', watermark_ms: 'BIGINT', "
-            "pending: 'BIGINT'})"
-        )
-    else:
-        health = (
-            "(SELECT NULL::VARCHAR AS tenant, NULL::VARCHAR AS day, NULL::BIGINT AS source_total, "
-            "NULL::BIGINT AS rows_checked, NULL::TIMESTAMPTZ AS checked_at, NULL::BOOLEAN AS passed, "
-            "NULL::BIGINT AS watermark_ms, NULL::BIGINT AS pending WHERE false)"
-        )
+    health = duckdb_url(f"{url}/{HEALTH}/tenant=*/*.json") if lake.keys(HEALTH) else None
     actions = pa.table(table.get_add_actions(flatten=True)).to_pylist()
     pairs = sorted({(a["partition.tenant"], str(a["partition.date"])) for a in actions})
     stored = (
