@@ -25,7 +25,7 @@ from activity_pipeline.defs.resources import ActivityStorage, mdca_key
 from activity_pipeline.demo_tenant import DemoTenant, TenantSpec
 from activity_pipeline.ingest import ingest_day, top_up_day
 from activity_pipeline.storage import inspect
-from activity_pipeline.storage.lake import Lake, LakeTenantData, duckdb_url
+from activity_pipeline.storage.lake import DayChangedError, Lake, LakeDayWriter, LakeTenantData, duckdb_url
 from activity_pipeline.storage.lake_sql import AZURITE_ACCOUNT, duckdb_setup, extension_path
 from activity_pipeline_tests.helpers import (
     DAYS,
@@ -189,6 +189,61 @@ def test_two_days_and_two_tenants_commit_at_once(tmp_path, lake, stress):
     for tenant, day in jobs:
         ids = [i for i, _ in stored(url, tenant, day)]
         assert sorted(ids) == sorted(stress.truth_ids(day)), f"{tenant} {day}"
+
+
+def test_a_commit_is_rebuilt_when_the_tables_metadata_changed_under_it(tmp_path, lake, stress, monkeypatch):
+    # What two runs creating the table at once leave (delta-rs commits the loser's create as version 1), made
+    # to land between the writer's read of the table and its commit: delta-rs refuses that commit.
+    from deltalake import DeltaTable
+
+    url, _ = lake
+    real_commit = DeltaTable.create_write_transaction
+    attempts = []
+
+    def metadata_changed_first(self, *args, **kwargs):
+        if not attempts:
+            DeltaTable(Lake(url).table_url).alter.set_table_description("changed by another writer")
+        attempts.append(self.version())
+        return real_commit(self, *args, **kwargs)
+
+    data = LakeTenantData(tmp_path, "contoso", lake=Lake(url))
+    with serve(stress) as server, monkeypatch.context() as m:
+        m.setattr(DeltaTable, "create_write_transaction", metadata_changed_first)
+        result = ingest_day(client_for(server.url), data, DAYS[0])
+    assert len(attempts) == 2 and attempts[1] == attempts[0] + 1, "refused once, then built on the new version"
+    history = [h["operation"] for h in reversed(Lake(url).table().history())]
+    assert history[-2:] == ["UPDATE TABLE METADATA", "WRITE"], history
+    assert sorted(f["name"] for f in data.current_files()[DAYS[0]]) == sorted(result.manifest["files"])
+    assert sorted(i for i, _ in stored(url, "contoso", DAYS[0])) == sorted(stress.truth_ids(DAYS[0]))
+
+
+def test_a_top_up_refuses_a_day_another_run_replaced_meanwhile(tmp_path, lake, monkeypatch):
+    url, _ = lake
+    day = STRESS_DAY
+    tenant = DemoTenant(TenantSpec(days=(day,), activities_per_day=5_000))
+    tenant.set_now(dt.datetime.combine(day + dt.timedelta(days=1), dt.time(2), dt.UTC))
+    data = LakeTenantData(tmp_path / "pod-a", "contoso", lake=Lake(url))
+    elsewhere = LakeTenantData(tmp_path / "pod-b", "contoso", lake=Lake(url))  # another pod: its own disk
+    real_commit = LakeDayWriter.commit
+    with serve(tenant) as server:
+        ingest_day(client_for(server.url), data, day)
+        tenant.advance(dt.timedelta(days=3))
+        replaced = []
+
+        def replaced_meanwhile(self, manifest):
+            if self.data is data and not replaced:
+                replaced.append(ingest_day(client_for(server.url), elsewhere, day))
+            return real_commit(self, manifest)
+
+        with monkeypatch.context() as m, pytest.raises(DayChangedError, match="another run replaced the day"):
+            m.setattr(LakeDayWriter, "commit", replaced_meanwhile)
+            top_up_day(client_for(server.url), data, day)
+        names = sorted(f["name"] for f in data.current_files()[day])
+        assert names == sorted(replaced[0].manifest["files"]), "the other run's version stands, nothing added"
+        again = top_up_day(client_for(server.url), data, day)
+    ids = [i for i, _ in stored(url, "contoso", day)]
+    assert len(ids) == len(set(ids)) and set(ids) == tenant.truth_ids(day)
+    assert again.added == len(ids) - replaced[0].rows
 
 
 def test_a_run_that_dies_between_upload_and_commit_leaves_nothing_a_reader_sees(tmp_path, lake, stress, monkeypatch):

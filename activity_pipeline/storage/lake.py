@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from activity_pipeline.storage.layout import TenantData
@@ -50,6 +51,11 @@ QUARANTINES = "_quarantine"
 HEALTH = "_health"
 PARTITION_BY = ["tenant", "date"]
 # The table's schema: the Parquet columns, then the partition columns (kept in the paths, not the files).
+# Commit failures that say only that the table's metadata or protocol moved on: the commit is rebuilt on the
+# new version. (A conflict on the day itself is not among them: delta-rs retries the rest.)
+RETRYABLE_COMMIT_FAILURES = ("Metadata changed since last commit", "Protocol changed since last commit")
+COMMIT_ATTEMPTS = 5
+
 TABLE_SCHEMA = pa.schema([*SCHEMA, pa.field("tenant", pa.string(), nullable=False), pa.field("date", pa.date32())])
 
 SCHEMES = {
@@ -59,6 +65,10 @@ SCHEMES = {
     "abfss": "Azure Data Lake Storage (abfss://container@account.dfs.core.windows.net/prefix)",
     "gs": "Google Cloud Storage (gs://bucket/prefix)",
 }
+
+
+class DayChangedError(RuntimeError):
+    """Another run replaced a day while a top-up of it ran."""
 
 
 class DataUrlError(ValueError):
@@ -263,7 +273,7 @@ class LakeDayWriter(DayWriter):
 
     def commit(self, manifest: dict[str, Any]) -> dict[str, Any]:
         import obstore
-        from deltalake.transaction import AddAction, CommitProperties
+        from deltalake.transaction import AddAction
 
         carried = self._carried
         if carried is None:
@@ -301,19 +311,58 @@ class LakeDayWriter(DayWriter):
                 )
                 for name, path in uploads.items()
             ]
-            self.data.lake.table().create_write_transaction(
-                actions,
-                mode="append" if carried is not None else "overwrite",
-                schema=TABLE_SCHEMA,
-                partition_by=PARTITION_BY,
-                partition_filters=[("tenant", "=", self.data.tenant), ("date", "=", self.day.isoformat())],
-                commit_properties=CommitProperties(
-                    custom_metadata={"activity_pipeline.run_id": self.run_id, "activity_pipeline.rows": self.rows}
-                ),
-            )
+            self._commit_actions(actions, carried)
         self.committed = True
         shutil.rmtree(self.stage, ignore_errors=True)
         return manifest
+
+    def _commit_actions(self, actions: list[Any], carried: dict[str, Any] | None) -> None:
+        """One Delta commit: the day's partition replaced by `actions` (a full scan) or `actions` added to it
+        (a top-up of the `carried` version).
+
+        delta-rs resolves commits racing on other days itself. What it cannot resolve is a commit that
+        changed the table's metadata or protocol, and two runs creating the table at once make one (delta-rs
+        commits the loser's create as version 1); so on those the commit is rebuilt on the new version, up to
+        COMMIT_ATTEMPTS times. A top-up commits only on the version it carried: if another run changed the day
+        meanwhile, adding to it could store a record twice, so it stops and says so.
+        """
+        from deltalake.exceptions import CommitFailedError
+        from deltalake.transaction import CommitProperties
+
+        partition = [("tenant", "=", self.data.tenant), ("date", "=", self.day.isoformat())]
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            table = self.data.lake.table()
+            if carried is not None:
+                current = sorted(a["path"].rsplit("/", 1)[-1] for a in _add_actions(table, partition))
+                if current != sorted(carried.get("files", [])):
+                    raise DayChangedError(
+                        f"{self.data.tenant} {self.day}: another run replaced the day while this top-up ran; "
+                        "nothing was committed. Run the top-up again (it builds on the new version)."
+                    )
+            try:
+                table.create_write_transaction(
+                    actions,
+                    mode="append" if carried is not None else "overwrite",
+                    schema=TABLE_SCHEMA,
+                    partition_by=PARTITION_BY,
+                    partition_filters=partition,
+                    commit_properties=CommitProperties(
+                        custom_metadata={"activity_pipeline.run_id": self.run_id, "activity_pipeline.rows": self.rows}
+                    ),
+                )
+                return
+            except CommitFailedError as exc:
+                if attempt == COMMIT_ATTEMPTS or not any(m in str(exc) for m in RETRYABLE_COMMIT_FAILURES):
+                    raise
+
+
+def _add_actions(table: Any, partition: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
+    """The add actions of `table`'s current version within one partition."""
+    (_, _, tenant), (_, _, day) = partition
+    actions = pa.table(table.get_add_actions(flatten=True))
+    return actions.filter(
+        (pc.field("partition.tenant") == tenant) & (pc.field("partition.date").cast(pa.string()) == day)
+    ).to_pylist()
 
 
 def duckdb_url(url: str) -> str:
