@@ -250,9 +250,15 @@ def _build(root: Path, target: Path, start_dates: Mapping[str, dt.date], data_ur
         with duckdb.connect(str(tmp)) as con:
             for sql in setup:
                 con.execute(sql)
-            con.execute(f"CREATE VIEW activities AS {source}")
+            # Creating a view binds its query, and binding `activities` lists every stored day's folder: once
+            # per view over it, the cost of a build would grow with the days kept. So the views over it are
+            # bound against a typed stand-in with the same columns, and the real source once, last. (A view is
+            # kept as its SQL and bound again when queried.)
+            con.execute(f"CREATE TABLE activities AS {_typed_empty()}")
             for name, sql in ANALYTIC_VIEWS.items():
                 con.execute(f"CREATE VIEW {name} AS {sql}")
+            con.execute("DROP TABLE activities")
+            con.execute(f"CREATE VIEW activities AS {source}")
             con.execute(f"CREATE VIEW partition_health AS {health_view}")
             con.execute(f"CREATE VIEW retention_risk AS {risk_view}")
             con.execute("CHECKPOINT")
