@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import hashlib
 import logging
 import secrets
 import threading
@@ -23,23 +24,29 @@ from activity_pipeline.config import DEFAULT_DATA_DIR, PipelineConfig, TenantCon
 from activity_pipeline.mdca import MdcaClient, MdcaSettings, RateLimiter, RetryPolicy
 from activity_pipeline.mdca.settings import DEFAULT_AUTHORITY_HOST, DEFAULT_REQUESTS_PER_MINUTE
 from activity_pipeline.storage import health, inspect, writer
-from activity_pipeline.storage.layout import TenantData, adopt_legacy_days
+from activity_pipeline.storage.layout import STAGING, TenantData, adopt_legacy_days
 
 DEMO_WARNING = "reading the built-in demo tenant on 127.0.0.1 (no api_url configured); its activities are synthetic"
 _DEFAULT_RETRY = RetryPolicy()
 
 
-_LIMITERS: dict[tuple[str, int, float], RateLimiter] = {}
+_LIMITERS: dict[tuple[str, int, float, str | None], RateLimiter] = {}
 _LIMITERS_LOCK = threading.Lock()
 
 
-def _shared_limiter(api_url: str, requests_per_minute: int, window: float) -> RateLimiter:
-    """One limiter per tenant in a process: the service's limit is per tenant, so the scan, the checks' counts
-    and a sensor's counts of one run draw on one budget instead of each on its own."""
+def _shared_limiter(api_url: str, requests_per_minute: int, window: float, state_dir: str | None) -> RateLimiter:
+    """One limiter per tenant: the service's limit is per tenant, so the scan, the checks' counts and a
+    sensor's counts draw on one budget instead of each on its own. In a process, one object; with
+    `state_dir`, one file (`<state_dir>/.staging/rate-<hash of the API URL>.json`) that every run process of
+    the machine shares, as overlapping runs of a backfill do."""
+    shared = None
+    if state_dir and requests_per_minute:
+        digest = hashlib.sha256(api_url.rstrip("/").encode()).hexdigest()[:16]
+        shared = Path(state_dir).expanduser().resolve() / STAGING / f"rate-{digest}.json"
     with _LIMITERS_LOCK:
-        key = (api_url, requests_per_minute, window)
+        key = (api_url, requests_per_minute, window, str(shared) if shared else None)
         if key not in _LIMITERS:
-            _LIMITERS[key] = RateLimiter(requests_per_minute, window)
+            _LIMITERS[key] = RateLimiter(requests_per_minute, window, shared=shared)
         return _LIMITERS[key]
 
 
@@ -50,6 +57,9 @@ class TenantResource(dg.ConfigurableResource):
     # The rolling window `requests_per_minute` counts in: the service's is a minute. Tests and benchmarks shorten
     # it to scale time down (the demo tenant's window shrinks with it).
     rate_window_seconds: float = 60.0
+    # Where the tenant's request log is kept for every run process of this machine to share (the dataset's
+    # folder, ACTIVITY_DATA_DIR); None: each process keeps its own.
+    rate_state_dir: str | None = None
     # 0 lets the client choose from the day's size, the rate limit and the measured latency.
     slices: int = 0
     retry_max_attempts: int = _DEFAULT_RETRY.max_attempts
@@ -71,7 +81,9 @@ class TenantResource(dg.ConfigurableResource):
         raise NotImplementedError
 
     def _client(self, settings: MdcaSettings) -> MdcaClient:
-        limiter = _shared_limiter(settings.api_url, settings.requests_per_minute, self.rate_window_seconds)
+        limiter = _shared_limiter(
+            settings.api_url, settings.requests_per_minute, self.rate_window_seconds, self.rate_state_dir
+        )
         return MdcaClient(settings, retry=self.retry_policy(), limiter=limiter)
 
 
@@ -187,10 +199,12 @@ def mdca_key(tenant: str) -> str:
     return f"mdca_{tenant}"
 
 
-def tenant_resource(tenant: TenantConfig) -> TenantResource:
-    """The tenant's resource: secrets as `dg.EnvVar`, so the UI shows only the variables' names."""
+def tenant_resource(tenant: TenantConfig, *, rate_state_dir: Any = None) -> TenantResource:
+    """The tenant's resource: secrets as `dg.EnvVar`, so the UI shows only the variables' names.
+    `rate_state_dir`: see `TenantResource.rate_state_dir` (a folder, or the `dg.EnvVar` that names it)."""
     if tenant.demo is not None:
         return DemoTenantResource(
+            rate_state_dir=rate_state_dir,
             requests_per_minute=tenant.requests_per_minute,
             rate_window_seconds=tenant.rate_window_seconds,
             seed=tenant.demo.seed,
@@ -199,6 +213,7 @@ def tenant_resource(tenant: TenantConfig) -> TenantResource:
     assert tenant.api_url is not None
     variables = {field: dg.EnvVar(name) for field, name in tenant.variables.items()}
     return MdcaResource(
+        rate_state_dir=rate_state_dir,
         api_url=tenant.api_url,
         authority_host=tenant.authority_host,
         requests_per_minute=tenant.requests_per_minute,
@@ -210,6 +225,8 @@ def tenant_resource(tenant: TenantConfig) -> TenantResource:
 def resources_for(config: PipelineConfig) -> dict[str, dg.ConfigurableResource]:
     """The resources a deployment with this configuration runs with: one per tenant, and the dataset."""
     data_dir = dg.EnvVar(config.data_dir_variable) if config.data_dir_variable else DEFAULT_DATA_DIR
-    tenants: dict[str, dg.ConfigurableResource] = {mdca_key(t.name): tenant_resource(t) for t in config.tenants}
+    tenants: dict[str, dg.ConfigurableResource] = {
+        mdca_key(t.name): tenant_resource(t, rate_state_dir=data_dir) for t in config.tenants
+    }
     data_url = dg.EnvVar("ACTIVITY_DATA_URL") if config.data_url else None
     return {**tenants, "storage": ActivityStorage(data_dir=data_dir, data_url=data_url)}

@@ -160,7 +160,8 @@ class Scanner:
         self._seen = DigestSet()
         self._known = known
         self._held_lock = threading.Lock()
-        self._in_flight = threading.BoundedSemaphore(max(1, pages_in_flight))
+        self._in_flight_limit = max(1, pages_in_flight)
+        self._in_flight = threading.BoundedSemaphore(self._in_flight_limit)
         self._slice_held: dict[int, int] = {}
 
     # Per page, in the worker thread.
@@ -318,15 +319,20 @@ class Scanner:
         out = _StopQueue(maxsize=1)
         stop, closed = threading.Event(), threading.Event()
         errors: list[BaseException] = []
+        # No more workers than pages may be in flight: the rest would only wait for a turn, each holding its
+        # slice's open file and its share of the allocator (measured: a 10,000,000-record day, whose count
+        # is slow enough to ask for 8 slices, peaked about 40 MB higher with 8 workers than with 4). The
+        # slices beyond them wait in the queue.
+        n_workers = min(k, self._in_flight_limit)
         threads = [
             threading.Thread(
                 target=self._worker, args=(work, out, stop, closed, errors), name=f"{self.label}-{i}", daemon=True
             )
-            for i in range(k)
+            for i in range(n_workers)
         ]
         for t in threads:
             t.start()
-        running = k
+        running = n_workers
         last_log = 0.0
         try:
             while running:
