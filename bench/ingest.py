@@ -80,6 +80,7 @@ def child_run(url: str, data_dir: str) -> dict[str, float]:
         shutil.copy(REPO / "deploy" / "local" / "dagster.yaml", Path(home) / "dagster.yaml")
         env = cli_env(url, Path(data_dir), Path(home))
         env.update(MDCA_API_TOKEN=TOKEN, ACTIVITY_START_DATE=(day - dt.timedelta(days=30)).isoformat())
+        started = time.time()  # the clock the run's events are stamped with
         t0 = time.perf_counter()
         proc = subprocess.run(launch(day, job=True), env=env, capture_output=True, text=True)
         wall = time.perf_counter() - t0
@@ -89,11 +90,16 @@ def child_run(url: str, data_dir: str) -> dict[str, float]:
         event = instance.get_latest_materialization_event(ASSET)
         meta = event.asset_materialization.metadata  # type: ignore[union-attr]
         (run,) = instance.get_runs()
-        checks = sum(1 for e in instance.all_logs(run.run_id) if e.dagster_event_type and
+        events = instance.all_logs(run.run_id)
+        checks = sum(1 for e in events if e.dagster_event_type and
                      e.dagster_event_type.value == "ASSET_CHECK_EVALUATION")  # fmt: skip
+        (ended,) = [e.timestamp for e in events if e.dagster_event_type == dg.DagsterEventType.RUN_SUCCESS]
     return {
         "records": meta["dagster/partition_row_count"].value,
         "asset_seconds": meta["seconds"].value,
+        # Command start to the run's end (its last check and the views done, RUN_SUCCESS), and to the
+        # command's exit, which adds Python tearing down the modules it loaded.
+        "run_seconds": ended - started,
         "wall_seconds": wall,
         "checks": checks,
         # The run process: `dg launch` executes the job in its own process (the in-process executor).
@@ -153,15 +159,18 @@ def whole_run(activities: int, rounds: int) -> None:
     def seconds(rs: list[dict[str, float]], key: str) -> str:
         return ", ".join(f"{r[key]:.1f}" for r in rs)
 
-    print(f"{label}: medians of {rounds} runs each; whole run s: {seconds(runs, 'wall_seconds')}; asset step s: "
-          f"{seconds(runs, 'asset_seconds')}; seed loop s: {seconds(seeds, 'seconds')}")  # fmt: skip
+    print(f"{label}: medians of {rounds} runs each; whole run s: {seconds(runs, 'run_seconds')}; to the "
+          f"command's exit s: {seconds(runs, 'wall_seconds')}; asset step s: {seconds(runs, 'asset_seconds')}; "
+          f"seed loop s: {seconds(seeds, 'seconds')}")  # fmt: skip
     print(f"{label}: {run['records']:,.0f} records; whole headless run (dg launch start to its last check and the "
-          f"views) {run['wall_seconds']:.1f}s, of which the asset's step {run['asset_seconds']:.1f}s; "
+          f"views: the run's end) {run['run_seconds']:.1f}s, of which the asset's step {run['asset_seconds']:.1f}s; "
+          f"the command exits {run['wall_seconds'] - run['run_seconds']:.1f}s later (Python unloading); "
           f"{run['checks']:.0f} check verdicts; run process peak RSS {run['peak_rss_mib']:,.0f} MiB")  # fmt: skip
     print(f"{label}: seed loop: {seed['records']:,.0f} records into a list in {seed['seconds']:.1f}s")
-    whole, step = seed["seconds"] / run["wall_seconds"], seed["seconds"] / run["asset_seconds"]
-    print(f"{label}: whole run {whole:.2f}x faster than the seed loop; target at least 2x: "
-          f"{'met' if whole >= 2 else 'MISSED'}")  # fmt: skip
+    whole, step = seed["seconds"] / run["run_seconds"], seed["seconds"] / run["asset_seconds"]
+    to_exit = seed["seconds"] / run["wall_seconds"]
+    print(f"{label}: whole run {whole:.2f}x faster than the seed loop ({to_exit:.2f}x to the command's exit); "
+          f"target at least 2x: {'met' if whole >= 2 else 'MISSED'}")  # fmt: skip
     print(f"{label}: asset step {step:.2f}x faster than the seed loop; target at least 3x: "
           f"{'met' if step >= 3 else 'MISSED'}")  # fmt: skip
 

@@ -52,7 +52,9 @@ BENCHMARKS: list[tuple[str, list[str], str]] = [
         ["bench.ingest", "run", "--rounds", "3"],
         "The run is `make run`'s command for one tenant (`dg launch --job default_daily_activities`): Python and "
         "Dagster start-up, the scan, the seven checks in one step, the DuckDB views, all in one process (the "
-        "in-process executor). "
+        "in-process executor). It is timed from the command's start to the run's end (RUN_SUCCESS, after the "
+        "last check and the views), as the target reads; the command exits about 2 s later, Python unloading "
+        "the modules Dagster loaded, and that figure is shown beside it. "
         "The seed loop only collects the day's records into a list. Both sides alternate on one demo tenant.",
     ),
     (
@@ -95,11 +97,13 @@ BENCHMARKS: list[tuple[str, list[str], str]] = [
         "(scan, seven checks, views), alternating, and what is compared is its time less the scan's own.",
     ),
     (
-        "A 10-day backfill through the daemon at the service's rate (scaled: 30 requests in 20 s)",
+        "A 10-day backfill through the daemon at the service's rate (30 requests a minute)",
         ["bench.backfill"],
-        "The service allows 30 requests a minute; the demo tenant here allows 30 in any 20 seconds and the "
-        "tenant's client is set to match (`rate_window_seconds: 20` in the tenants file), so the backfill keeps "
-        "the real one's shape in a third of the time.",
+        "The demo tenant allows 30 requests in any 60 seconds, as the service does, and the tenant's client is "
+        "set to match; the backfill is `dagster job backfill` of the tenant's daily job, run by `dagster-daemon` "
+        "under the shipped local instance. Not scaled in time, so it takes about 9 minutes: scaled to 30 "
+        "requests in 20 s (`--window 20`) the same backfill measured 0.94 over the API time and 0.85 over the "
+        "wall time, the daemon's and first run's start-up (about 18 s) not shrinking with the window.",
     ),
     (
         "The dataset on object storage (a Delta table on moto's S3 server): throughput and memory",
