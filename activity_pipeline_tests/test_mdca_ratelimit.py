@@ -86,3 +86,12 @@ def test_processes_sharing_a_file_stay_within_the_limit_together(tmp_path):
     assert len(sent) == 18 and all(p.returncode == 0 for p in procs)
     busiest = max(sum(1 for t in sent if a <= t < a + 1.0) for a in sent)
     assert busiest <= 5, f"{busiest} requests in one second from the three together"
+
+
+def test_a_state_file_that_cannot_be_written_falls_back_to_the_process(tmp_path):
+    clock = FakeClock()
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    limiter = RateLimiter(2, 60, shared=blocker / "rate.json", clock=clock, sleep=clock.sleep)
+    assert limiter.acquire() == 0.0 and limiter.acquire() == 0.0 and limiter.acquire() == 60.0
+    assert limiter.shared is None

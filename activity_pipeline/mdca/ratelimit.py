@@ -15,10 +15,13 @@ import collections
 import contextlib
 import fcntl
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 class RateLimiter:
@@ -59,8 +62,15 @@ class RateLimiter:
             if self.shared is None:
                 yield
                 return
-            self.shared.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.shared, "a+") as f:
+            try:
+                self.shared.parent.mkdir(parents=True, exist_ok=True)
+                f = open(self.shared, "a+")  # noqa: SIM115 - closed by the with below
+            except OSError as exc:  # a read-only folder, say: this process keeps its own log, as without
+                log.warning(f"rate limit kept per process: cannot use {self.shared} ({exc.strerror})")
+                self.shared = None
+                yield
+                return
+            with f:
                 fcntl.flock(f, fcntl.LOCK_EX)
                 f.seek(0)
                 try:
