@@ -51,12 +51,12 @@ QUARANTINES = "_quarantine"
 HEALTH = "_health"
 PARTITION_BY = ["tenant", "date"]
 # The table's schema: the Parquet columns, then the partition columns (kept in the paths, not the files).
+TABLE_SCHEMA = pa.schema([*SCHEMA, pa.field("tenant", pa.string(), nullable=False), pa.field("date", pa.date32())])
+
 # Commit failures that say only that the table's metadata or protocol moved on: the commit is rebuilt on the
-# new version. (A conflict on the day itself is not among them: delta-rs retries the rest.)
+# new version. (Commits of other days delta-rs reconciles itself; a conflict on the day itself fails the run.)
 RETRYABLE_COMMIT_FAILURES = ("Metadata changed since last commit", "Protocol changed since last commit")
 COMMIT_ATTEMPTS = 5
-
-TABLE_SCHEMA = pa.schema([*SCHEMA, pa.field("tenant", pa.string(), nullable=False), pa.field("date", pa.date32())])
 
 SCHEMES = {
     "s3": "Amazon S3 (s3://bucket/prefix)",
