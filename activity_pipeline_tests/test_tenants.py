@@ -92,6 +92,11 @@ def test_each_tenant_gets_a_resource_that_names_its_variables(tmp_path):
     assert isinstance(contoso, MdcaResource) and isinstance(contoso.api_token, dg.EnvVar)
     assert "t-1" not in repr(contoso)
     assert resources[mdca_key("lab")].seed == 3
+    # A real tenant's request log is shared by the machine's run processes, under the dataset's folder; a demo
+    # tenant is served per process, so it keeps its own.
+    assert contoso.rate_state_dir == "data" and resources[mdca_key("lab")].rate_state_dir is None
+    dated = resources_for(load(write(tmp_path, text), ACTIVITY_DATA_DIR=str(tmp_path / "d"), **GOOD_ENV))
+    assert dated[mdca_key("contoso")].rate_state_dir == dg.EnvVar("ACTIVITY_DATA_DIR")
 
 
 ONE = "tenants:\n  - name: contoso\n    api_url: https://contoso.eu2.portal.cloudappsecurity.com\n"

@@ -203,8 +203,9 @@ def tenant_resource(tenant: TenantConfig, *, rate_state_dir: Any = None) -> Tena
     """The tenant's resource: secrets as `dg.EnvVar`, so the UI shows only the variables' names.
     `rate_state_dir`: see `TenantResource.rate_state_dir` (a folder, or the `dg.EnvVar` that names it)."""
     if tenant.demo is not None:
+        # No shared log for the demo tenant: each process serves its own, on a port of its own, with its own
+        # budget (and a file per port would pile up).
         return DemoTenantResource(
-            rate_state_dir=rate_state_dir,
             requests_per_minute=tenant.requests_per_minute,
             rate_window_seconds=tenant.rate_window_seconds,
             seed=tenant.demo.seed,
