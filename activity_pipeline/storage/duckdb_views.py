@@ -17,6 +17,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from activity_pipeline.retention import RESCUE_MARGIN_DAYS, RETENTION_DAYS, at_risk, first_retained_day
 from activity_pipeline.storage.layout import DATASET, HEALTH, STAGING, TenantData
@@ -224,11 +225,15 @@ def _build(root: Path, target: Path, start_dates: Mapping[str, dt.date], data_ur
     tmp = root / f".{DATABASE}.{os.getpid()}.tmp"
     tmp.unlink(missing_ok=True)
     setup: list[str] = []
+    lake_files = None
     if data_url:
+        from activity_pipeline.storage.lake import Lake
         from activity_pipeline.storage.lake_sql import duckdb_setup, lake_sources
 
         setup = duckdb_setup(data_url)
-        source, health, stored = lake_sources(data_url)
+        lake = Lake(data_url)
+        lake_files = lake.files()  # one read of the table's log for the whole build
+        source, health, stored = lake_sources(lake, lake_files)
         source = source or _typed_empty()
         health_view = _health_view(health)
         risk_view = _retention_risk_view(root, start_dates, stored_source=stored)
@@ -263,8 +268,6 @@ def _build(root: Path, target: Path, start_dates: Mapping[str, dt.date], data_ur
             con.execute(f"CREATE VIEW retention_risk AS {risk_view}")
             con.execute("CHECKPOINT")
         if data_url:
-            from activity_pipeline.storage.lake_sql import duckdb_setup
-
             script = root / "activities.sql"
             lines = [f"-- duckdb -init {script} {target}", *(f"{sql};" for sql in duckdb_setup(data_url, script=True))]
             script.write_text("\n".join(lines) + "\n")
@@ -272,18 +275,18 @@ def _build(root: Path, target: Path, start_dates: Mapping[str, dt.date], data_ur
     finally:
         tmp.unlink(missing_ok=True)
         Path(str(tmp) + ".wal").unlink(missing_ok=True)
-    stored = _stored_rows(root, data_url)
+    stored = _stored_rows(root, lake_files)
     at_risk = _at_risk(root, data_url, start_dates, stored)
     return Database(target, views, len(stored), sum(stored.values()), at_risk)
 
 
-def _stored_rows(root: Path, data_url: str | None) -> dict[tuple[str, dt.date], int]:
+def _stored_rows(
+    root: Path, lake_files: Mapping[tuple[str, dt.date], list[dict[str, Any]]] | None
+) -> dict[tuple[str, dt.date], int]:
     """Rows per (tenant, day) stored, for the build's summary: from each tenant's index (local) or the table's
-    log (object storage), not from the data, so that the cost does not grow with the days kept."""
-    if data_url:
-        from activity_pipeline.storage.lake import Lake
-
-        return {key: sum(int(f["rows"] or 0) for f in files) for key, files in Lake(data_url).files().items()}
+    log (`lake_files`, object storage), not from the data, so that the cost does not grow with the days kept."""
+    if lake_files is not None:
+        return {key: sum(int(f["rows"] or 0) for f in files) for key, files in lake_files.items()}
     from activity_pipeline.storage.index import day_rows
 
     return {

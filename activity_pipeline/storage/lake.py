@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from activity_pipeline.storage.layout import TenantData
@@ -133,14 +132,7 @@ class Lake:
 
     def files(self) -> dict[tuple[str, dt.date], list[dict[str, Any]]]:
         """Every file of the table's current version, per (tenant, day): name, bytes, rows. One read of the log."""
-        found: dict[tuple[str, dt.date], list[dict[str, Any]]] = {}
-        for a in pa.table(self.table().get_add_actions(flatten=True)).to_pylist():
-            day = a["partition.date"]
-            day = day if isinstance(day, dt.date) else dt.date.fromisoformat(str(day))
-            found.setdefault((a["partition.tenant"], day), []).append(
-                {"name": a["path"].rsplit("/", 1)[-1], "bytes": a["size_bytes"], "rows": a.get("num_records")}
-            )
-        return found
+        return _files_of(self.table())
 
     def put_json(self, key: str, value: Any) -> None:
         import obstore
@@ -159,6 +151,18 @@ class Lake:
         import obstore
 
         return [item["path"] for batch in obstore.list(self.store, prefix + "/") for item in batch]
+
+
+def _files_of(table: Any) -> dict[tuple[str, dt.date], list[dict[str, Any]]]:
+    """The files of a version of the table (a `DeltaTable`), per (tenant, day): name, bytes, rows."""
+    found: dict[tuple[str, dt.date], list[dict[str, Any]]] = {}
+    for a in pa.table(table.get_add_actions(flatten=True)).to_pylist():
+        day = a["partition.date"]
+        day = day if isinstance(day, dt.date) else dt.date.fromisoformat(str(day))
+        found.setdefault((a["partition.tenant"], day), []).append(
+            {"name": a["path"].rsplit("/", 1)[-1], "bytes": a["size_bytes"], "rows": a.get("num_records")}
+        )
+    return found
 
 
 def _partition(tenant: str, day: dt.date) -> str:
@@ -333,7 +337,7 @@ class LakeDayWriter(DayWriter):
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             table = self.data.lake.table()
             if carried is not None:
-                current = sorted(a["path"].rsplit("/", 1)[-1] for a in _add_actions(table, partition))
+                current = sorted(f["name"] for f in _files_of(table).get((self.data.tenant, self.day), []))
                 if current != sorted(carried.get("files", [])):
                     raise DayChangedError(
                         f"{self.data.tenant} {self.day}: another run replaced the day while this top-up ran; "
@@ -354,15 +358,6 @@ class LakeDayWriter(DayWriter):
             except CommitFailedError as exc:
                 if attempt == COMMIT_ATTEMPTS or not any(m in str(exc) for m in RETRYABLE_COMMIT_FAILURES):
                     raise
-
-
-def _add_actions(table: Any, partition: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
-    """The add actions of `table`'s current version within one partition."""
-    (_, _, tenant), (_, _, day) = partition
-    actions = pa.table(table.get_add_actions(flatten=True))
-    return actions.filter(
-        (pc.field("partition.tenant") == tenant) & (pc.field("partition.date").cast(pa.string()) == day)
-    ).to_pylist()
 
 
 def duckdb_url(url: str) -> str:

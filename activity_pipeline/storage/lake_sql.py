@@ -8,13 +8,13 @@ by path with downloads turned off, so every machine reads the same way.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import urllib.parse
 from pathlib import Path
+from typing import Any
 
-import pyarrow as pa
-
-from activity_pipeline.storage.lake import HEALTH, Lake, duckdb_url
+from activity_pipeline.storage.lake import HEALTH, Lake, _partition, duckdb_url
 
 
 def extension_path(name: str) -> Path:
@@ -102,24 +102,30 @@ def _account(url: str) -> str:
     return host.split("@", 1)[1].split(".", 1)[0] if "@" in host else ""
 
 
-def lake_sources(url: str) -> tuple[str | None, str | None, str]:
-    """For `storage.duckdb_views`: the `activities` source over the table's current files (None: no files),
-    the glob of the count checks' findings (None: none yet), and the stored (tenant, date) pairs, as SQL."""
-    lake = Lake(url)
-    table = lake.table()
-    files = sorted(duckdb_url(f) for f in table.file_uris())
+def lake_sources(
+    lake: Lake, files: dict[tuple[str, dt.date], list[dict[str, Any]]]
+) -> tuple[str | None, str | None, str]:
+    """For `storage.duckdb_views`, from the table's current `files` (`Lake.files()`): the `activities` source
+    over them (None: no files), the glob of the count checks' findings (None: none yet), and the stored
+    (tenant, date) pairs, as SQL."""
+    uris = sorted(
+        duckdb_url(f"{lake.table_url}/{_partition(tenant, day)}/{f['name']}")
+        for (tenant, day), day_files in files.items()
+        for f in day_files
+    )
     source = None
-    if files:
-        listed = ", ".join(_sql(f) for f in files)
+    if uris:
+        listed = ", ".join(_sql(u) for u in uris)
         source = (
             f"SELECT tenant, * EXCLUDE (tenant) FROM read_parquet([{listed}], hive_partitioning = true, "
             "hive_types = {'tenant': VARCHAR, 'date': DATE})"
         )
-    health = duckdb_url(f"{url}/{HEALTH}/tenant=*/*.json") if lake.keys(HEALTH) else None
-    actions = pa.table(table.get_add_actions(flatten=True)).to_pylist()
-    pairs = sorted({(a["partition.tenant"], str(a["partition.date"])) for a in actions})
+    health = duckdb_url(f"{lake.url}/{HEALTH}/tenant=*/*.json") if lake.keys(HEALTH) else None
+    pairs = sorted(files)
     stored = (
-        "SELECT * FROM (VALUES " + ", ".join(f"({_sql(t)}, DATE '{d}')" for t, d in pairs) + ") AS s(tenant, date)"
+        "SELECT * FROM (VALUES "
+        + ", ".join(f"({_sql(t)}, DATE '{d.isoformat()}')" for t, d in pairs)
+        + ") AS s(tenant, date)"
         if pairs
         else "SELECT NULL::VARCHAR AS tenant, NULL::DATE AS date WHERE false"
     )
