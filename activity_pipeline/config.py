@@ -148,8 +148,15 @@ def load(env: Mapping[str, str] | None = None) -> PipelineConfig:
     else:
         path = None
         tenants = (_tenant_from_variables(get, start_date, rate),)
+    from activity_pipeline.storage.layout import StorageLocationError, check_root
+
+    root = Path(data_dir or DEFAULT_DATA_DIR).expanduser().resolve()
+    try:
+        check_root(root)
+    except StorageLocationError as exc:
+        raise ConfigError(str(exc)) from None
     return PipelineConfig(
-        data_dir=Path(data_dir or DEFAULT_DATA_DIR).expanduser().resolve(),
+        data_dir=root,
         tenants=tenants,
         data_dir_variable="ACTIVITY_DATA_DIR" if data_dir else None,
         tenants_file=path,
@@ -172,7 +179,8 @@ def _tenant_from_variables(get: Any, start_date: dt.date | None, rate: int) -> T
     authority = variables.pop("authority_host", None)
     return TenantConfig(
         name,
-        api_url=api_url,
+        # Checked here, as the tenants file's `api_url` is, so that a wrong URL stops loading, not the first run.
+        api_url=check_base_url(api_url),
         variables=variables,
         authority_host=get(authority) if authority else DEFAULT_AUTHORITY_HOST,
         requests_per_minute=rate,

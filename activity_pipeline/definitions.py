@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import os
+import sys
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,6 +21,7 @@ import dagster as dg
 
 from activity_pipeline import config
 from activity_pipeline.defs.resources import resources_for
+from activity_pipeline.mdca import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,7 +72,21 @@ def defs() -> dg.Definitions:
         version = os.stat(tenants_file).st_mtime_ns if tenants_file else 0
     except OSError:
         version = -1  # config.load() says what is wrong with it
-    return _defs_for(tuple(sorted(os.environ.items())), version, dt.datetime.now(dt.UTC).date())
+    try:
+        return _defs_for(tuple(sorted(os.environ.items())), version, dt.datetime.now(dt.UTC).date())
+    except ConfigError as exc:
+        raise _stop_loading(exc) from None
+
+
+def _stop_loading(exc: ConfigError) -> BaseException:
+    """A configuration error, printed first and alone: a person fixes a variable or a line of the tenants file,
+    and a traceback through Dagster's loader would bury that. A command (`dg launch`, `dagster job execute`)
+    then exits with status 2. A code server (the UI's and the daemon's) raises it instead, so that the UI shows
+    it as the code location's error, where the person looking at the UI will see it."""
+    print(f"activity_pipeline: configuration error: {exc}", file=sys.stderr, flush=True)
+    if {"grpc", "code-server"} & set(sys.argv[1:3]):
+        return ConfigError(str(exc))
+    return SystemExit(2)
 
 
 @functools.lru_cache(maxsize=4)

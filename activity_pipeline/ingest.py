@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from activity_pipeline.days import HOUR_MS, day_window
 from activity_pipeline.mdca import DigestSet, MdcaClient, Page, PageBody, Scanner, ScanStats, choose_slices
-from activity_pipeline.storage.inspect import stored_ids
+from activity_pipeline.storage.inspect import FULL_RESCAN_HINT, DamagedDayError, stored_ids
 from activity_pipeline.storage.layout import TenantData
 from activity_pipeline.storage.schema import decode_activity, to_table
 from activity_pipeline.storage.writer import DayWriter, read_manifest
@@ -158,6 +158,46 @@ def _scan_figures(scanner: Scanner, client: MdcaClient) -> dict[str, Any]:
     }
 
 
+class ShorterScanError(RuntimeError):
+    """A full scan found fewer records than the day it would replace, or than the source counted before it began.
+
+    The scan's files are kept aside (`path`), the stored day stays as it was.
+    """
+
+    def __init__(self, message: str, path: Path) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+def _refuse_shorter(
+    writer: DayWriter, day: dt.date, previous: dict[str, Any] | None, source_total: int, allow_shorter: bool
+) -> None:
+    """Keep a short full scan aside instead of swapping it in over a stored day (see ShorterScanError)."""
+    if previous is None or allow_shorter:
+        return
+    found = writer.rows + writer.quarantined
+    stored = int(previous.get("rows", 0)) + int(previous.get("quarantined", 0))
+    if found >= stored and found >= source_total:
+        return
+    short = []
+    if found < stored:
+        short.append(f"{stored - found:,} fewer than the {stored:,} stored")
+    if found < source_total:
+        short.append(f"{source_total - found:,} fewer than the {source_total:,} the source counted before the scan")
+    aside = writer.keep_aside()
+    raise ShorterScanError(
+        f"The full scan of {day} found {found:,} activities: {' and '.join(short)}. It was not swapped in; the "
+        f"stored day is unchanged and the scan's files are kept aside in {aside}. The service may be losing "
+        "records from scans right now: run the day again later. If the source really holds fewer now, run it with "
+        f"the tag {ALLOW_SHORTER_TAG}=true to replace the day anyway.",
+        aside,
+    )
+
+
+# The run tag that lets a full scan replace a stored day with fewer records (see `_refuse_shorter`).
+ALLOW_SHORTER_TAG = "activity_pipeline/allow_shorter"
+
+
 def ingest_day(
     client: MdcaClient,
     data: TenantData,
@@ -166,6 +206,7 @@ def ingest_day(
     slices: int | None = None,
     logger: Any = None,
     run_id: str | None = None,
+    allow_shorter: bool = False,
 ) -> IngestResult:
     """Scan `day` ([00:00, 24:00) UTC) and replace its folder in the tenant's dataset with what the scan found.
 
@@ -180,6 +221,8 @@ def ingest_day(
         slices: parallel parts of the day; None chooses from the day's size, the rate limit and the latency.
         logger: where progress lines go (a Dagster run's `context.log` works).
         run_id: names the staging folder and goes into the manifest; a fresh one when None.
+        allow_shorter: replace a stored day even with fewer records than it holds, or than the source counted
+            (otherwise such a scan is kept aside and ShorterScanError raised).
 
     >>> with MdcaClient(settings) as client:                                    # doctest: +SKIP
     ...     result = ingest_day(client, TenantData(Path("data"), "contoso"), dt.date(2026, 11, 24))
@@ -208,7 +251,9 @@ def ingest_day(
         logger=logger,
     )
     with data.writer(day, run_id=run_id) as writer:
+        previous = read_manifest(data, day)
         hourly, apps = _stream(scanner, writer, start)
+        _refuse_shorter(writer, day, previous, source_total, allow_shorter)
         manifest = writer.commit(
             {
                 "window": {"start_ms": start, "end_ms": end},
@@ -264,7 +309,10 @@ def top_up_day(
         writer.prefix = f"late-{since}"
         writer.carry_over(previous)
         known = DigestSet()
-        stored = stored_ids(data, day, created_from_ms=since)
+        try:
+            stored = stored_ids(data, day, created_from_ms=since)
+        except DamagedDayError as exc:
+            raise DamagedDayError(f"{exc}. A top-up builds on the stored files; {FULL_RESCAN_HINT}") from None
         if stored:
             known.add_new(stored)
         del stored

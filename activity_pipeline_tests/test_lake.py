@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import pytest
 
@@ -28,8 +29,10 @@ from activity_pipeline.storage import inspect
 from activity_pipeline.storage.lake import DayChangedError, Lake, LakeDayWriter, LakeTenantData, duckdb_url
 from activity_pipeline.storage.lake_sql import AZURITE_ACCOUNT, duckdb_setup, extension_path
 from activity_pipeline_tests.helpers import (
+    ASSET,
     DAYS,
     JOB,
+    NODE,
     REPO,
     STRESS_DAY,
     TENANT,
@@ -351,3 +354,45 @@ def test_the_daily_job_checks_and_queries_the_dataset_on_object_storage(tmp_path
     assert len(texts) > 10
     for text in texts:
         assert S3_SECRET not in text and TOKEN not in text
+
+
+def _materialize_on(url: str, tmp_path: Path, mdca_url: str, day: dt.date) -> dg.ExecuteInProcessResult:
+    storage = ActivityStorage(data_dir=str(tmp_path / "data"), data_url=url)
+    defs = build_defs({mdca_key(TENANT): tenant_resource(mdca_url), "storage": storage})
+    with dg.DagsterInstance.ephemeral() as instance:
+        return dg.materialize(
+            [defs.resolve_assets_def(ASSET)], partition_key=day.isoformat(), instance=instance, raise_on_error=False
+        )
+
+
+def _fails_at_once(result: dg.ExecuteInProcessResult, seconds: float) -> str:
+    assert not result.success
+    assert not any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events)
+    assert seconds < 60
+    return result.failure_data_for_node(NODE).user_failure_data.description
+
+
+def test_a_bucket_that_does_not_exist_fails_the_run_at_once_naming_it(tmp_path, lake, recent, recent_server):
+    url, _ = lake
+    missing = url.replace("lake-", "missing-")  # new_bucket's names start with lake-
+    started = time.monotonic()
+    result = _materialize_on(missing, tmp_path, recent_server.url, sorted(recent.spec.days)[0])
+    description = _fails_at_once(result, time.monotonic() - started)
+    assert missing in description and "does not exist" in description
+    assert S3_SECRET not in description
+
+
+def test_storage_credentials_the_service_refuses_fail_the_run_at_once(tmp_path, emulators, recent, recent_server,
+                                                                     monkeypatch):  # fmt: skip
+    """On Azurite, which checks the account key (moto's S3 takes any)."""
+    endpoint = emulators("azure")
+    for key, value in azure_env(endpoint).items():
+        monkeypatch.setenv(key, value)
+    url = new_bucket("azure", endpoint)
+    wrong = "d3Jvbmcta2V5LWZvci10aGUtdGVzdC0zOWQx"
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_KEY", wrong)
+    started = time.monotonic()
+    result = _materialize_on(url, tmp_path, recent_server.url, sorted(recent.spec.days)[0])
+    description = _fails_at_once(result, time.monotonic() - started)
+    assert "refused the credentials" in description and "AZURE_STORAGE_ACCOUNT_KEY" in description
+    assert wrong not in description

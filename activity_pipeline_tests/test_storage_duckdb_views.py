@@ -72,7 +72,7 @@ def test_building_refuses_clearly_while_another_process_holds_the_file(tmp_path)
     )  # fmt: skip
     try:
         assert holder.stdout.readline().strip() == "ready"
-        with pytest.raises(DatabaseBusyError, match=r"open in another process \(process \d+\)"):
+        with pytest.raises(DatabaseBusyError, match=r"open for writing in another process \(process \d+\)"):
             build_database(tmp_path)
     finally:
         holder.kill()

@@ -14,34 +14,48 @@ import dagster as dg
 from activity_pipeline.config import TenantConfig
 from activity_pipeline.defs.partitions import partition_day
 from activity_pipeline.defs.resources import ActivityStorage, TenantResource, mdca_key
-from activity_pipeline.ingest import IngestResult, ingest_day, top_up_day
+from activity_pipeline.ingest import ALLOW_SHORTER_TAG, IngestResult, ShorterScanError, ingest_day, top_up_day
 from activity_pipeline.mdca import (
-    AuthenticationError,
-    BadRequestError,
     ConfigError,
     EndpointError,
     MdcaHTTPError,
-    PermissionDeniedError,
+    ProtocolError,
     RetentionError,
+    ScanStalledError,
 )
 from activity_pipeline.retention import RESCUE_MARGIN_DAYS, check_retention
-from activity_pipeline.storage.duckdb_views import DatabaseBusyError, build_database
+from activity_pipeline.storage.duckdb_views import DatabaseBusyError, DatabaseWriteError, build_database
+from activity_pipeline.storage.inspect import DamagedDayError
+from activity_pipeline.storage.layout import StorageLocationError
 from activity_pipeline.storage.schema import COLUMNS
 from activity_pipeline.storage.writer import DayLockedError
 
-_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+# Filesystem errors that another attempt a minute later will meet again, each with what to do about it.
+_DISK_ERRNOS = {
+    errno.ENOSPC: "Free space (or fix the mount) and re-run the day",
+    errno.EDQUOT: "Raise the quota or free space, and re-run the day",
+    errno.EROFS: "The filesystem is mounted read-only: remount it writable and re-run the day",
+    errno.EACCES: "This process may not write there: fix the folder's owner or permissions, or set ACTIVITY_DATA_DIR",
+    errno.EPERM: "This process may not write there: fix the folder's owner or permissions, or set ACTIVITY_DATA_DIR",
+    errno.ENOTDIR: "Part of that path is a file, not a folder: point ACTIVITY_DATA_DIR at a folder",
+    errno.EEXIST: "Part of that path is a file, not a folder: point ACTIVITY_DATA_DIR at a folder",
+}
 # A run with this tag set to "true" scans its day in full even when it is stored (the default then is a top-up).
 FULL_RESCAN_TAG = "activity_pipeline/full_rescan"
 
-# Errors that another attempt cannot fix: fail the run at once instead of retrying the partition.
+# Errors that another attempt cannot fix: fail the run at once instead of retrying the partition. Every HTTP error
+# is among them: the client has retried what can be retried (a 429 or a 5xx) within its own budget already.
 _FINAL = (
     ConfigError,
     EndpointError,
-    AuthenticationError,
-    PermissionDeniedError,
-    BadRequestError,
+    MdcaHTTPError,
+    ProtocolError,
+    ScanStalledError,
     RetentionError,
     DayLockedError,
+    ShorterScanError,
+    DamagedDayError,
+    StorageLocationError,
 )
 
 COLUMN_SCHEMA = dg.TableSchema(
@@ -132,19 +146,22 @@ def _materialize_day(
 ) -> dg.MaterializeResult:
     day = partition_day(context)
     data = storage.tenant(tenant)
+    run_id = context.run.run_id[:12]
     try:
         # Retention is relative to the service's now: the run's start time stands in for it.
         check_retention(day, _run_start(context))
+        storage.check_location()
         previous = storage.manifest(tenant, day)
-        full = context.run.tags.get(FULL_RESCAN_TAG, "").lower() == "true"
+        full = _tag(context, FULL_RESCAN_TAG)
         with mdca.client(context.log) as client:
             if previous is not None and previous.get("watermark_ms") is not None and not full:
                 # Stored already: add what was created since its watermark, not the whole day again.
-                result = top_up_day(client, data, day, logger=context.log, run_id=context.run.run_id[:12])
+                result = top_up_day(client, data, day, logger=context.log, run_id=run_id)
             else:
                 result = ingest_day(
-                    client, data, day, slices=mdca.slices or None, logger=context.log, run_id=context.run.run_id[:12]
-                )
+                    client, data, day, slices=mdca.slices or None, logger=context.log, run_id=run_id,
+                    allow_shorter=_tag(context, ALLOW_SHORTER_TAG),
+                )  # fmt: skip
     except _FINAL as exc:
         raise dg.Failure(description=f"tenant {tenant}: {exc}", allow_retries=False) from None
     except OSError as exc:
@@ -153,17 +170,27 @@ def _materialize_day(
         # A full or read-only disk does not heal in a minute: say so instead of retrying.
         raise dg.Failure(
             description=f"Could not write {day} of tenant {tenant} under {storage.location}: {exc.strerror or exc}. "
-            "Free space (or fix the mount) and re-run the day; the previously stored version of the day is intact.",
+            f"{_DISK_ERRNOS[exc.errno]}; the previously stored version of the day is intact.",
             allow_retries=False,
         ) from exc
-    except MdcaHTTPError as exc:
-        raise dg.Failure(description=f"tenant {tenant}: {exc}") from None
+    except (KeyboardInterrupt, dg.DagsterExecutionInterruptedError):
+        # Dagster turns an interruption into a retry when the asset has a retry policy: a SIGTERM from Kubernetes
+        # or a Ctrl-C would then start the scan again. Staging is already cleaned (the writer's exit ran).
+        raise dg.Failure(
+            description=f"tenant {tenant}: the run was interrupted (SIGTERM or SIGINT) while writing {day}; nothing "
+            "was swapped in, the previously stored version of the day is intact. Run the day again to finish it.",
+            allow_retries=False,
+        ) from None
     how = "scanned in full" if result.mode == "full" else f"topped up with {result.added:,} late activities"
     context.log.info(
         f"{tenant} {day} {how}: {result.rows:,} activities stored ({result.source_total:,} at the source when the "
         f"scan began), {result.quarantined} quarantined, {result.requests} requests, in {result.seconds:.1f}s"
     )
     return dg.MaterializeResult(metadata=_metadata(result, storage.row_total(tenant)))
+
+
+def _tag(context: dg.AssetExecutionContext, name: str) -> bool:
+    return context.run.tags.get(name, "").strip().lower() == "true"
 
 
 def _run_start(context: dg.AssetExecutionContext) -> dt.datetime:
@@ -184,7 +211,7 @@ def build_activities_duckdb(
         """Views over every tenant's stored days in $ACTIVITY_DATA_DIR/activities.duckdb: a file the DuckDB CLI opens, with absolute paths and a `tenant` column."""  # noqa: E501
         try:
             db = build_database(storage.path, start_dates=start_dates, data_url=storage.data_url)
-        except DatabaseBusyError as exc:
+        except (DatabaseBusyError, DatabaseWriteError) as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
         context.log.info(f"{db.path}: {len(db.views)} views over {db.tenant_days} tenant-days, {db.rows:,} activities")
         if db.at_risk:

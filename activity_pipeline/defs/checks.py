@@ -80,30 +80,38 @@ def count_matches_source(e: Evidence) -> Verdict | str:
         # As of the watermark the stored day must be exact: every record created by then was there to scan.
         at_watermark = total if watermark is None else client.count(start, end, {"created": {"lte": watermark}})
     stored = facts.rows if watermark is None else (facts.rows_at_watermark or 0)
-    diff = stored - at_watermark
+    # Records received but kept in quarantine (no usable `_id` or `timestamp`) are at the source and not rows:
+    # they close the gap as far as they go, and no_quarantined_records reports them.
+    quarantined = facts.quarantined
+    diff = stored + quarantined - at_watermark
     # At the source, not (yet) stored: created after the watermark, for the late-arrivals sensor to top up.
-    pending = max(0, total - facts.rows)
+    pending = max(0, total - facts.rows - quarantined)
     as_of = "" if watermark is None else f" created up to {_iso(watermark)}"
     settled = watermark is not None and dt.datetime.fromtimestamp(watermark / 1000, dt.UTC).date() > day + dt.timedelta(
         days=SETTLE_DAYS
     )
+    kept = f" ({stored:,} stored and {quarantined:,} in quarantine)" if quarantined else ""
     if not facts.exists:
         verdict = Verdict(False, ERROR, {}, f"{day} is not stored; the source holds {total:,}")
+    elif (damage := facts.damage()) is not None:
+        verdict = Verdict(False, ERROR, {}, damage)
     elif diff < 0:
-        note = f"{-diff:,} activities{as_of} at the source are not stored: a real gap (the scan lost records); "
+        note = f"{-diff:,} activities{as_of} at the source are not stored{kept}: a real gap (the scan lost records); "
         verdict = Verdict(False, ERROR, {}, note + f"run {day} again with activity_pipeline/full_rescan=true")
     elif diff > 0:
-        verdict = Verdict(False, ERROR, {}, f"{diff:,} more rows{as_of} stored than the source reports")
+        verdict = Verdict(False, ERROR, {}, f"{diff:,} more rows{as_of} stored{kept} than the source reports")
     elif pending and settled:
         verdict = Verdict(False, WARN, {}, f"{pending:,} activities created after the watermark are still not "
                           f"stored, more than {SETTLE_DAYS} days on: top the day up (make run DAY={day})")  # fmt: skip
     else:
         late = f"; {pending:,} created since, for the late-arrivals sensor to top up" if pending else ""
-        verdict = Verdict(True, ERROR, {}, f"all {at_watermark:,} activities{as_of} stored{late}")
+        held = f" ({quarantined:,} of them in quarantine, see no_quarantined_records)" if quarantined else ""
+        verdict = Verdict(True, ERROR, {}, f"all {at_watermark:,} activities{as_of} stored{held}{late}")
     verdict.metadata = {
         "actual": stored,
         "expected": at_watermark,
         "diff": diff,
+        "quarantined": quarantined,
         "watermark": dg.MetadataValue.timestamp(watermark / 1000) if watermark is not None else "none",
         "source_total_now": total,
         "pending_after_watermark": pending,
@@ -117,10 +125,20 @@ def count_matches_source(e: Evidence) -> Verdict | str:
     return verdict
 
 
+def _damaged(facts: DayFacts) -> Verdict | None:
+    """An ERROR naming the files that cannot be read: what they hold cannot be judged, nor served."""
+    damage = facts.damage()
+    if damage is None:
+        return None
+    return Verdict(False, ERROR, {"unreadable_files": ", ".join(sorted(facts.unreadable))}, damage)
+
+
 def ids_unique(e: Evidence) -> Verdict | str:
     facts = e.facts
     if not facts.exists:
         return _missing(facts.day, ERROR)
+    if (damaged := _damaged(facts)) is not None:
+        return damaged
     dups = facts.duplicate_ids
     return _none_found(dups, f"{dups:,} duplicate rows" if dups else "every id once", rows=facts.rows)
 
@@ -129,6 +147,8 @@ def timestamps_in_partition(e: Evidence) -> Verdict | str:
     facts = e.facts
     if not facts.exists:
         return _missing(facts.day, ERROR)
+    if (damaged := _damaged(facts)) is not None:
+        return damaged
     start, end = day_window(facts.day)
     window = f"[{_iso(start)}, {_iso(end)})"
     return _none_found(facts.outside, min_timestamp=_iso(facts.min_ms), max_timestamp=_iso(facts.max_ms), window=window)
@@ -146,6 +166,8 @@ def schema_matches(e: Evidence) -> Verdict | str:
     facts = e.facts
     if not facts.exists:
         return _missing(facts.day, ERROR)
+    if (damaged := _damaged(facts)) is not None:
+        return damaged
     bad = facts.schema_mismatches
     return _none_found(len(bad), files_with_other_schema=", ".join(bad))
 
@@ -208,7 +230,8 @@ CHECKS: dict[str, tuple[Judge, bool, str]] = {
         "Every row's timestamp falls inside the partition's UTC day."),
     "no_quarantined_records": (no_quarantined_records, False,
         "The day's quarantine file holds nothing: every record had an `_id` and a `timestamp`."),
-    "schema_matches": (schema_matches, False, "Every file of the day has the documented schema."),
+    "schema_matches": (schema_matches, False,
+        "Every file of the day has the documented schema, and every column the checks read decodes."),
     "no_unexpected_silent_hours": (no_unexpected_silent_hours, False,
         f"No hour is empty when that hour averaged at least {SILENT_HOUR_MIN_AVERAGE} rows over the stored days "
         f"among the {TRAILING_DAYS} before (judged once {MIN_HISTORY_DAYS} of them are stored)."),

@@ -24,7 +24,7 @@ from activity_pipeline.config import DEFAULT_DATA_DIR, PipelineConfig, TenantCon
 from activity_pipeline.mdca import MdcaClient, MdcaSettings, RateLimiter, RetryPolicy
 from activity_pipeline.mdca.settings import DEFAULT_AUTHORITY_HOST, DEFAULT_REQUESTS_PER_MINUTE
 from activity_pipeline.storage import health, inspect, writer
-from activity_pipeline.storage.layout import STAGING, TenantData, adopt_legacy_days
+from activity_pipeline.storage.layout import STAGING, TenantData, adopt_legacy_days, check_root
 
 DEMO_WARNING = "reading the built-in demo tenant on 127.0.0.1 (no api_url configured); its activities are synthetic"
 _DEFAULT_RETRY = RetryPolicy()
@@ -66,6 +66,9 @@ class TenantResource(dg.ConfigurableResource):
     retry_max_seconds: float = _DEFAULT_RETRY.max_seconds
     # First backoff after a failure, doubling per attempt (with jitter) up to a minute.
     retry_backoff_seconds: float = _DEFAULT_RETRY.backoff_first
+    # The longest silence within one answer, and the longest one request may take, body included.
+    read_timeout_seconds: float = _DEFAULT_RETRY.read_timeout
+    request_deadline_seconds: float = _DEFAULT_RETRY.request_deadline
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(
@@ -74,6 +77,8 @@ class TenantResource(dg.ConfigurableResource):
             backoff_first=self.retry_backoff_seconds,
             # 429 without Retry-After: ten times the first backoff (10 s by default), doubling.
             throttle_default=max(self.retry_backoff_seconds, 0.1) * 10,
+            read_timeout=self.read_timeout_seconds,
+            request_deadline=self.request_deadline_seconds,
         )
 
     def client(self, logger: Any = None) -> contextlib.AbstractContextManager[MdcaClient]:
@@ -156,6 +161,15 @@ class ActivityStorage(dg.ConfigurableResource):
 
             return LakeTenantData(self.path, name, lake=Lake(self.data_url))
         return TenantData(self.path, name)
+
+    def check_location(self) -> None:
+        """Raise StorageLocationError when the dataset cannot go where it is configured to: a data folder that
+        is a file, a bucket that does not exist, storage credentials refused."""
+        check_root(self.path)
+        if self.data_url:
+            from activity_pipeline.storage.lake import Lake
+
+            Lake(self.data_url).check()
 
     @property
     def location(self) -> str:

@@ -6,7 +6,8 @@
 >>> for page in Scanner(client, start_ms, end_ms, slices=4):            # doctest: +SKIP
 ...     handle(page.raws)
 
-Modules: `settings` (what to reach and how), `auth`, `ratelimit`, `client` (one request, retried),
+Modules: `settings` (what to reach and how), `auth`, `ratelimit`, `client` (one request, retried), `wire`
+(an answer's body within a deadline and a size), `redact` (server text made safe for messages),
 `paging` (the server's cursor), `slices` (parallel parts of a window), `dedupe`, `scan` (the driver),
 `body` (a page's bytes and who may rearrange them).
 """
@@ -22,6 +23,7 @@ from activity_pipeline.mdca.errors import (
     MdcaError,
     MdcaHTTPError,
     PermissionDeniedError,
+    ProtocolError,
     RetentionError,
     RetriesExhaustedError,
     ScanStalledError,
@@ -46,6 +48,7 @@ __all__ = [
     "Page",
     "PageBody",
     "PermissionDeniedError",
+    "ProtocolError",
     "RateLimiter",
     "RecordKeys",
     "RequestStats",

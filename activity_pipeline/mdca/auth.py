@@ -9,6 +9,7 @@ import msal
 import requests
 
 from activity_pipeline.mdca.errors import AuthenticationError
+from activity_pipeline.mdca.redact import server_text
 from activity_pipeline.mdca.settings import MDCA_SCOPE, MdcaSettings, Secret, is_loopback
 
 
@@ -85,7 +86,11 @@ class EntraAuth(requests.auth.AuthBase):
         token = result.get("access_token") if isinstance(result, dict) else None
         if not token:
             error = result.get("error", "unknown_error") if isinstance(result, dict) else "no answer"
-            description = (result.get("error_description") or "").splitlines()[0] if isinstance(result, dict) else ""
+            lines = str(result.get("error_description") or "").splitlines() if isinstance(result, dict) else []
+            description = lines[0] if lines else ""
+            # Entra's words, or a proxy's in its place: server text, so redacted like the API's.
+            secret = [self._secret.reveal()]
+            error, description = server_text(str(error), secret), server_text(description, secret)
             raise AuthenticationError(
                 f"Microsoft Entra ID refused the client credentials for MDCA_CLIENT_ID={self.client_id} "
                 f"({error}: {description}); {self.hint}",

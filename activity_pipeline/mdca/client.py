@@ -2,8 +2,15 @@
 
 Retries are tenacity's (exponential backoff with full jitter, capped by attempts and by total time). They
 wrap the whole exchange, decoding included, because the service's failures are not all HTTP statuses:
-connections drop mid-body and proxies answer 200 with a page that is not JSON. Those are retried like a
-503. What retrying cannot fix (400, 401, 403, 404) fails at once with a message that says what to check.
+connections drop mid-body and bodies arrive cut short. Those are retried like a 503, within a budget that
+ends an outage's retries within minutes (`RetryPolicy.max_seconds`). What retrying cannot fix fails at once
+with a message that says what to check: 400, 401, 403, 404; an answer that is not the API's JSON (a proxy's
+HTML page, JSON of another shape, NaN); a body larger than a page can be; a server that does not answer
+the first request at all.
+
+Every attempt has a deadline for the whole exchange, headers and body (`RetryPolicy.request_deadline`), as
+well as a timeout for each read: a body trickled a byte at a time never trips a per-read timeout. Text the
+server sent goes into messages only through `redact.server_text`: proxies echo request headers.
 """
 
 from __future__ import annotations
@@ -21,8 +28,8 @@ import msgspec
 import numpy as np
 import requests
 import tenacity
-import urllib3
 
+from activity_pipeline.mdca import wire
 from activity_pipeline.mdca.auth import EntraAuth, TokenAuth, auth_for
 from activity_pipeline.mdca.errors import (
     AuthenticationError,
@@ -30,9 +37,11 @@ from activity_pipeline.mdca.errors import (
     EndpointError,
     MdcaHTTPError,
     PermissionDeniedError,
+    ProtocolError,
     RetriesExhaustedError,
 )
 from activity_pipeline.mdca.ratelimit import RateLimiter
+from activity_pipeline.mdca.redact import server_text
 from activity_pipeline.mdca.settings import MdcaSettings
 
 log = logging.getLogger(__name__)
@@ -44,14 +53,23 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How long to keep trying one request. Every figure is a cap; the first success ends it."""
+    """How long to keep trying one request. Every figure is a cap; the first success ends it.
+
+    The defaults end every dead end within a minute and an outage (429 or 5xx without end) within ten: a
+    request gives up after `max_seconds` of retries plus one last attempt's `request_deadline`.
+    """
 
     max_attempts: int = 8
-    max_seconds: float = 900.0
+    max_seconds: float = 480.0
     backoff_first: float = 1.0
     backoff_max: float = 60.0
     # 429 without Retry-After: wait this long, doubling per attempt (capped by backoff_max).
     throttle_default: float = 10.0
+    connect_timeout: float = 10.0
+    # The longest silence between two reads of one answer.
+    read_timeout: float = 30.0
+    # The longest one attempt may take, connection, headers and body together.
+    request_deadline: float = 45.0
 
 
 @dataclass
@@ -77,97 +95,12 @@ class RequestStats:
 
 
 class TransientError(Exception):
-    """A failure worth another try: throttling, a 5xx, a dropped connection, a body that is not JSON."""
+    """A failure worth another try: throttling, a 5xx, a dropped connection, a body cut short, a timeout once
+    the API has answered."""
 
     def __init__(self, reason: str, *, status: int = 0, retry_after: float | None = None) -> None:
         super().__init__(reason)
         self.reason, self.status, self.retry_after = reason, status, retry_after
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Retry-After as seconds: either delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _read_body(response: requests.Response) -> bytes | np.ndarray:
-    """The whole body, read straight into one buffer when its length is known (pages are ~17 MB).
-
-    The buffer (a numpy byte array: msgspec decodes from it, and the `raw` column is later built inside it) is
-    not zeroed first: bytearray(n) would write 17 MB of zeros while holding the GIL, and the kernel hands over
-    zeroed pages anyway, as the socket read touches them with the GIL released. (Arrow's pool measured slower
-    and 30 MiB larger at peak.) Other statuses (small error bodies) are returned as bytes.
-    """
-    length = response.headers.get("Content-Length")
-    encoded = response.headers.get("Content-Encoding", "identity") != "identity"
-    if length is None or encoded or not length.isdigit():
-        return response.content
-    buffer = np.empty(int(length), dtype=np.uint8)
-    view = memoryview(buffer)
-    got = 0
-    try:
-        # http.client's response under urllib3's reads straight into the buffer. urllib3's own read and
-        # readinto copy every chunk once more, after http.client's read(amt) has copied it once: for a 17 MB
-        # page that was 34 MB of fresh memory and three copies, a fifth of the asset's time on two cores.
-        readinto = getattr(getattr(response.raw, "_fp", None), "readinto", None) or response.raw.readinto
-        while got < len(buffer):
-            n = readinto(view[got:])
-            if not n:
-                break
-            got += n
-    except (urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError, OSError) as exc:
-        raise requests.ConnectionError(str(exc)) from None
-    finally:
-        view.release()
-        response.close()
-    if got < len(buffer):
-        raise requests.exceptions.ChunkedEncodingError(f"body truncated at {got} of {len(buffer)} bytes")
-    if response.status_code != 200:
-        # requests' helpers (.json(), .text), which error messages use, look at _content and want bytes.
-        response._content = buffer.tobytes()  # type: ignore[attr-defined]
-        return response._content  # type: ignore[attr-defined]
-    return buffer
-
-
-def _unreachable(exc: requests.ConnectionError) -> tuple[str | None, str] | None:
-    """(host, why) when no connection could be made at all (name resolution, refusal); None for other failures."""
-    reason = getattr(exc.args[0] if exc.args else None, "reason", None)
-    conn = getattr(reason, "conn", None)
-    host = getattr(conn, "host", None)
-    if isinstance(reason, urllib3.exceptions.NameResolutionError):
-        return host, "the host name does not resolve (DNS)"
-    if isinstance(reason, urllib3.exceptions.NewConnectionError):
-        if "refused" in str(reason).lower():
-            return host, f"port {getattr(conn, 'port', '?')} refused the connection (nothing listens there)"
-        return host, f"no connection could be made ({str(reason).split(': ', 1)[-1][:200]})"
-    return None
-
-
-def _ssl_reason(exc: Exception) -> str:
-    text = str(exc)
-    marker = "certificate verify failed"
-    return text[text.index(marker) :].split("(")[0].strip() if marker in text else type(exc).__name__
-
-
-def _detail(response: requests.Response) -> str:
-    """The API's own error message: JSON {"detail": ...}, or a short note for HTML pages."""
-    try:
-        payload = response.json()
-    except ValueError:
-        kind = response.headers.get("Content-Type", "unknown content").split(";")[0]
-        return f"{kind} body of {len(response.content)} bytes"
-    if isinstance(payload, dict) and "detail" in payload:
-        return str(payload["detail"])[:500]
-    return str(payload)[:500]
 
 
 class MdcaClient:
@@ -184,7 +117,6 @@ class MdcaClient:
         *,
         limiter: RateLimiter | None = None,
         retry: RetryPolicy | None = None,
-        timeout: tuple[float, float] = (10.0, 180.0),
         session: requests.Session | None = None,
         auth: TokenAuth | EntraAuth | None = None,
         pool_size: int = 16,
@@ -192,7 +124,7 @@ class MdcaClient:
         self.settings = settings
         self.limiter = limiter if limiter is not None else RateLimiter(settings.requests_per_minute)
         self.retry = retry or RetryPolicy()
-        self.timeout = timeout
+        self.timeout = (self.retry.connect_timeout, self.retry.read_timeout)
         self.stats = RequestStats()
         self.session = session or requests.Session()
         # Retries are ours (see the module docstring); urllib3 must not retry underneath them.
@@ -203,6 +135,10 @@ class MdcaClient:
         self._jitter = random.Random()
         # Until the API has answered once, a host that cannot be reached is a configuration error, not an outage.
         self._answered = False
+        # Values a server may echo back, taken out of any text it sent before that text goes anywhere.
+        self._secrets = tuple(
+            s.reveal() for s in (settings.api_token, settings.client_secret) if s is not None and s.reveal()
+        )
         # The service's clock as of its latest answer (its `Date` header), epoch ms; None before one.
         self.server_time_ms: int | None = None
 
@@ -239,16 +175,20 @@ class MdcaClient:
             reraise=False,
         )
         started = time.monotonic()
+        waited_before = self.stats.throttle_wait_seconds
         try:
             return retrying(self._exchange, body, decode, path)
         except tenacity.RetryError as exc:
             last = exc.last_attempt.exception()
             assert isinstance(last, TransientError)
             attempts = exc.last_attempt.attempt_number
+            throttled = self.stats.throttle_wait_seconds - waited_before
+            waited = f", {throttled:.0f}s of it waiting as the service asked (429)" if throttled >= 1 else ""
             raise RetriesExhaustedError(
-                f"Gave up on POST {path} after {attempts} attempts in {time.monotonic() - started:.0f}s; "
+                f"Gave up on POST {path} after {attempts} attempts in {time.monotonic() - started:.0f}s{waited}; "
                 f"the last one failed with {last.reason}. The retry budget is {self.retry.max_attempts} attempts "
-                f"or {self.retry.max_seconds:.0f}s.",
+                f"or {self.retry.max_seconds:.0f}s: the service is down or overloaded, or its rate limit is spent "
+                "by another client of the tenant; run the day again later.",
                 status=last.status,
                 path=path,
                 attempts=attempts,
@@ -257,6 +197,7 @@ class MdcaClient:
     def _exchange(self, body: bytes, decode: Callable[[bytes], T], path: str) -> T:
         self.limiter.acquire()
         self.stats.add(requests=1)
+        deadline = wire.Deadline(self.retry.request_deadline)
         try:
             response = self.session.post(
                 self.settings.api_url + path,
@@ -266,17 +207,19 @@ class MdcaClient:
                 timeout=self.timeout,
                 stream=True,
             )
-            content = _read_body(response)
+            deadline.watch(response)
+            content = wire.read_body(response)
         except requests.exceptions.SSLError as exc:
-            # A certificate that does not verify will not verify on the next try either.
-            raise EndpointError(
-                f"TLS verification failed on the way to {self.host} or the sign-in endpoint ({_ssl_reason(exc)}); "
-                "check MDCA_API_URL and MDCA_AUTHORITY_HOST, and the machine's CA certificates"
-            ) from None
+            raise self._tls_error(exc) from None
         except requests.Timeout as exc:
-            raise TransientError(f"a timeout ({type(exc).__name__})") from None
-        except requests.ConnectionError as exc:
-            unreachable = None if self._answered else _unreachable(exc)
+            raise self._silence(f"no answer within {self.retry.read_timeout:.0f}s ({type(exc).__name__})") from None
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            if deadline.expired:
+                raise self._silence(
+                    f"an answer still unfinished after {deadline.seconds:.0f}s (the request's deadline)"
+                ) from None
+            connecting = not self._answered and isinstance(exc, requests.ConnectionError)
+            unreachable = wire.unreachable(exc) if connecting else None
             if unreachable:
                 host, why = unreachable
                 api_host = self.host.rsplit(":", 1)[0] if self.host.count(":") == 1 else self.host
@@ -286,22 +229,75 @@ class MdcaClient:
                     "and that this machine can reach that host (DNS, firewall, proxy); nothing was retried."
                 ) from None
             raise TransientError(f"a dropped connection ({type(exc).__name__})") from None
-        except requests.exceptions.ChunkedEncodingError as exc:
-            raise TransientError(f"a dropped connection ({type(exc).__name__})") from None
-        self._answered = True
+        finally:
+            deadline.cancel()
         self._note_server_time(response.headers.get("Date"))
         self.stats.add(bytes_received=len(content))
         status = response.status_code
         if status == 200:
-            try:
-                return decode(content)
-            except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
-                raise TransientError(f"HTTP 200 with a body that is not the expected JSON ({exc})") from None
+            result = self._decode(response, content, decode)
+            self._answered = True
+            return result
+        self._answered = True
         if status in RETRY_STATUSES:
-            retry_after = _retry_after(response.headers.get("Retry-After")) if status == 429 else None
-            raise TransientError(f"HTTP {status} ({_detail(response)})", status=status, retry_after=retry_after)
+            retry_after = wire.retry_after(response.headers.get("Retry-After")) if status == 429 else None
+            raise TransientError(
+                f"HTTP {status} ({wire.detail(response, self._secrets)})", status=status, retry_after=retry_after
+            )
         self._raise_for(status, response, path)
         raise AssertionError("unreachable")
+
+    def _decode(self, response: requests.Response, content: bytes | np.ndarray, decode: Callable[[bytes], T]) -> T:
+        """The answer decoded. A body cut short is retried; one that is not the API's JSON is final."""
+        kind = wire.content_kind(response)
+        if "json" not in kind.lower():
+            raise ProtocolError(
+                f"{self.host} answered 200 with {kind} ({len(content):,} bytes), not the Activities API's JSON: a "
+                "sign-in page, a proxy or another service answers at that address. Check MDCA_API_URL (the portal's "
+                "base URL, like https://contoso.eu2.portal.cloudappsecurity.com) and any proxy on the way."
+            )
+        try:
+            return decode(content)
+        except ValueError as exc:  # msgspec's DecodeError and ValidationError (a DecodeError too) among them
+            if isinstance(exc, msgspec.DecodeError) and not isinstance(exc, msgspec.ValidationError):
+                return self._undecodable(exc, content)
+            raise ProtocolError(
+                f"{self.host} answered 200 with JSON that is not the Activities API's ({server_text(str(exc))}): "
+                "it is not the API, or an incompatible version of it. Check MDCA_API_URL."
+            ) from None
+
+    def _undecodable(self, exc: msgspec.DecodeError, content: bytes | np.ndarray) -> Any:
+        if "truncated" in str(exc):
+            raise TransientError(f"HTTP 200 with a body cut short ({exc})") from None
+        raise ProtocolError(
+            f"{self.host} answered 200 with a body that is not valid JSON ({server_text(str(exc))}; "
+            f"{len(content):,} bytes): it is not the Activities API, or something between rewrites its answers. "
+            "Check MDCA_API_URL and any proxy on the way."
+        ) from None
+
+    def _silence(self, reason: str) -> Exception:
+        """A timeout: an outage once the API has answered, a dead end on the first request."""
+        if self._answered:
+            return TransientError(reason)
+        return EndpointError(
+            f"{self.host} accepted the connection but sent {reason} on the first request: no Activities API answers "
+            "there, or it hangs. Check MDCA_API_URL (the portal's base URL) and any proxy on the way; nothing was "
+            "retried."
+        )
+
+    def _tls_error(self, exc: requests.exceptions.SSLError) -> EndpointError:
+        """TLS that fails will fail the same on the next try."""
+        text = str(exc).lower()
+        if any(marker in text for marker in wire.PLAIN_HTTP_MARKERS):
+            return EndpointError(
+                f"TLS failed on the way to {self.host}: the port speaks plain HTTP, not TLS. Use the port that "
+                "serves https://, or http:// if it really is plain HTTP (accepted only on loopback); check "
+                "MDCA_API_URL and MDCA_AUTHORITY_HOST."
+            )
+        return EndpointError(
+            f"TLS verification failed on the way to {self.host} or the sign-in endpoint ({wire.ssl_reason(exc)}); "
+            "check MDCA_API_URL and MDCA_AUTHORITY_HOST, and the machine's CA certificates"
+        )
 
     def _note_server_time(self, date: str | None) -> None:
         try:
@@ -316,7 +312,7 @@ class MdcaClient:
         return self.server_time_ms if self.server_time_ms is not None else int(time.time() * 1000)
 
     def _raise_for(self, status: int, response: requests.Response, path: str) -> None:
-        detail = _detail(response)
+        detail = wire.detail(response, self._secrets)
         if status == 400:
             raise BadRequestError(f"The API refused the request to {path} (400): {detail}", status=400, path=path)
         if status == 401:

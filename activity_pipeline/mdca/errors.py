@@ -40,6 +40,13 @@ class RetriesExhaustedError(MdcaHTTPError):
         self.attempts = attempts
 
 
+class ProtocolError(MdcaError):
+    """The answer is not the Activities API's: a page that is not JSON, JSON of another shape, an absurd size.
+
+    A proxy, a sign-in page or another service answers at the configured address; no retry changes that.
+    """
+
+
 class ScanStalledError(MdcaError):
     """The server's cursor stopped moving: going on would loop forever."""
 

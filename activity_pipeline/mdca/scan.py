@@ -89,6 +89,8 @@ _DONE = object()
 # flight against a slow server; each more costs ~40 MB at the peak (a 10,000,000-record day's 8 slices at once
 # took the materializing process to 572 MB).
 PAGES_IN_FLIGHT = 4
+# How long a scan that ends (done, failed or interrupted) waits for its workers, all together.
+JOIN_SECONDS = 5.0
 
 
 class Scanner:
@@ -365,8 +367,12 @@ class Scanner:
             stop.set()
             closed.set()
             out.drain()
+            # A worker stops at its next turn; one inside a request may take until that request's deadline. An
+            # interrupted or failed scan does not wait that long: the workers are daemon threads, and what they
+            # still fetch goes nowhere (the queue is closed).
+            until = time.monotonic() + JOIN_SECONDS
             for t in threads:
-                t.join(timeout=30)
+                t.join(timeout=max(0.0, until - time.monotonic()))
             self.stats.slices = work.count
             self.stats.seconds = time.monotonic() - started
         self._log_progress(final=True)

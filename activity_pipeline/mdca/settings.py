@@ -76,9 +76,11 @@ def check_base_url(url: str, *, variable: str = "MDCA_API_URL") -> str:
             "use https:// (plain http is accepted only for loopback addresses such as the demo tenant)"
         )
     if parts.path.strip("/") or parts.query or parts.fragment:
+        extra = (parts.path if parts.path.strip("/") else "") + (f"?{parts.query}" if parts.query else "")
+        extra += f"#{parts.fragment}" if parts.fragment else ""
         raise ConfigError(
-            f"{variable} must be the portal's base URL without a path, like {example}; "
-            f"drop {parts.path or '?' + parts.query!r} (the client adds /api/v1/activities/ itself)"
+            f"{variable} must be the portal's base URL without a path, query or fragment, like {example}; "
+            f"drop {extra!r} (the client adds /api/v1/activities/ itself)"
         )
     netloc = parts.hostname if port is None else f"{parts.hostname}:{port}"
     if ":" in parts.hostname:  # IPv6 literal

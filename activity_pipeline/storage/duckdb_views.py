@@ -31,6 +31,14 @@ class DatabaseBusyError(RuntimeError):
     """Another process has the DuckDB file open for writing."""
 
 
+class DatabaseWriteError(RuntimeError):
+    """The new DuckDB file could not be written (a full or read-only disk); the old one stays as it was."""
+
+
+# What the filesystem or DuckDB says when the disk cannot take the file.
+_DISK_FULL = ("No space left on device", "Disk quota exceeded", "Read-only file system", "could not write", "ENOSPC")
+
+
 def _sql_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
@@ -252,32 +260,52 @@ def _build(root: Path, target: Path, start_dates: Mapping[str, dt.date], data_ur
     import duckdb
 
     try:
-        with duckdb.connect(str(tmp)) as con:
-            for sql in setup:
-                con.execute(sql)
-            # Creating a view binds its query, and binding `activities` lists every stored day's folder: once
-            # per view over it, the cost of a build would grow with the days kept. So the views over it are
-            # bound against a typed stand-in with the same columns, and the real source once, last. (A view is
-            # kept as its SQL and bound again when queried.)
-            con.execute(f"CREATE TABLE activities AS {_typed_empty()}")
-            for name, sql in ANALYTIC_VIEWS.items():
-                con.execute(f"CREATE VIEW {name} AS {sql}")
-            con.execute("DROP TABLE activities")
-            con.execute(f"CREATE VIEW activities AS {source}")
-            con.execute(f"CREATE VIEW partition_health AS {health_view}")
-            con.execute(f"CREATE VIEW retention_risk AS {risk_view}")
-            con.execute("CHECKPOINT")
-        if data_url:
-            script = root / "activities.sql"
-            lines = [f"-- duckdb -init {script} {target}", *(f"{sql};" for sql in duckdb_setup(data_url, script=True))]
-            script.write_text("\n".join(lines) + "\n")
-        os.replace(tmp, target)
+        _write(tmp, target, setup, source, health_view, risk_view, root, data_url)
+    except (duckdb.Error, OSError) as exc:
+        text = str(exc) if not isinstance(exc, OSError) else f"{exc.strerror or exc}"
+        if not any(marker.lower() in text.lower() for marker in _DISK_FULL):
+            raise
+        raise DatabaseWriteError(
+            f"Could not write {target}: {' '.join(text.split())[:300]}. Free space (or fix the mount) and run "
+            "activities_duckdb again; the previous file and the Parquet days are intact."
+        ) from None
     finally:
         tmp.unlink(missing_ok=True)
         Path(str(tmp) + ".wal").unlink(missing_ok=True)
     stored = _stored_rows(root, lake_files)
     at_risk = _at_risk(root, data_url, start_dates, stored)
     return Database(target, views, len(stored), sum(stored.values()), at_risk)
+
+
+def _write(
+    tmp: Path, target: Path, setup: list[str], source: str, health_view: str, risk_view: str, root: Path,
+    data_url: str | None,
+) -> None:  # fmt: skip
+    """Write the views to `tmp`, then put it in `target`'s place in one rename."""
+    import duckdb
+
+    with duckdb.connect(str(tmp)) as con:
+        for sql in setup:
+            con.execute(sql)
+        # Creating a view binds its query, and binding `activities` lists every stored day's folder: once
+        # per view over it, the cost of a build would grow with the days kept. So the views over it are
+        # bound against a typed stand-in with the same columns, and the real source once, last. (A view is
+        # kept as its SQL and bound again when queried.)
+        con.execute(f"CREATE TABLE activities AS {_typed_empty()}")
+        for name, sql in ANALYTIC_VIEWS.items():
+            con.execute(f"CREATE VIEW {name} AS {sql}")
+        con.execute("DROP TABLE activities")
+        con.execute(f"CREATE VIEW activities AS {source}")
+        con.execute(f"CREATE VIEW partition_health AS {health_view}")
+        con.execute(f"CREATE VIEW retention_risk AS {risk_view}")
+        con.execute("CHECKPOINT")
+    if data_url:
+        from activity_pipeline.storage.lake_sql import duckdb_setup
+
+        script = root / "activities.sql"
+        lines = [f"-- duckdb -init {script} {target}", *(f"{sql};" for sql in duckdb_setup(data_url, script=True))]
+        script.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, target)
 
 
 def _stored_rows(
@@ -329,17 +357,21 @@ def _last_check_failed(root: Path, data_url: str | None, tenant: str, day: dt.da
 
 
 def _refuse_if_open(target: Path) -> None:
-    """DuckDB locks a file it has open for writing; renaming over it would leave that session on a stale copy."""
+    """A session with the file open for writing would go on in a copy that no longer has a name: refuse. Read-only
+    sessions (`duckdb -readonly`) share the file and do not block the build: the new file is renamed into place
+    under them, and they see it when they open it again."""
     if not target.exists():
         return
     import duckdb
 
     try:
-        duckdb.connect(str(target)).close()
+        # A shared lock: granted beside read-only sessions, refused while a session has the file for writing.
+        duckdb.connect(str(target), read_only=True).close()
     except duckdb.IOException as exc:
         pid = re.search(r"PID (\d+)", str(exc))
         who = f" (process {pid.group(1)})" if pid else ""
         raise DatabaseBusyError(
-            f"{target} is open in another process{who}, for example a DuckDB CLI session. Close it and run "
-            "activities_duckdb again; the Parquet days are unaffected."
+            f"{target} is open for writing in another process{who}, for example a DuckDB CLI session. Close it, or "
+            "open the file with `duckdb -readonly`, which does not block the build; then run activities_duckdb "
+            "again. The Parquet days are unaffected."
         ) from None

@@ -21,6 +21,13 @@ from activity_pipeline.storage.layout import TenantData
 from activity_pipeline.storage.schema import SCHEMA, TIMESTAMP
 from activity_pipeline.storage.writer import MANIFEST, QUARANTINE, read_manifest
 
+# What mends a day whose files are damaged: a new version from the source, not built on the stored files.
+FULL_RESCAN_HINT = "run the day again with the tag activity_pipeline/full_rescan=true, which scans it anew"
+
+
+class DamagedDayError(RuntimeError):
+    """A stored day's file cannot be read (a damaged footer, a page that does not decompress)."""
+
 
 @dataclasses.dataclass
 class DayFacts:
@@ -37,6 +44,15 @@ class DayFacts:
     # The manifest's watermark (epoch ms), and the rows created at or before it; None for days stored without.
     watermark_ms: int | None = None
     rows_at_watermark: int | None = None
+    # Files that cannot be read whole (a damaged footer, a page that does not decompress): name -> why.
+    unreadable: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def damage(self) -> str | None:
+        """What is damaged and how to mend it, for a check's description; None when every file reads."""
+        if not self.unreadable:
+            return None
+        files = "; ".join(f"{name} ({why})" for name, why in sorted(self.unreadable.items()))
+        return f"{len(self.unreadable)} stored file(s) of {self.day} cannot be read: {files}. {FULL_RESCAN_HINT}"
 
 
 def day_facts(data: TenantData, day: dt.date) -> DayFacts:
@@ -48,8 +64,14 @@ def day_facts(data: TenantData, day: dt.date) -> DayFacts:
     if not files:
         return DayFacts(day, exists=False)
     facts = DayFacts(day, exists=True, manifest=read_manifest(data, day))
+    readable = []
     for f in files:
-        meta = pq.ParquetFile(f)
+        try:
+            meta = pq.ParquetFile(f)
+        except (pa.ArrowException, ValueError, OSError) as exc:
+            facts.unreadable[f.name] = _why(exc)
+            continue
+        readable.append(str(f))
         facts.rows += meta.metadata.num_rows
         if not meta.schema_arrow.remove_metadata().equals(SCHEMA):
             facts.schema_mismatches.append(f.name)
@@ -57,8 +79,12 @@ def day_facts(data: TenantData, day: dt.date) -> DayFacts:
     if quarantine.exists():
         with quarantine.open("rb") as fh:
             facts.quarantined = sum(1 for _ in fh)
-    _query_rows(facts, data, [str(f) for f in files], [])
+    _query_rows(facts, data, readable, [])
     return facts
+
+
+def _why(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200] or type(exc).__name__
 
 
 def _lake_day_facts(data: Any, day: dt.date) -> DayFacts:
@@ -103,15 +129,30 @@ def _query_rows(
                 pq.write_table(SCHEMA.empty_table(), reference)
                 expected = con.execute(describe, [str(reference)]).fetchall()
             for path in paths:
-                if con.execute(describe, [path]).fetchall() != expected:
-                    facts.schema_mismatches.append(path.rsplit("/", 1)[-1])
-        rows, dups, lo, hi, outside, at_watermark = con.execute(
-            """SELECT count(*), count(*) - count(DISTINCT id), epoch_ms(min(timestamp)), epoch_ms(max(timestamp)),
-                      count(*) FILTER (WHERE epoch_ms(timestamp) < ? OR epoch_ms(timestamp) >= ?),
-                      count(*) FILTER (WHERE epoch_ms(created) <= ?)
-               FROM read_parquet(?)""",
-            [start_ms, end_ms, watermark, paths],
-        ).fetchone()
+                try:
+                    if con.execute(describe, [path]).fetchall() != expected:
+                        facts.schema_mismatches.append(path.rsplit("/", 1)[-1])
+                except duckdb.Error as exc:
+                    facts.unreadable[path.rsplit("/", 1)[-1]] = _why(exc)
+            paths = [p for p in paths if p.rsplit("/", 1)[-1] not in facts.unreadable]
+        # Every column the checks rely on is decoded, `raw` included (its length needs its bytes): statistics
+        # alone would pass a file whose pages no longer decompress.
+        query = """SELECT count(*), count(*) - count(DISTINCT id), epoch_ms(min(timestamp)), epoch_ms(max(timestamp)),
+                          count(*) FILTER (WHERE epoch_ms(timestamp) < ? OR epoch_ms(timestamp) >= ?),
+                          count(*) FILTER (WHERE epoch_ms(created) <= ?), sum(strlen(raw))
+                   FROM read_parquet(?)"""
+        try:
+            found = con.execute(query, [start_ms, end_ms, watermark, paths]).fetchone() if paths else None
+        except duckdb.Error:
+            # Which files: each alone, then the day without them.
+            for path in paths:
+                try:
+                    con.execute(query, [start_ms, end_ms, watermark, [path]]).fetchone()
+                except duckdb.Error as exc:
+                    facts.unreadable[path.rsplit("/", 1)[-1]] = _why(exc)
+            paths = [p for p in paths if p.rsplit("/", 1)[-1] not in facts.unreadable]
+            found = con.execute(query, [start_ms, end_ms, watermark, paths]).fetchone() if paths else None
+        rows, dups, lo, hi, outside, at_watermark, _ = found or (0, 0, None, None, 0, 0, 0)
     facts.duplicate_ids, facts.min_ms, facts.max_ms, facts.outside = int(dups), lo, hi, int(outside)
     facts.rows_at_watermark = int(at_watermark) if facts.watermark_ms is not None else None
     return int(rows)
@@ -163,15 +204,23 @@ def stored_ids(data: TenantData, day: dt.date, *, created_from_ms: int) -> list[
             if not urls:
                 return []
             since_ms = "make_timestamptz(? * 1000)"
-            rows = con.execute(f"SELECT id FROM read_parquet(?) WHERE created >= {since_ms}", [urls, created_from_ms])
-            return [r[0] for r in rows.fetchall()]
+            try:
+                rows = con.execute(
+                    f"SELECT id FROM read_parquet(?) WHERE created >= {since_ms}", [urls, created_from_ms]
+                )
+                return [r[0] for r in rows.fetchall()]
+            except duckdb.InvalidInputException as exc:
+                raise DamagedDayError(f"a stored file of {day} cannot be read ({str(exc)[:300]})") from None
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
 
     files = sorted(data.day_dir(day).glob("*.parquet"))
     if not files:
         return []
-    dataset = ds.dataset([str(f) for f in files], format="parquet")
-    since = pa.scalar(created_from_ms, type=pa.int64()).cast(TIMESTAMP)
-    table = dataset.to_table(columns=["id"], filter=pc.field("created") >= since)
+    try:
+        dataset = ds.dataset([str(f) for f in files], format="parquet")
+        since = pa.scalar(created_from_ms, type=pa.int64()).cast(TIMESTAMP)
+        table = dataset.to_table(columns=["id"], filter=pc.field("created") >= since)
+    except (pa.ArrowException, ValueError) as exc:  # ArrowInvalid is a ValueError; damaged footers raise it
+        raise DamagedDayError(f"a stored file of {day} cannot be read ({str(exc)[:300]})") from None
     return table.column("id").to_pylist()

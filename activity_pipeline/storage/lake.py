@@ -40,7 +40,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from activity_pipeline.storage.layout import TenantData
+from activity_pipeline.storage.layout import StorageLocationError, TenantData
 from activity_pipeline.storage.schema import SCHEMA
 from activity_pipeline.storage.writer import QUARANTINE, DayWriter
 
@@ -116,6 +116,20 @@ class Lake:
 
         return from_url(self.url)
 
+    def check(self) -> None:
+        """One listing of the table's log, so that a bucket that does not exist or credentials the service refuses
+        stop a run at once, with a message that names them, instead of surfacing from deep inside a write.
+        Raises StorageLocationError; other failures (an outage) pass through, for the run's retries."""
+        import obstore
+
+        try:
+            next(iter(obstore.list(self.store, f"{TABLE}/_delta_log/", chunk_size=1)), None)
+        except Exception as exc:  # obstore's errors share no base with Python's but its own BaseError
+            problem = _storage_problem(str(exc))
+            if problem is None:
+                raise
+            raise StorageLocationError(f"ACTIVITY_DATA_URL ({self.url}): {problem}") from None
+
     def table(self) -> Any:
         """The table's current version; it is created (empty) the first time."""
         from deltalake import DeltaTable
@@ -151,6 +165,29 @@ class Lake:
         import obstore
 
         return [item["path"] for batch in obstore.list(self.store, prefix + "/") for item in batch]
+
+
+# What a storage service says when the place or the credentials are wrong, and what to tell the user.
+_STORAGE_PROBLEMS = (
+    (("NoSuchBucket", "ContainerNotFound", "bucket does not exist", "container does not exist"),
+     "the bucket or container does not exist. Create it, or fix the name in ACTIVITY_DATA_URL."),
+    (("InvalidAccessKeyId", "SignatureDoesNotMatch", "AuthenticationFailed", "AuthorizationFailure",
+      "AuthorizationPermissionMismatch", "AccessDenied", "InvalidAuthenticationInfo", "403 Forbidden",
+      "401 Unauthorized", "ExpiredToken", "InvalidToken"),
+     "the storage service refused the credentials. Check the cloud's own variables (AWS_ACCESS_KEY_ID and "
+     "AWS_SECRET_ACCESS_KEY or the instance role; AZURE_STORAGE_ACCOUNT_KEY, AZURE_CLIENT_* or the managed "
+     "identity; GOOGLE_APPLICATION_CREDENTIALS) and that they may read and write that bucket."),
+    (("dns error", "Connection refused", "failed to lookup address", "error trying to connect"),
+     "the storage service cannot be reached (DNS, refused connection). Check the URL's bucket and account, "
+     "AWS_ENDPOINT_URL or AZURE_* endpoint settings, and this machine's network."),
+)  # fmt: skip
+
+
+def _storage_problem(text: str) -> str | None:
+    for markers, problem in _STORAGE_PROBLEMS:
+        if any(m.lower() in text.lower() for m in markers):
+            return problem
+    return None
 
 
 def _files_of(table: Any) -> dict[tuple[str, dt.date], list[dict[str, Any]]]:

@@ -26,6 +26,29 @@ STAGING = ".staging"
 HEALTH = "_health"
 
 
+class StorageLocationError(RuntimeError):
+    """Where the dataset should go is unusable: a file where a folder should be, a bucket that does not exist,
+    credentials the storage service refuses. No retry fixes it; the message says what to change."""
+
+
+def check_root(root: Path, variable: str = "ACTIVITY_DATA_DIR") -> None:
+    """Raise StorageLocationError unless `root` is a folder, or could be created as one.
+
+    >>> check_root(Path("/etc/hostname"))
+    Traceback (most recent call last):
+    ...
+    activity_pipeline.storage.layout.StorageLocationError: ACTIVITY_DATA_DIR (/etc/hostname) is a file, not a folder...
+    """
+    path = Path(root)
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is None or existing.is_dir():
+        return
+    what = "is a file" if existing == path else f"lies under {existing}, which is a file"
+    raise StorageLocationError(
+        f"{variable} ({path}) {what}, not a folder. Point {variable} at a folder (it is created if missing)."
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class TenantData:
     """One tenant's part of the dataset under `root`."""

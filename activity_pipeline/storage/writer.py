@@ -37,6 +37,8 @@ from activity_pipeline.storage.schema import DICTIONARY_COLUMNS, SCHEMA, SCHEMA_
 
 MANIFEST = "_manifest.json"
 QUARANTINE = "_quarantine.jsonl"
+# Under a tenant's staging folder: scans that were not swapped in (see `DayWriter.keep_aside`).
+KEPT_ASIDE = "kept-aside"
 
 
 class DayLockedError(RuntimeError):
@@ -241,6 +243,17 @@ class DayWriter:
         # self.stage now holds the previous version, if there was one.
         shutil.rmtree(self.stage, ignore_errors=True)
         return manifest
+
+    def keep_aside(self) -> Path:
+        """Close the staged files and move them, uncommitted, to `<staging>/kept-aside/` for a person to look at;
+        the stored day is untouched. Returns where they went."""
+        self._close_files()
+        aside = self.staging_root / KEPT_ASIDE / self.stage.name
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(self.stage, aside)
+        self.stage = aside
+        self.committed = True  # nothing to clean up: the files are meant to stay
+        return aside
 
     def __exit__(self, *exc: object) -> None:
         with contextlib.suppress(Exception):
