@@ -4,6 +4,7 @@ short re-scan or a damaged file never replaces or passes for a good day."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
@@ -302,3 +303,11 @@ def test_the_failure_modes_table_lists_every_case():
     cases = ["echoes", "trickle", "never answers", "HTML", "NaN", "Content-Length", "hasNext", "bucket", "credentials",
              "429", "5xx", "SIGTERM", "damaged", "quarantine", "read-only", "full disk"]  # fmt: skip
     assert [case for case in cases if case not in text] == []
+
+
+def test_a_day_outside_the_partitions_is_refused_with_the_valid_range(tmp_path, recent_server):
+    with pytest.raises(dg.DagsterUnknownPartitionError) as info:
+        helpers.materialize(dt.date(2025, 6, 1), tmp_path, tenant_resource(recent_server.url))
+    yesterday = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
+    assert "2025-06-01 is not one of this tenant's days: they run from 2026-01-01" in str(info.value)
+    assert yesterday in str(info.value)

@@ -24,7 +24,7 @@ import pytest
 from activity_pipeline.definitions import build_defs
 from activity_pipeline.defs.resources import ActivityStorage, mdca_key
 from activity_pipeline.demo_tenant import DemoTenant, TenantSpec
-from activity_pipeline.ingest import ingest_day, top_up_day
+from activity_pipeline.ingest import ShorterScanError, ingest_day, top_up_day
 from activity_pipeline.storage import inspect
 from activity_pipeline.storage.lake import DayChangedError, Lake, LakeDayWriter, LakeTenantData, duckdb_url
 from activity_pipeline.storage.lake_sql import AZURITE_ACCOUNT, duckdb_setup, extension_path
@@ -37,6 +37,8 @@ from activity_pipeline_tests.helpers import (
     STRESS_DAY,
     TENANT,
     TOKEN,
+    LosesRecords,
+    broken,
     client_for,
     evaluations,
     later,
@@ -396,3 +398,16 @@ def test_storage_credentials_the_service_refuses_fail_the_run_at_once(tmp_path, 
     description = _fails_at_once(result, time.monotonic() - started)
     assert "refused the credentials" in description and "AZURE_STORAGE_ACCOUNT_KEY" in description
     assert wrong not in description
+
+
+def test_a_short_full_rescan_is_kept_aside_and_the_table_keeps_the_day(tmp_path, lake, stress):
+    url, _ = lake
+    data = LakeTenantData(tmp_path, "contoso", lake=Lake(url))
+    with serve(stress) as server:
+        ingest_day(client_for(server.url), data, DAYS[0])
+    before, version = sorted(stored(url, "contoso", DAYS[0])), Lake(url).table().version()
+    with broken(LosesRecords, stress) as lossy, pytest.raises(ShorterScanError, match="kept aside") as info:
+        ingest_day(client_for(lossy.url), data, DAYS[0])
+    assert Lake(url).table().version() == version, "nothing committed"
+    assert sorted(stored(url, "contoso", DAYS[0])) == before
+    assert list(info.value.path.glob("*.parquet")), "the short scan's files are kept aside locally"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import dagster as dg
 
@@ -23,10 +24,26 @@ def start_date(tenant: TenantConfig, data: TenantData, today: dt.date) -> dt.dat
     return min([first_retained_day(today), *stored_days(data)[:1]])
 
 
+class TenantDays(dg.DailyPartitionsDefinition):
+    """A tenant's days: Dagster's daily partitions, whose refusal of a day outside them gives the valid range
+    (Dagster's own says only that the key was not found)."""
+
+    def validate_partition_key(self, partition_key: str, context: Any) -> None:
+        try:
+            super().validate_partition_key(partition_key, context)
+        except dg.DagsterUnknownPartitionError:
+            first, last = self.get_first_partition_key(), self.get_last_partition_key()
+            raise dg.DagsterUnknownPartitionError(
+                f"{partition_key} is not one of this tenant's days: they run from {first} (its start_date, or "
+                f"ACTIVITY_START_DATE) to {last} (yesterday, the last complete UTC day). Pick a day in that range, "
+                "or set an earlier start_date for older days."
+            ) from None
+
+
 def daily_partitions(tenant: TenantConfig, data: TenantData, today: dt.date) -> dg.DailyPartitionsDefinition:
     # end_offset=0: the newest partition is yesterday, the last complete UTC day.
     first = start_date(tenant, data, today)
-    return dg.DailyPartitionsDefinition(start_date=first.isoformat(), timezone="UTC", end_offset=0)
+    return TenantDays(start_date=first.isoformat(), timezone="UTC", end_offset=0)
 
 
 def partition_day(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> dt.date:
