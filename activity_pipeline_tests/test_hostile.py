@@ -246,6 +246,7 @@ def test_an_interruption_stops_the_run_without_a_retry_and_cleans_staging(tmp_pa
         command = [dagster, "job", "execute", "-m", "activity_pipeline.definitions", "-j", "default_daily_activities",
                    "--tags", json.dumps({"dagster/partition": DAY.isoformat()})]  # fmt: skip
     seconds, output = _interrupt(tmp_path, recent, command, how)
+    print(f"{launcher} {how.name}: run ended {seconds:.1f}s after the signal")
     assert seconds < 30
     assert "RUN_SUCCESS" not in output and "STEP_UP_FOR_RETRY" not in output
     assert not tenant_data(tmp_path / "data").days.exists(), "nothing swapped in"

@@ -29,16 +29,16 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # An Authorization header as echoed in JSON, a header dump or a Python repr: its whole value.
     (
         re.compile(
-            r"""(?i)((?:proxy-)?authorization["']?\s*[:=]\s*["']?)(?:(?:bearer|token|basic)\s+)?[^"'\s,;}\]<&]+"""
+            r"""(?i)((?:proxy-)?authorization["']?\s*[:=]\s*["']?)(?:(?:bearer|token|basic)\s+)?(?!\[redacted)[^"'\s,;}\]<&]+"""
         ),
         r"\1" + REDACTED,
     ),
     # A credential after its scheme, wherever it stands.
-    (re.compile(r"(?i)\b(bearer|token|basic)(\s+|%20)[A-Za-z0-9._~+/=-]{6,}"), r"\1 " + REDACTED),
+    (re.compile(r"(?i)\b(bearer|token|basic)(\s+|%20)(?!\[redacted)[A-Za-z0-9._~+/=-]{6,}"), r"\1 " + REDACTED),
     # Form and query parameters that carry secrets (OAuth's client_secret, an Azure SAS signature, keys).
     (
         re.compile(
-            r"""(?i)\b(client_secret|access_token|refresh_token|sig|password|api[_-]?key|token)(["']?\s*[=:]\s*["']?)[^"'\s&,;}<]+"""
+            r"""(?i)\b(client_secret|access_token|refresh_token|sig|password|api[_-]?key|token)(["']?\s*[=:]\s*["']?)(?!\[redacted)[^"'\s&,;}<]+"""
         ),
         r"\1\2" + REDACTED,
     ),
