@@ -15,7 +15,13 @@ ifeq ($(strip $(ACTIVITY_TENANTS_FILE)$(MDCA_API_URL)),)
 demo ui run backfill tenants: export ACTIVITY_TENANTS_FILE := $(CURDIR)/deploy/local/demo-tenants.yaml
 endif
 
-.PHONY: demo test lint bench ui run backfill tenants clean
+.PHONY: help demo test lint bench ui run backfill tenants clean
+.DEFAULT_GOAL := help
+
+# `make` or `make help`: each target with the `##` note on its rule line.
+help:  ## this list
+	@echo "make <target>   (every target builds .venv on first use; needs only python3)"
+	@grep -E '^[a-z][a-z_-]*:.*  ## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z_-]+):.*  ## /  \1\t/' | expand -t 12
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -38,30 +44,30 @@ $(DAGSTER_HOME)/dagster.yaml: deploy/local/dagster.yaml | $(VENV)/.installed
 	cp deploy/local/dagster.yaml $@
 	$(BIN)/dagster instance migrate >/dev/null
 
-demo: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
+demo: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml  ## run the daily job for the last 3 days of the demo tenants (or yours), then show what landed
 	$(BIN)/python -m activity_pipeline.demo
 
-lint: $(VENV)/.installed-dev
+lint: $(VENV)/.installed-dev  ## ruff check and ruff format --check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint $(DAGSTER_HOME)/dagster.yaml
+test: lint $(DAGSTER_HOME)/dagster.yaml  ## lint, dg check defs, pytest (PYTEST_ARGS='-m "not object_storage and not postgres and not browser"' for the quick ones)
 	$(BIN)/dg check defs
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: $(VENV)/.installed-dev $(DAGSTER_HOME)/dagster.yaml
+bench: $(VENV)/.installed-dev $(DAGSTER_HOME)/dagster.yaml  ## the benchmarks (about an hour and a quarter); rewrites bench/RESULTS.md
 	$(BIN)/python -m bench.run_all
 
-ui: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
+ui: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml  ## the Dagster UI and daemon over the same instance: http://127.0.0.1:3000 (PORT=3001 for another)
 	$(BIN)/dg dev --port $(PORT)
 
 # The configured tenants, one a line (checks the tenants file on the way).
-tenants: $(VENV)/.installed
+tenants: $(VENV)/.installed  ## check the configuration; list the tenants, one a line
 	@$(BIN)/python -m activity_pipeline.config
 
 # One day of each tenant's daily job (scan, checks, views), headless, into the instance `make ui` shows;
 # TENANT= picks one:  make run DAY=2026-11-24 [TENANT=contoso]
-run: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
+run: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml  ## DAY=YYYY-MM-DD [TENANT=name]: one day of each tenant's daily job (or one tenant's), headless
 	@test -n "$(DAY)" || { echo "usage: make run DAY=YYYY-MM-DD [TENANT=name]" >&2; exit 2; }
 	@configured=$$($(BIN)/python -m activity_pipeline.config) || exit 2; tenants="$(TENANT)"; \
 	[ -n "$$tenants" ] || tenants="$$configured"; \
@@ -74,7 +80,7 @@ run: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 
 # Days FROM..TO (inclusive), one run per tenant and day, oldest first, into the same instance; goes on past a
 # failed run and fails at the end if any did:  make backfill FROM=2026-11-01 TO=2026-11-24 [TENANT=contoso]
-backfill: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
+backfill: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml  ## FROM=YYYY-MM-DD TO=YYYY-MM-DD [TENANT=name]: days FROM..TO, one run per tenant and day
 	@test -n "$(FROM)" -a -n "$(TO)" || { echo "usage: make backfill FROM=YYYY-MM-DD TO=YYYY-MM-DD [TENANT=name]" >&2; exit 2; }
 	@days=$$($(BIN)/python -m activity_pipeline.days $(FROM) $(TO)) || exit 2; \
 	configured=$$($(BIN)/python -m activity_pipeline.config) || exit 2; tenants="$(TENANT)"; \
@@ -86,5 +92,5 @@ backfill: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 	done; done; \
 	if [ -n "$$failed" ]; then echo "failed:$$failed (make run DAY=... TENANT=... re-runs one)" >&2; exit 1; fi
 
-clean:
+clean:  ## remove the venv, the instance, the emulators and the data (not data/README.md)
 	rm -rf $(VENV) $(DAGSTER_HOME) .azurite data/activities data/_health data/_index data/.staging data/*.duckdb data/activities.sql

@@ -123,6 +123,26 @@ class PipelineConfig:
         raise ConfigError(f"no tenant named {name!r}; configured: {', '.join(t.name for t in self.tenants)}")
 
 
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """What a configuration is read from, as a value: the environment and the tenants file's version (its
+    modification time), so that code can tell whether the configuration may have changed without reading it."""
+
+    environment: tuple[tuple[str, str], ...]
+    tenants_file_version: int
+
+
+def snapshot(env: Mapping[str, str] | None = None) -> Snapshot:
+    """The environment (default: os.environ) and the tenants file's version, now."""
+    env = os.environ if env is None else env
+    tenants_file = (env.get("ACTIVITY_TENANTS_FILE") or "").strip()
+    try:
+        version = os.stat(tenants_file).st_mtime_ns if tenants_file else 0
+    except OSError:
+        version = -1  # load() says what is wrong with it
+    return Snapshot(tuple(sorted(env.items())), version)
+
+
 def load(env: Mapping[str, str] | None = None) -> PipelineConfig:
     """Read ACTIVITY_*, MDCA_* and the tenants file (default: os.environ). Raises ConfigError naming what to fix."""
     env = os.environ if env is None else env
@@ -132,7 +152,7 @@ def load(env: Mapping[str, str] | None = None) -> PipelineConfig:
 
     data_url = None
     if get("ACTIVITY_DATA_URL"):
-        from activity_pipeline.storage.lake import DataUrlError, parse_data_url
+        from activity_pipeline.storage.delta import DataUrlError, parse_data_url
 
         try:
             data_url = parse_data_url(get("ACTIVITY_DATA_URL"))

@@ -1,16 +1,12 @@
 """The project's definitions: `dg` finds them here, and so does `dagster ... -m activity_pipeline.definitions`.
 
-What lives in `activity_pipeline/defs/` is found by `dg.load_from_defs_folder`: the `ActivityTenants`
-component (`defs/tenants/defs.yaml`) builds each tenant's asset, checks, job, schedule and sensors, and the
-DuckDB views over them all. The resources, which depend on the environment (a real tenant or the demo
-tenant, for each tenant), are chosen here.
+Everything is in `activity_pipeline/defs/`, found by `dg.load_from_defs_folder`: the `ActivityTenants`
+component (`defs/tenants/defs.yaml`) reads the configuration once and builds each tenant's asset, checks, job,
+schedule, sensors and resources, and the DuckDB views over them all.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import functools
-import os
 import sys
 import warnings
 from collections.abc import Mapping
@@ -20,7 +16,7 @@ from typing import Any
 import dagster as dg
 
 from activity_pipeline import config
-from activity_pipeline.defs.resources import resources_for
+from activity_pipeline.components.tenants import tenants_definitions
 from activity_pipeline.mdca import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -43,10 +39,9 @@ def _accept_known_warnings() -> None:
 _accept_known_warnings()
 
 
-def build_defs(resources: Mapping[str, Any]) -> dg.Definitions:
-    """The project's definitions with these resources.
-
-    `defs` uses the resources the environment calls for; tests use the same definitions with theirs:
+def build_defs(resources: Mapping[str, Any], settings: config.PipelineConfig | None = None) -> dg.Definitions:
+    """The project's definitions with these resources instead of the configuration's: the seam tests and
+    benchmarks use. `settings` defaults to the configuration of this process's environment.
 
     >>> from activity_pipeline.defs.resources import ActivityStorage, DemoTenantResource
     >>> d = build_defs({"mdca_default": DemoTenantResource(), "storage": ActivityStorage(data_dir="/tmp/x")})
@@ -56,26 +51,29 @@ def build_defs(resources: Mapping[str, Any]) -> dg.Definitions:
     # Also here, not only at import: a caller may have reset the filters since (pytest does, per test).
     with warnings.catch_warnings():
         _accept_known_warnings()
-        found = dg.load_from_defs_folder(path_within_project=PROJECT_ROOT)
-    return dg.Definitions.merge(found, dg.Definitions(resources=dict(resources)))
+        built = tenants_definitions(settings or config.load())
+    return dg.Definitions.merge(built, dg.Definitions(resources=dict(resources)))
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    """The definitions for this process's environment.
+    """The definitions of the configuration in this process's environment (see the component)."""
+    try:
+        return dg.load_from_defs_folder(path_within_project=PROJECT_ROOT)
+    except Exception as exc:
+        error = _config_error(exc)
+        if error is None:
+            raise
+        raise _stop_loading(error) from None
 
-    Dagster asks for them several times in one run (six in a `dg launch` of the daily job); they are built
-    once for each environment, tenants file and UTC day, so a run does not pay for loading them again.
-    """
-    tenants_file = os.environ.get("ACTIVITY_TENANTS_FILE", "").strip()
-    try:
-        version = os.stat(tenants_file).st_mtime_ns if tenants_file else 0
-    except OSError:
-        version = -1  # config.load() says what is wrong with it
-    try:
-        return _defs_for(tuple(sorted(os.environ.items())), version, dt.datetime.now(dt.UTC).date())
-    except ConfigError as exc:
-        raise _stop_loading(exc) from None
+
+def _config_error(exc: BaseException | None) -> ConfigError | None:
+    """The ConfigError behind `exc`, which Dagster's loader may have wrapped, or None."""
+    while exc is not None:
+        if isinstance(exc, ConfigError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _stop_loading(exc: ConfigError) -> BaseException:
@@ -87,8 +85,3 @@ def _stop_loading(exc: ConfigError) -> BaseException:
     if {"grpc", "code-server"} & set(sys.argv[1:3]):
         return ConfigError(str(exc))
     return SystemExit(2)
-
-
-@functools.lru_cache(maxsize=4)
-def _defs_for(environment: tuple[tuple[str, str], ...], tenants_file_version: int, today: dt.date) -> dg.Definitions:
-    return build_defs(resources_for(config.load(dict(environment))))

@@ -19,10 +19,10 @@ import pyarrow.compute as pc
 
 from activity_pipeline.days import HOUR_MS, day_window
 from activity_pipeline.mdca import DigestSet, MdcaClient, Page, PageBody, Scanner, ScanStats, choose_slices
-from activity_pipeline.storage.inspect import FULL_RESCAN_HINT, DamagedDayError, stored_ids
-from activity_pipeline.storage.layout import TenantData
+from activity_pipeline.storage.core import DayWriter, TenantStore
+from activity_pipeline.storage.errors import FULL_RESCAN_HINT, DamagedDayError
+from activity_pipeline.storage.manifest import Manifest, TopUp, Window
 from activity_pipeline.storage.schema import decode_activity, to_table
-from activity_pipeline.storage.writer import DayWriter, read_manifest
 
 _M_MMAP_THRESHOLD = -3
 
@@ -65,7 +65,7 @@ class IngestResult:
     bytes_written: int
     seconds: float
     hourly: list[int]
-    manifest: dict[str, Any]
+    manifest: Manifest
     # "full": the whole day scanned; "top-up": only what was created since the stored version's watermark.
     mode: str = "full"
     # Rows this run added to the stored day (all of them for a full scan).
@@ -120,7 +120,7 @@ def _stream(scanner: Scanner, writer: DayWriter, day_start: int) -> tuple[np.nda
 
 def _result(
     day: dt.date, writer: DayWriter, scanner: Scanner, client: MdcaClient, source_total: int, started: float,
-    manifest: dict[str, Any], *, mode: str, added: int,
+    manifest: Manifest, *, mode: str, added: int,
 ) -> IngestResult:  # fmt: skip
     stats = client.stats
     return IngestResult(
@@ -136,16 +136,16 @@ def _result(
         throttled=stats.throttled,
         throttle_wait_seconds=stats.throttle_wait_seconds,
         bytes_received=stats.bytes_received,
-        bytes_written=int(manifest["bytes"]),
+        bytes_written=manifest.bytes,
         seconds=time.monotonic() - started,
-        hourly=list(manifest["hourly"]),
+        hourly=list(manifest.hourly),
         manifest=manifest,
         mode=mode,
         added=added,
     )
 
 
-def _scan_figures(scanner: Scanner, client: MdcaClient) -> dict[str, Any]:
+def _scan_figures(scanner: Scanner, client: MdcaClient) -> dict[str, int]:
     return {
         "pages": scanner.stats.pages,
         "slices": scanner.stats.slices,
@@ -164,19 +164,19 @@ class ShorterScanError(RuntimeError):
     The scan's files are kept aside (`path`), the stored day stays as it was.
     """
 
-    def __init__(self, message: str, path: Path) -> None:
+    def __init__(self, message: str, path: Path | str) -> None:
         super().__init__(message)
         self.path = path
 
 
 def _refuse_shorter(
-    writer: DayWriter, day: dt.date, previous: dict[str, Any] | None, source_total: int, allow_shorter: bool
+    writer: DayWriter, day: dt.date, previous: Manifest | None, source_total: int, allow_shorter: bool
 ) -> None:
     """Keep a short full scan aside instead of swapping it in over a stored day (see ShorterScanError)."""
     if previous is None or allow_shorter:
         return
     found = writer.rows + writer.quarantined
-    stored = int(previous.get("rows", 0)) + int(previous.get("quarantined", 0))
+    stored = previous.rows + previous.quarantined
     if found >= stored and found >= source_total:
         return
     short = []
@@ -200,7 +200,7 @@ ALLOW_SHORTER_TAG = "activity_pipeline/allow_shorter"
 
 def ingest_day(
     client: MdcaClient,
-    data: TenantData,
+    store: TenantStore,
     day: dt.date,
     *,
     slices: int | None = None,
@@ -216,7 +216,7 @@ def ingest_day(
 
     Args:
         client: the tenant's client; the day's count and every page go through it.
-        data: the tenant's part of the dataset; the day lands in `data.day_dir(day)`.
+        store: the tenant's stored days (`storage.core.TenantStore`); the day lands at `store.day_location(day)`.
         day: the UTC day.
         slices: parallel parts of the day; None chooses from the day's size, the rate limit and the latency.
         logger: where progress lines go (a Dagster run's `context.log` works).
@@ -225,7 +225,7 @@ def ingest_day(
             (otherwise such a scan is kept aside and ShorterScanError raised).
 
     >>> with MdcaClient(settings) as client:                                    # doctest: +SKIP
-    ...     result = ingest_day(client, TenantData(Path("data"), "contoso"), dt.date(2026, 11, 24))
+    ...     result = ingest_day(client, open_dataset("data").tenant("contoso"), dt.date(2026, 11, 24))
     >>> result.rows, result.source_total, result.path
     (19400, 19400, PosixPath('/.../data/activities/tenant=contoso/date=2026-11-24'))
     """
@@ -250,30 +250,28 @@ def ingest_day(
         label=f"activities {day}",
         logger=logger,
     )
-    with data.writer(day, run_id=run_id) as writer:
-        previous = read_manifest(data, day)
+    with store.writer(day, run_id=run_id) as writer:
+        previous = store.manifest(day)
         hourly, apps = _stream(scanner, writer, start)
         _refuse_shorter(writer, day, previous, source_total, allow_shorter)
         manifest = writer.commit(
-            {
-                "window": {"start_ms": start, "end_ms": end},
-                "source_total_at_scan": source_total,
-                "scan_started_ms": scan_started,
-                "watermark_ms": scan_started - WATERMARK_MARGIN_MS,
-                "scan": _scan_figures(scanner, client),
-                "top_ups": [],
-                "hourly": hourly.tolist(),
-                # Rows per app_id ("None" for records without one), for the apps_still_reporting check.
-                "apps": dict(sorted(apps.items())),
-                "written_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            }
+            window=Window(start, end),
+            source_total_at_scan=source_total,
+            scan_started_ms=scan_started,
+            watermark_ms=scan_started - WATERMARK_MARGIN_MS,
+            scan=_scan_figures(scanner, client),
+            top_ups=[],
+            hourly=hourly.tolist(),
+            # Rows per app_id ("None" for records without one), for the apps_still_reporting check.
+            apps=dict(sorted(apps.items())),
+            written_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         )
     return _result(day, writer, scanner, client, source_total, started, manifest, mode="full", added=writer.rows)
 
 
 def top_up_day(
     client: MdcaClient,
-    data: TenantData,
+    store: TenantStore,
     day: dt.date,
     *,
     logger: Any = None,
@@ -293,7 +291,7 @@ def top_up_day(
     Args: as `ingest_day`; the day must be stored with a `watermark_ms` (days stored before top-ups existed
     have none: scan those in full).
 
-    >>> top_up_day(client, TenantData(Path("data"), "contoso"), dt.date(2026, 11, 24)).added           # doctest: +SKIP
+    >>> top_up_day(client, open_dataset("data").tenant("contoso"), dt.date(2026, 11, 24)).added  # doctest: +SKIP
     269
     """
     _return_page_buffers_to_the_os()
@@ -301,16 +299,16 @@ def top_up_day(
     start, end = day_window(day)
     source_total = client.count(start, end)
     scan_started = client.now_ms()
-    with data.writer(day, run_id=run_id, prefix="late") as writer:
-        previous = read_manifest(data, day)
-        since = (previous or {}).get("watermark_ms")
+    with store.writer(day, run_id=run_id, prefix="late") as writer:
+        previous = store.manifest(day)
+        since = previous.watermark_ms if previous is not None else None
         if previous is None or since is None:
             raise ValueError(f"{day} is not stored with a watermark; scan it in full")
         writer.prefix = f"late-{since}"
         writer.carry_over(previous)
         known = DigestSet()
         try:
-            stored = stored_ids(data, day, created_from_ms=since)
+            stored = store.ids_since(day, since)
         except DamagedDayError as exc:
             raise DamagedDayError(f"{exc}. A top-up builds on the stored files; {FULL_RESCAN_HINT}") from None
         if stored:
@@ -332,32 +330,26 @@ def top_up_day(
         before = writer.rows
         hourly, apps = _stream(scanner, writer, start)
         added = writer.rows - before
-        top_up = {
-            "run_id": writer.run_id,
-            "from_ms": since,
-            "scan_started_ms": scan_started,
-            "added": added,
-            "requests": client.stats.requests,
-            "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        }
-        merged_apps = dict(previous.get("apps", {}))
+        top_up = TopUp(
+            run_id=writer.run_id,
+            from_ms=since,
+            scan_started_ms=scan_started,
+            added=added,
+            requests=client.stats.requests,
+            at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        )
+        merged_apps = dict(previous.apps)
         for key, n in apps.items():
             merged_apps[key] = merged_apps.get(key, 0) + n
         manifest = writer.commit(
-            {
-                **{k: v for k, v in previous.items() if k not in _WRITER_KEYS},
-                "source_total_at_scan": source_total,
-                "scan_started_ms": scan_started,
-                "watermark_ms": max(since, scan_started - WATERMARK_MARGIN_MS),
-                "scan": _scan_figures(scanner, client),
-                "top_ups": [*previous.get("top_ups", []), top_up],
-                "hourly": (np.array(previous["hourly"]) + hourly).tolist(),
-                "apps": dict(sorted(merged_apps.items())),
-                "written_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            }
+            window=previous.window or Window(start, end),
+            source_total_at_scan=source_total,
+            scan_started_ms=scan_started,
+            watermark_ms=max(since, scan_started - WATERMARK_MARGIN_MS),
+            scan=_scan_figures(scanner, client),
+            top_ups=[*previous.top_ups, top_up],
+            hourly=((np.array(previous.hourly) if previous.hourly else 0) + hourly).tolist(),
+            apps=dict(sorted(merged_apps.items())),
+            written_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         )
     return _result(day, writer, scanner, client, source_total, started, manifest, mode="top-up", added=added)
-
-
-# Keys the writer sets itself in every manifest.
-_WRITER_KEYS = {"day", "rows", "quarantined", "files", "bytes", "schema_version", "run_id"}

@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from activity_pipeline import config
-from activity_pipeline.storage.layout import TenantData, adopt_legacy_days, legacy_days
+from activity_pipeline.storage.layout import TenantPaths, adopt_legacy_days, legacy_days
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     if not legacy_days(settings.data_dir):
         print(f"nothing to move: {settings.data_dir}/activities holds no date=YYYY-MM-DD folder")
         return 0
-    done = adopt_legacy_days(TenantData(settings.data_dir, args.tenant))
+    done = adopt_legacy_days(TenantPaths(settings.data_dir, args.tenant))
     print(f"moved {len(done.days)} days under activities/tenant={args.tenant}/")
     if done.conflicts:
         days = ", ".join(map(str, done.conflicts))

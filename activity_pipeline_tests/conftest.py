@@ -18,7 +18,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from activity_pipeline.demo_tenant import DemoTenant, DemoTenantServer, TenantSpec
-from activity_pipeline_tests.helpers import ALL_ARRIVED, DAYS, RECENT, STRESS_DAY, later, serve
+from activity_pipeline_testing.helpers import ALL_ARRIVED, DAYS, RECENT, STRESS_DAY, later, serve
+from activity_pipeline_testing.object_storage import EmulatorMissing, azurite_server, moto_server, new_dataset_url
 
 
 @pytest.fixture(scope="session")
@@ -62,3 +63,39 @@ def served() -> Iterator[Callable[[DemoTenant], str]]:
     yield start
     for s in servers:
         s.stop()
+
+
+@pytest.fixture(scope="session")
+def emulators() -> Iterator[Callable[[str], str]]:
+    """moto's S3 server and Azurite, each started when first asked for (`emulators("s3")`, `("azure")`) and
+    stopped with the session; a missing one skips the test, saying how to install it."""
+    started: dict[str, str] = {}
+    stack: list = []
+
+    def get(kind: str) -> str:
+        if kind not in started:
+            cm = moto_server() if kind == "s3" else azurite_server()
+            try:
+                started[kind] = cm.__enter__()
+            except EmulatorMissing as exc:
+                pytest.skip(str(exc))
+            stack.append(cm)
+        return started[kind]
+
+    yield get
+    for cm in reversed(stack):
+        cm.__exit__(None, None, None)
+
+
+def lake_url(kind: str, emulators: Callable[[str], str], monkeypatch: pytest.MonkeyPatch) -> tuple[str, dict[str, str]]:
+    """A new, empty dataset URL of `kind` (`object_storage.KINDS`), with the cloud's variables set here."""
+    url, env = new_dataset_url(kind, emulators("s3" if kind == "s3" else "azure"))
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return url, env
+
+
+@pytest.fixture(params=["s3", "azure-blob", "azure-data-lake"])
+def lake(request, emulators, monkeypatch) -> tuple[str, dict[str, str]]:
+    """A new, empty dataset URL on each emulator in turn, with the cloud's variables set (`lake_url`)."""
+    return lake_url(request.param, emulators, monkeypatch)

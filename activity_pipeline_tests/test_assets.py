@@ -21,8 +21,8 @@ from activity_pipeline.days import day_window
 from activity_pipeline.defs.resources import DEMO_WARNING, DemoTenantResource, MdcaResource, mdca_key, resources_for
 from activity_pipeline.demo_tenant import DemoTenant, TenantSpec
 from activity_pipeline.storage.schema import SCHEMA
-from activity_pipeline.storage.writer import QUARANTINE, read_manifest
-from activity_pipeline_tests.helpers import (
+from activity_pipeline.storage.staging import QUARANTINE
+from activity_pipeline_testing.helpers import (
     NODE,
     RECENT,
     TENANT,
@@ -44,7 +44,7 @@ def run_logs(result: dg.ExecuteInProcessResult, instance: dg.DagsterInstance) ->
 
 
 def stored(data_dir: Path, day: dt.date) -> Any:
-    return pq.read_table(tenant_data(data_dir).day_dir(day))
+    return pq.read_table(tenant_data(data_dir).paths.day_dir(day))
 
 
 def test_parquet_holds_exactly_the_days_ids_and_the_records_as_served(tmp_path, recent, recent_server):
@@ -64,7 +64,7 @@ def test_parquet_holds_exactly_the_days_ids_and_the_records_as_served(tmp_path, 
     stamps = table.column("timestamp").cast("int64").to_pylist()
     assert min(stamps) >= start and max(stamps) < end
     # Each file is sorted by timestamp, so row-group statistics prune.
-    for f in tenant_data(tmp_path).day_dir(day).glob("*.parquet"):
+    for f in tenant_data(tmp_path).paths.day_dir(day).glob("*.parquet"):
         ts = pq.read_table(f, columns=["timestamp"]).column(0).cast("int64").to_pylist()
         assert ts == sorted(ts)
 
@@ -100,13 +100,13 @@ def test_a_rerun_replaces_the_day_and_is_idempotent(tmp_path, recent, recent_ser
     day = RECENT[0]
     assert materialize(day, tmp_path, tenant_resource(recent_server.url)).success
     first = stored(tmp_path, day).sort_by("id")
-    first_run = read_manifest(tenant_data(tmp_path), day)["run_id"]
+    first_run = tenant_data(tmp_path).manifest(day).run_id
     assert materialize(day, tmp_path, tenant_resource(recent_server.url, slices=4)).success
     second = stored(tmp_path, day).sort_by("id")
     assert second.equals(first)
-    assert read_manifest(tenant_data(tmp_path), day)["run_id"] != first_run
+    assert tenant_data(tmp_path).manifest(day).run_id != first_run
     # One version of the day, and nothing left behind in staging.
-    assert len(list(tenant_data(tmp_path).days.iterdir())) == 1
+    assert len(list(tenant_data(tmp_path).paths.days.iterdir())) == 1
     assert not [p for p in tenant_data(tmp_path).staging.iterdir() if p.is_dir()]
 
 
@@ -127,7 +127,7 @@ def test_malformed_records_are_quarantined_and_missing_fields_become_null(tmp_pa
         result = materialize(day, tmp_path, tenant_resource(server.url))
     assert result.success
     table = stored(tmp_path, day)
-    quarantine = (tenant_data(tmp_path).day_dir(day) / QUARANTINE).read_text().splitlines()
+    quarantine = (tenant_data(tmp_path).paths.day_dir(day) / QUARANTINE).read_text().splitlines()
     meta = result.asset_materializations_for_node(NODE)[0].metadata
     assert meta["quarantined"].value == len(quarantine) > 0
     assert table.num_rows + len(quarantine) == recent.truth_count(day)
@@ -175,11 +175,11 @@ def test_killing_a_run_mid_scan_leaves_the_previous_day_intact(tmp_path, recent,
     assert materialize(day, data, tenant_resource(recent_server.url)).success
     if kind == "full-scan":
         # A day stored before top-ups existed has no watermark: the next run scans it in full.
-        path = tenant_data(data).day_dir(day) / "_manifest.json"
+        path = tenant_data(data).paths.day_dir(day) / "_manifest.json"
         manifest = json.loads(path.read_text())
         del manifest["watermark_ms"]
         path.write_text(json.dumps(manifest))
-    before = {p.name: p.read_bytes() for p in tenant_data(data).day_dir(day).iterdir()}
+    before = {p.name: p.read_bytes() for p in tenant_data(data).paths.day_dir(day).iterdir()}
     slow = serve(recent, latency_ms=800)
     try:
         proc = subprocess.Popen(
@@ -200,9 +200,9 @@ def test_killing_a_run_mid_scan_leaves_the_previous_day_intact(tmp_path, recent,
         proc.wait(timeout=30)
     finally:
         slow.stop()
-    after = {p.name: p.read_bytes() for p in tenant_data(data).day_dir(day).iterdir()}
+    after = {p.name: p.read_bytes() for p in tenant_data(data).paths.day_dir(day).iterdir()}
     assert after == before, "the earlier version of the day is untouched"
-    assert sorted(p.name for p in tenant_data(data).days.glob("date=*/*.parquet")) == sorted(
+    assert sorted(p.name for p in tenant_data(data).paths.days.glob("date=*/*.parquet")) == sorted(
         n for n in before if n.endswith(".parquet")
     ), "nothing half-written is matched by the dataset's glob"
     assert [p for p in tenant_data(data).staging.iterdir() if p.is_dir()], "the killed run's work is left in staging"

@@ -10,7 +10,7 @@ import dagster as dg
 from activity_pipeline.definitions import build_defs, defs
 from activity_pipeline.defs.resources import ActivityStorage, mdca_key
 from activity_pipeline.demo_tenant import DemoTenant, TenantSpec
-from activity_pipeline_tests.helpers import JOB, TENANT, TODAY, last_days, run_day, tenant_data, tenant_resource
+from activity_pipeline_testing.helpers import JOB, TENANT, TODAY, last_days, run_day, tenant_data, tenant_resource
 
 
 def sensor_context(url: str, data_dir: Path) -> dg.SensorEvaluationContext:
@@ -51,18 +51,17 @@ def test_sensor_requests_a_rerun_for_days_whose_source_total_grew(tmp_path, serv
 def test_retention_rescue_requests_missing_days_near_the_cliff_oldest_first(tmp_path):
     from activity_pipeline.defs.automation import rescue_requests
     from activity_pipeline.retention import first_retained_day
-    from activity_pipeline.storage.health import record_count_check
-    from activity_pipeline.storage.writer import DayWriter
 
     partitions = defs().resolve_job_def(JOB).partitions_def
     today = dt.date.fromisoformat(partitions.get_last_partition_key())
     today += dt.timedelta(days=1)
     cliff = first_retained_day(today)
     for day in (cliff + dt.timedelta(days=1), cliff + dt.timedelta(days=2)):
-        with DayWriter(tenant_data(tmp_path), day) as writer:
-            writer.commit({})
-    record_count_check(tenant_data(tmp_path), cliff + dt.timedelta(days=2), source_total=5, rows_checked=0,
-                       passed=False, at=dt.datetime.now(dt.UTC))  # fmt: skip
+        with tenant_data(tmp_path).writer(day) as writer:
+            writer.commit()
+    ActivityStorage(data_dir=str(tmp_path)).record_count_check(
+        TENANT, cliff + dt.timedelta(days=2), source_total=5, rows_checked=0, passed=False
+    )
     requests = rescue_requests(TENANT, partitions, ActivityStorage(data_dir=str(tmp_path)), today)
     wanted = [cliff, cliff + dt.timedelta(days=2), *(cliff + dt.timedelta(days=k) for k in range(3, 15))]
     assert [r.partition_key for r in requests] == [d.isoformat() for d in wanted]

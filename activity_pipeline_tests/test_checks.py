@@ -13,7 +13,7 @@ import pytest
 
 from activity_pipeline.demo_tenant import DemoTenant, Outage, TenantSpec
 from activity_pipeline.mdca.dedupe import RecentIds
-from activity_pipeline_tests.helpers import (
+from activity_pipeline_testing.helpers import (
     ASSET,
     NODE,
     TENANT,

@@ -10,7 +10,7 @@ from pathlib import Path
 from activity_pipeline import config
 from activity_pipeline.definitions import defs
 from activity_pipeline.defs.resources import DemoTenantResource, MdcaResource, mdca_key, resources_for
-from activity_pipeline_tests.helpers import JOB, REPO, TENANT, clean_env
+from activity_pipeline_testing.helpers import JOB, REPO, TENANT, clean_env
 
 DG = str(Path(sys.executable).with_name("dg"))
 

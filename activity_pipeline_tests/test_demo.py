@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from activity_pipeline_tests.helpers import REPO, clean_env, free_port, last_days
+from activity_pipeline_testing.helpers import REPO, clean_env, free_port, last_days
 
 
 @pytest.fixture(scope="module")

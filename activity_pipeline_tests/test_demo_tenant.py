@@ -18,7 +18,7 @@ import requests
 from activity_pipeline.demo_tenant import DemoTenant, Outage, TenantSpec
 from activity_pipeline.demo_tenant.catalog import APP_BY_ID
 from activity_pipeline.demo_tenant.data import DAY_MS, HOUR_MS, day_start_ms
-from activity_pipeline_tests.helpers import DAYS, FORBIDDEN_TOKEN, STRESS_DAY, TOKEN, day_filter, seed_loop, serve
+from activity_pipeline_testing.helpers import DAYS, FORBIDDEN_TOKEN, STRESS_DAY, TOKEN, day_filter, seed_loop, serve
 
 # A copy of the two real (upstream-anonymised) records from the project notes, shipped so the repo stands alone.
 SAMPLES = Path(__file__).with_name("fixtures") / "sample-activities.json"

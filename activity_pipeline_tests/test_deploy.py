@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import yaml
 
-from activity_pipeline_tests.helpers import REPO
+from activity_pipeline_testing.helpers import REPO
 
 
 def _load(path: str) -> dict:

@@ -24,7 +24,7 @@ import dagster as dg
 import pytest
 
 from activity_pipeline.demo_tenant import DemoTenant, DemoTenantServer, TenantSpec
-from activity_pipeline_tests.helpers import JOB, REPO, cli_env, free_port, last_days, later, launch, serve
+from activity_pipeline_testing.helpers import JOB, REPO, cli_env, free_port, last_days, later, launch, serve
 
 pytestmark = pytest.mark.postgres
 

@@ -21,9 +21,10 @@ import pytest
 from activity_pipeline import config
 from activity_pipeline.defs.resources import ActivityStorage
 from activity_pipeline.mdca import ConfigError
+from activity_pipeline.storage.dataset import open_dataset
 from activity_pipeline.storage.duckdb_views import DATABASE, build_database
-from activity_pipeline_tests import helpers
-from activity_pipeline_tests.helpers import (
+from activity_pipeline_testing import helpers
+from activity_pipeline_testing.helpers import (
     NODE,
     RECENT,
     REPO,
@@ -79,7 +80,7 @@ def test_a_dead_end_fails_the_run_at_once_without_a_step_retry(tmp_path, mode, w
     assert words in _failure(result)
     assert not _retried(result), "no step retry: another attempt meets the same answer"
     assert seconds < 60
-    assert not tenant_data(tmp_path).days.exists(), "nothing stored"
+    assert not tenant_data(tmp_path).paths.days.exists(), "nothing stored"
 
 
 def test_no_credential_reaches_logs_metadata_or_the_instances_databases(tmp_path, capfd):
@@ -149,7 +150,7 @@ def test_a_configuration_error_is_printed_first_and_alone(tmp_path):
 
 def test_a_short_full_rescan_is_kept_aside_and_the_stored_day_stays(tmp_path, recent, recent_server):
     assert _run(recent_server.url, tmp_path).success
-    day_dir = tenant_data(tmp_path).day_dir(DAY)
+    day_dir = tenant_data(tmp_path).paths.day_dir(DAY)
     before = {p.name: p.read_bytes() for p in day_dir.iterdir()}
     with broken(LosesRecords, recent) as lossy:
         result = _run(lossy.url, tmp_path, tags=FULL)
@@ -180,7 +181,7 @@ def _corrupt(path: Path, column: str) -> None:
 def test_a_damaged_file_fails_the_checks_naming_the_file_and_the_fix(tmp_path, recent_server, column):
     mdca = tenant_resource(recent_server.url)
     assert helpers.run_day(DAY, mdca, tmp_path).success
-    files = sorted(tenant_data(tmp_path).day_dir(DAY).glob("*.parquet"))
+    files = sorted(tenant_data(tmp_path).paths.day_dir(DAY).glob("*.parquet"))
     _corrupt(files[0], column)
     evaluations = {n: helpers.check_only(n, DAY, mdca, tmp_path) for n in ("ids_unique", "count_matches_source")}
     for evaluation in evaluations.values():
@@ -191,7 +192,7 @@ def test_a_damaged_file_fails_the_checks_naming_the_file_and_the_fix(tmp_path, r
 
 def test_a_top_up_of_a_day_with_a_damaged_footer_fails_at_once_suggesting_a_full_rescan(tmp_path, recent_server):
     assert _run(recent_server.url, tmp_path).success
-    path = sorted(tenant_data(tmp_path).day_dir(DAY).glob("*.parquet"))[0]
+    path = sorted(tenant_data(tmp_path).paths.day_dir(DAY).glob("*.parquet"))[0]
     path.write_bytes(path.read_bytes()[:-100] + b"\0" * 100)
     result = _run(recent_server.url, tmp_path)
     assert "full_rescan=true" in _failure(result) and not _retried(result)
@@ -249,14 +250,14 @@ def test_an_interruption_stops_the_run_without_a_retry_and_cleans_staging(tmp_pa
     print(f"{launcher} {how.name}: run ended {seconds:.1f}s after the signal")
     assert seconds < 30
     assert "RUN_SUCCESS" not in output and "STEP_UP_FOR_RETRY" not in output
-    assert not tenant_data(tmp_path / "data").days.exists(), "nothing swapped in"
+    assert not tenant_data(tmp_path / "data").paths.days.exists(), "nothing swapped in"
     assert not [p for p in tenant_data(tmp_path / "data").staging.glob("date=*") if p.is_dir()], "staging cleaned"
     assert TOKEN not in output
 
 
 def test_a_read_only_duckdb_session_does_not_block_the_views(tmp_path, recent_server):
     assert _run(recent_server.url, tmp_path).success
-    build_database(tmp_path)
+    build_database(open_dataset(tmp_path))
     reader = subprocess.Popen(
         [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1], read_only=True); "
          "print('open', flush=True); time.sleep(60)", str(tmp_path / DATABASE)],
@@ -264,11 +265,11 @@ def test_a_read_only_duckdb_session_does_not_block_the_views(tmp_path, recent_se
     )  # fmt: skip
     try:
         assert reader.stdout is not None and reader.stdout.readline().strip() == "open"
-        db = build_database(tmp_path)
+        db = build_database(open_dataset(tmp_path))
     finally:
         reader.kill()
         reader.wait()
-    assert db.rows == len(pq.read_table(tenant_data(tmp_path).day_dir(DAY), columns=["id"]))
+    assert db.rows == len(pq.read_table(tenant_data(tmp_path).paths.day_dir(DAY), columns=["id"]))
 
 
 def test_a_full_disk_while_writing_the_views_says_so_and_keeps_the_old_file(tmp_path, recent_server):
@@ -282,7 +283,7 @@ def test_a_full_disk_while_writing_the_views_says_so_and_keeps_the_old_file(tmp_
     try:
         # The dataset's days where they are; the DuckDB file on a disk with no room left for a new one.
         (disk / "activities").symlink_to(tmp_path / "activities")
-        build_database(disk)
+        build_database(open_dataset(disk))
         old = (disk / DATABASE).read_bytes()
         with open(disk / "filler", "ab", buffering=0) as fill:
             try:
@@ -292,7 +293,7 @@ def test_a_full_disk_while_writing_the_views_says_so_and_keeps_the_old_file(tmp_
                 pass
         storage = ActivityStorage(data_dir=str(disk))
         with pytest.raises(Exception) as info:
-            build_database(storage.path)
+            build_database(open_dataset(storage.path))
         assert "Could not write" in str(info.value) and "Free space" in str(info.value)
         assert (disk / DATABASE).read_bytes() == old
     finally:

@@ -14,12 +14,12 @@ import pytest
 from activity_pipeline.days import day_window
 from activity_pipeline.demo_tenant import DemoTenant, TenantSpec
 from activity_pipeline.ingest import WATERMARK_MARGIN_MS, ingest_day, top_up_day
-from activity_pipeline.storage.writer import DayLockedError, read_manifest
-from activity_pipeline_tests.helpers import STRESS_DAY, client_for, serve, tenant_data
+from activity_pipeline.storage.errors import DayLockedError
+from activity_pipeline_testing.helpers import STRESS_DAY, client_for, serve, tenant_data
 
 
 def stored_ids(data_dir: Path, day: dt.date) -> list[str]:
-    return pq.read_table(tenant_data(data_dir).day_dir(day), columns=["id"]).column("id").to_pylist()
+    return pq.read_table(tenant_data(data_dir).paths.day_dir(day), columns=["id"]).column("id").to_pylist()
 
 
 @pytest.fixture
@@ -41,10 +41,10 @@ def test_a_full_scan_records_a_watermark_by_the_services_clock(tmp_path, stress)
     stress.set_now(now)
     with serve(stress) as server:
         result = ingest_day(client_for(server.url), tenant_data(tmp_path), STRESS_DAY)
-    manifest = read_manifest(tenant_data(tmp_path), STRESS_DAY)
+    manifest = tenant_data(tmp_path).manifest(STRESS_DAY)
     # The service's Date header has whole seconds.
-    assert manifest["scan_started_ms"] == now // 1000 * 1000
-    assert manifest["watermark_ms"] == manifest["scan_started_ms"] - WATERMARK_MARGIN_MS
+    assert manifest.scan_started_ms == now // 1000 * 1000
+    assert manifest.watermark_ms == manifest.scan_started_ms - WATERMARK_MARGIN_MS
     assert result.mode == "full" and result.rows == stress.truth_count(STRESS_DAY)
 
 
@@ -55,7 +55,7 @@ def test_a_tie_larger_than_a_page_at_the_watermark_is_neither_lost_nor_doubled(t
     with serve(stress) as server:
         ingest_day(client_for(server.url), tenant_data(tmp_path), STRESS_DAY)
         # The watermark falls on the tie's millisecond.
-        path = tenant_data(tmp_path).day_dir(STRESS_DAY) / "_manifest.json"
+        path = tenant_data(tmp_path).paths.day_dir(STRESS_DAY) / "_manifest.json"
         manifest = json.loads(path.read_text())
         path.write_text(json.dumps({**manifest, "watermark_ms": tie}))
         stress.set_now(tie + 3 * 86_400_000)
@@ -81,10 +81,10 @@ def test_a_top_up_costs_requests_in_proportion_to_the_late_records(tmp_path):
     assert client.stats.requests <= 1 + -(-late // 5000), (client.stats.requests, late)
     ids = stored_ids(tmp_path, day)
     assert len(ids) == len(set(ids)) and set(ids) == tenant.truth_ids(day)
-    manifest = read_manifest(tenant_data(tmp_path), day)
-    assert manifest["watermark_ms"] > full.manifest["watermark_ms"]
-    assert sum(manifest["hourly"]) == manifest["rows"] == tenant.truth_count(day)
-    assert [t["added"] for t in manifest["top_ups"]] == [late]
+    manifest = tenant_data(tmp_path).manifest(day)
+    assert manifest.watermark_ms > full.manifest.watermark_ms
+    assert sum(manifest.hourly) == manifest.rows == tenant.truth_count(day)
+    assert [t.added for t in manifest.top_ups] == [late]
 
 
 def test_two_top_ups_of_a_day_at_once_one_refuses_and_nothing_is_doubled(tmp_path):

@@ -1,20 +1,16 @@
-"""The dataset on object storage (ACTIVITY_DATA_URL): a Delta table on moto's S3 server and on Azurite.
-
-Against both: every id and raw record exactly once, a re-run, a run killed mid-scan with `kill -9`, a run
-that dies between its upload and its commit, two days committed at once, a top-up, and the daily job with
-its checks and the DuckDB file, read by the DuckDB CLI.
+"""What is particular to the dataset on object storage (ACTIVITY_DATA_URL), a Delta table, on moto's S3 server
+and on Azurite: a Delta reader that knows nothing of the project, commits rebuilt on a moved table, a top-up
+refused because another pod replaced the day, the storage service's refusals, and the daily job with its
+checks and the DuckDB file, read by the DuckDB CLI. What every backend promises is `test_storage_contract.py`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
-import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -25,15 +21,17 @@ from activity_pipeline.definitions import build_defs
 from activity_pipeline.defs.resources import ActivityStorage, mdca_key
 from activity_pipeline.demo_tenant import DemoTenant, TenantSpec
 from activity_pipeline.ingest import ShorterScanError, ingest_day, top_up_day
-from activity_pipeline.storage import inspect
-from activity_pipeline.storage.lake import DayChangedError, Lake, LakeDayWriter, LakeTenantData, duckdb_url
-from activity_pipeline.storage.lake_sql import AZURITE_ACCOUNT, duckdb_setup, extension_path
-from activity_pipeline_tests.helpers import (
+from activity_pipeline.storage.dataset import open_dataset
+from activity_pipeline.storage.delta import Lake
+from activity_pipeline.storage.errors import DayChangedError
+from activity_pipeline.storage.lake import LakeStore
+from activity_pipeline.storage.lake_sql import duckdb_setup, duckdb_url, extension_path
+from activity_pipeline.storage.lake_writer import LakeDayWriter
+from activity_pipeline_testing.helpers import (
     ASSET,
     DAYS,
     JOB,
     NODE,
-    REPO,
     STRESS_DAY,
     TENANT,
     TOKEN,
@@ -43,52 +41,16 @@ from activity_pipeline_tests.helpers import (
     evaluations,
     later,
     serve,
+    stored,
     tenant_resource,
 )
-from activity_pipeline_tests.lake_servers import (
+from activity_pipeline_testing.object_storage import (
     S3_SECRET,
     azure_env,
-    azurite_server,
-    moto_server,
     new_bucket,
-    s3_env,
 )
 
 pytestmark = pytest.mark.object_storage
-
-
-@pytest.fixture(scope="module")
-def emulators() -> Iterator[dict[str, object]]:
-    """Both emulators, started on first use, for the module."""
-    started: dict[str, object] = {}
-    stack: list = []
-
-    def get(kind: str) -> str:
-        if kind not in started:
-            cm = moto_server() if kind == "s3" else azurite_server()
-            started[kind] = cm.__enter__()
-            stack.append(cm)
-        return started[kind]  # type: ignore[return-value]
-
-    yield get  # type: ignore[misc]
-    for cm in reversed(stack):
-        cm.__exit__(None, None, None)
-
-
-@pytest.fixture(params=["s3", "azure-blob", "azure-data-lake"])
-def lake(request, emulators, monkeypatch) -> Iterator[tuple[str, dict[str, str]]]:
-    """A new, empty dataset URL on one emulator, with the cloud's variables set in this process: s3://,
-    az:// (Blob) or abfss://container@account.dfs.core.windows.net/ (Data Lake)."""
-    kind = "s3" if request.param == "s3" else "azure"
-    endpoint = emulators(kind)
-    env = s3_env(endpoint) if kind == "s3" else azure_env(endpoint)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    url = new_bucket(kind, endpoint)
-    if request.param == "azure-data-lake":
-        container = url.removeprefix("az://").split("/", 1)[0]
-        url = f"abfss://{container}@{AZURITE_ACCOUNT}.dfs.core.windows.net/mdca"
-    yield url, env
 
 
 @pytest.fixture(scope="module")
@@ -97,36 +59,6 @@ def stress() -> DemoTenant:
     t = DemoTenant(TenantSpec(days=DAYS, activities_per_day=12_000, stress_days=frozenset({STRESS_DAY})))
     t.set_now(later(10))
     return t
-
-
-def stored(url: str, tenant: str, day: dt.date) -> list[tuple[str, str]]:
-    """(id, raw) of the day as an engine that knows only Delta's file list reads it: DuckDB over the table's
-    current files."""
-    files = LakeTenantData(Path("."), tenant, lake=Lake(url)).day_files(day)
-    if not files:
-        return []
-    with duckdb.connect() as con:
-        for sql in duckdb_setup(url):
-            con.execute(sql)
-        return con.execute("SELECT id, raw FROM read_parquet(?, hive_partitioning = false)", [files]).fetchall()
-
-
-def test_a_day_lands_with_every_id_and_raw_record_exactly_once(tmp_path, lake, stress):
-    url, _ = lake
-    data = LakeTenantData(tmp_path, "contoso", lake=Lake(url))
-    with serve(stress) as server:
-        result = ingest_day(client_for(server.url), data, STRESS_DAY)
-    rows = stored(url, "contoso", STRESS_DAY)
-    ids = [i for i, _ in rows]
-    assert len(ids) == len(set(ids)) == result.rows, "nothing doubled"
-    assert set(ids) == stress.truth_ids(STRESS_DAY), "nothing lost, nothing extra"
-    for activity_id, raw in rows[:: max(1, len(rows) // 200)]:
-        assert raw == stress.record(activity_id), "raw is the record exactly as received"
-    facts = inspect.day_facts(data, STRESS_DAY)
-    assert (facts.rows, facts.duplicate_ids, facts.outside, facts.schema_mismatches) == (len(ids), 0, 0, [])
-    assert facts.manifest is not None and facts.manifest["run_id"] == result.manifest["run_id"]
-    assert data.stored_days() == [STRESS_DAY] and data.row_total() == len(ids)
-    assert not list((tmp_path / ".staging").rglob("date=*/*.parquet")), "nothing left in local staging"
 
 
 def delta_scan(url: str) -> list[tuple[str, str, dt.date, int]]:
@@ -144,7 +76,7 @@ def delta_scan(url: str) -> list[tuple[str, str, dt.date, int]]:
 
 def test_a_delta_reader_that_knows_nothing_of_the_project_sees_each_day_once(tmp_path, lake, stress, monkeypatch):
     url, _ = lake
-    data = LakeTenantData(tmp_path, "contoso", lake=Lake(url))
+    data = LakeStore(Lake(url), tmp_path, "contoso")
     with serve(stress) as server:
         ingest_day(client_for(server.url), data, DAYS[0])
         ingest_day(client_for(server.url), data, DAYS[0])  # a re-run: the first version's files stay in the folder
@@ -156,44 +88,6 @@ def test_a_delta_reader_that_knows_nothing_of_the_project_sees_each_day_once(tmp
             ingest_day(client_for(server.url), data, DAYS[1])  # uploaded, never committed
     n0, n1 = stress.truth_count(DAYS[0]), stress.truth_count(DAYS[1])
     assert delta_scan(url) == [("contoso", DAYS[0], n0, n0), ("contoso", DAYS[1], n1, n1)]
-
-
-def test_a_rerun_replaces_the_day_whole_and_changes_nothing(tmp_path, lake, stress):
-    url, _ = lake
-    data = LakeTenantData(tmp_path, "contoso", lake=Lake(url))
-    with serve(stress) as server:
-        first = ingest_day(client_for(server.url), data, DAYS[0])
-        second = ingest_day(client_for(server.url), data, DAYS[0])
-    ids = [i for i, _ in stored(url, "contoso", DAYS[0])]
-    assert sorted(ids) == sorted(stress.truth_ids(DAYS[0])) and len(ids) == len(set(ids))
-    names = sorted(f["name"] for f in data.current_files()[DAYS[0]])
-    assert names == sorted(second.manifest["files"]), "only the second run's files are the day"
-    assert not set(names) & set(first.manifest["files"])
-    assert data.manifest(DAYS[0])["run_id"] == second.manifest["run_id"]
-    assert Lake(url).table().version() == 2, "create, then one commit per run"
-
-
-def test_two_days_and_two_tenants_commit_at_once(tmp_path, lake, stress):
-    url, _ = lake
-    jobs = [("contoso", DAYS[0]), ("contoso", DAYS[1]), ("fabrikam", DAYS[0])]
-    errors: list[BaseException] = []
-    with serve(stress) as server:
-
-        def run(tenant: str, day: dt.date) -> None:
-            try:
-                ingest_day(client_for(server.url), LakeTenantData(tmp_path, tenant, lake=Lake(url)), day)
-            except BaseException as exc:
-                errors.append(exc)
-
-        threads = [threading.Thread(target=run, args=job) for job in jobs]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=240)
-    assert not errors, errors
-    for tenant, day in jobs:
-        ids = [i for i, _ in stored(url, tenant, day)]
-        assert sorted(ids) == sorted(stress.truth_ids(day)), f"{tenant} {day}"
 
 
 def test_a_commit_is_rebuilt_when_the_tables_metadata_changed_under_it(tmp_path, lake, stress, monkeypatch):
@@ -211,15 +105,17 @@ def test_a_commit_is_rebuilt_when_the_tables_metadata_changed_under_it(tmp_path,
         attempts.append(self.version())
         return real_commit(self, *args, **kwargs)
 
-    data = LakeTenantData(tmp_path, "contoso", lake=Lake(url))
+    data = LakeStore(Lake(url), tmp_path, "contoso")
     with serve(stress) as server, monkeypatch.context() as m:
         m.setattr(DeltaTable, "create_write_transaction", metadata_changed_first)
         result = ingest_day(client_for(server.url), data, DAYS[0])
     assert len(attempts) == 2 and attempts[1] == attempts[0] + 1, "refused once, then built on the new version"
     history = [h["operation"] for h in reversed(Lake(url).table().history())]
     assert history[-2:] == ["UPDATE TABLE METADATA", "WRITE"], history
-    assert sorted(f["name"] for f in data.current_files()[DAYS[0]]) == sorted(result.manifest["files"])
-    assert sorted(i for i, _ in stored(url, "contoso", DAYS[0])) == sorted(stress.truth_ids(DAYS[0]))
+    assert sorted(f["name"] for f in data.current_files()[DAYS[0]]) == sorted(result.manifest.files)
+    assert sorted(i for i, _ in stored(open_dataset(tmp_path, url), "contoso", DAYS[0])) == sorted(
+        stress.truth_ids(DAYS[0])
+    )
 
 
 def test_a_top_up_refuses_a_day_another_run_replaced_meanwhile(tmp_path, lake, monkeypatch):
@@ -227,107 +123,28 @@ def test_a_top_up_refuses_a_day_another_run_replaced_meanwhile(tmp_path, lake, m
     day = STRESS_DAY
     tenant = DemoTenant(TenantSpec(days=(day,), activities_per_day=5_000))
     tenant.set_now(dt.datetime.combine(day + dt.timedelta(days=1), dt.time(2), dt.UTC))
-    data = LakeTenantData(tmp_path / "pod-a", "contoso", lake=Lake(url))
-    elsewhere = LakeTenantData(tmp_path / "pod-b", "contoso", lake=Lake(url))  # another pod: its own disk
+    data = LakeStore(Lake(url), tmp_path / "pod-a", "contoso")
+    elsewhere = LakeStore(Lake(url), tmp_path / "pod-b", "contoso")  # another pod: its own disk
     real_commit = LakeDayWriter.commit
     with serve(tenant) as server:
         ingest_day(client_for(server.url), data, day)
         tenant.advance(dt.timedelta(days=3))
         replaced = []
 
-        def replaced_meanwhile(self, manifest):
-            if self.data is data and not replaced:
+        def replaced_meanwhile(self, **figures):
+            if self.staging_root == data.staging and not replaced:
                 replaced.append(ingest_day(client_for(server.url), elsewhere, day))
-            return real_commit(self, manifest)
+            return real_commit(self, **figures)
 
         with monkeypatch.context() as m, pytest.raises(DayChangedError, match="another run replaced the day"):
             m.setattr(LakeDayWriter, "commit", replaced_meanwhile)
             top_up_day(client_for(server.url), data, day)
         names = sorted(f["name"] for f in data.current_files()[day])
-        assert names == sorted(replaced[0].manifest["files"]), "the other run's version stands, nothing added"
+        assert names == sorted(replaced[0].manifest.files), "the other run's version stands, nothing added"
         again = top_up_day(client_for(server.url), data, day)
-    ids = [i for i, _ in stored(url, "contoso", day)]
+    ids = [i for i, _ in stored(open_dataset(tmp_path, url), "contoso", day)]
     assert len(ids) == len(set(ids)) and set(ids) == tenant.truth_ids(day)
     assert again.added == len(ids) - replaced[0].rows
-
-
-def test_a_run_that_dies_between_upload_and_commit_leaves_nothing_a_reader_sees(tmp_path, lake, stress, monkeypatch):
-    url, _ = lake
-    data = LakeTenantData(tmp_path, "contoso", lake=Lake(url))
-    with serve(stress) as server:
-        first = ingest_day(client_for(server.url), data, DAYS[0])
-        from deltalake import DeltaTable
-
-        def die(*args, **kwargs):
-            raise RuntimeError("killed before the commit")
-
-        with monkeypatch.context() as m, pytest.raises(RuntimeError, match="killed before the commit"):
-            m.setattr(DeltaTable, "create_write_transaction", die)
-            ingest_day(client_for(server.url), data, DAYS[0])
-    # The uploaded files and their manifest are in the bucket, but no version names them.
-    assert sorted(f["name"] for f in data.current_files()[DAYS[0]]) == sorted(first.manifest["files"])
-    assert data.manifest(DAYS[0])["run_id"] == first.manifest["run_id"]
-    assert len(Lake(url).keys(f"_manifests/tenant=contoso/date={DAYS[0]}")) == 2
-    assert sorted(i for i, _ in stored(url, "contoso", DAYS[0])) == sorted(stress.truth_ids(DAYS[0]))
-
-
-_KILLED_RUN = """
-import sys, datetime as dt
-from pathlib import Path
-from activity_pipeline.ingest import ingest_day
-from activity_pipeline.storage.lake import Lake, LakeTenantData
-from activity_pipeline_tests.helpers import client_for
-ingest_day(client_for(sys.argv[1]), LakeTenantData(Path(sys.argv[2]), "contoso", lake=Lake(sys.argv[3])),
-           dt.date.fromisoformat(sys.argv[4]))
-"""
-
-
-def test_kill_9_mid_scan_leaves_the_previous_version_whole(tmp_path, lake, stress):
-    url, env = lake
-    day = DAYS[1]
-    data = LakeTenantData(tmp_path, "contoso", lake=Lake(url))
-    with serve(stress) as server:
-        first = ingest_day(client_for(server.url), data, day)
-    version = Lake(url).table().version()
-    with serve(stress, latency_ms=600) as slow:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _KILLED_RUN, slow.url, str(tmp_path), url, day.isoformat()],
-            cwd=REPO, env={**os.environ, **env, "PYTHONPATH": str(REPO)},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not any(p.stat().st_size for p in data.staging.rglob("*.parquet")):
-            time.sleep(0.05)
-        assert proc.poll() is None, "the run was still scanning"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    assert Lake(url).table().version() == version, "no commit"
-    assert sorted(f["name"] for f in data.current_files()[day]) == sorted(first.manifest["files"])
-    assert sorted(i for i, _ in stored(url, "contoso", day)) == sorted(stress.truth_ids(day))
-    with serve(stress) as server:
-        again = ingest_day(client_for(server.url), data, day)  # the next run cleans up and lands the day
-    assert sorted(i for i, _ in stored(url, "contoso", day)) == sorted(stress.truth_ids(day))
-    assert data.manifest(day)["run_id"] == again.manifest["run_id"]
-
-
-def test_a_top_up_appends_only_the_late_records(tmp_path, lake):
-    url, _ = lake
-    day = STRESS_DAY
-    tenant = DemoTenant(TenantSpec(days=(day,), activities_per_day=20_000))
-    tenant.set_now(dt.datetime.combine(day + dt.timedelta(days=1), dt.time(2), dt.UTC))
-    data = LakeTenantData(tmp_path, "contoso", lake=Lake(url))
-    with serve(tenant) as server:
-        full = ingest_day(client_for(server.url), data, day)
-        tenant.advance(dt.timedelta(days=3))
-        result = top_up_day(client_for(server.url), data, day)
-    late = tenant.truth_count(day) - full.rows
-    assert late > 0 and result.added == late
-    ids = [i for i, _ in stored(url, "contoso", day)]
-    assert len(ids) == len(set(ids)) and set(ids) == tenant.truth_ids(day)
-    names = {f["name"] for f in data.current_files()[day]}
-    assert set(full.manifest["files"]) < names, "the full scan's files stay; the late file is added"
-    manifest = data.manifest(day)
-    assert manifest["rows"] == len(ids) and len(manifest["top_ups"]) == 1
 
 
 def test_the_daily_job_checks_and_queries_the_dataset_on_object_storage(tmp_path, lake, recent, recent_server):
@@ -402,12 +219,12 @@ def test_storage_credentials_the_service_refuses_fail_the_run_at_once(tmp_path, 
 
 def test_a_short_full_rescan_is_kept_aside_and_the_table_keeps_the_day(tmp_path, lake, stress):
     url, _ = lake
-    data = LakeTenantData(tmp_path, "contoso", lake=Lake(url))
+    data = LakeStore(Lake(url), tmp_path, "contoso")
     with serve(stress) as server:
         ingest_day(client_for(server.url), data, DAYS[0])
-    before, version = sorted(stored(url, "contoso", DAYS[0])), Lake(url).table().version()
+    before, version = sorted(stored(open_dataset(tmp_path, url), "contoso", DAYS[0])), Lake(url).table().version()
     with broken(LosesRecords, stress) as lossy, pytest.raises(ShorterScanError, match="kept aside") as info:
         ingest_day(client_for(lossy.url), data, DAYS[0])
     assert Lake(url).table().version() == version, "nothing committed"
-    assert sorted(stored(url, "contoso", DAYS[0])) == before
+    assert sorted(stored(open_dataset(tmp_path, url), "contoso", DAYS[0])) == before
     assert list(info.value.path.glob("*.parquet")), "the short scan's files are kept aside locally"

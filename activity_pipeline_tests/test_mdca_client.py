@@ -23,7 +23,7 @@ from activity_pipeline.mdca import (
     Secret,
 )
 from activity_pipeline.mdca.auth import EntraAuth
-from activity_pipeline_tests.helpers import (
+from activity_pipeline_testing.helpers import (
     DAYS,
     FAST_RETRY,
     FORBIDDEN_TOKEN,

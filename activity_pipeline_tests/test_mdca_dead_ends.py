@@ -21,7 +21,7 @@ from activity_pipeline.mdca import (
     ScanStalledError,
 )
 from activity_pipeline.mdca.redact import redact
-from activity_pipeline_tests.helpers import DAYS, TOKEN, client_for, scan_day
+from activity_pipeline_testing.helpers import DAYS, TOKEN, client_for, scan_day
 from activity_pipeline_tests.hostile import HostileServer
 
 START = day_start_ms(DAYS[0])

@@ -10,7 +10,7 @@ from activity_pipeline.demo_tenant import DemoTenant
 from activity_pipeline.demo_tenant.tenant import Page as ServerPage
 from activity_pipeline.mdca import DigestSet
 from activity_pipeline.mdca.dedupe import RecentIds
-from activity_pipeline_tests.helpers import (
+from activity_pipeline_testing.helpers import (
     ALL_ARRIVED,
     DAYS,
     STRESS_DAY,

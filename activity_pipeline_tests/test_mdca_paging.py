@@ -6,7 +6,7 @@ import pytest
 
 from activity_pipeline.demo_tenant.data import DAY_MS, day_start_ms
 from activity_pipeline.mdca import ScanStalledError, ServerCursor, window_filters
-from activity_pipeline_tests.helpers import DAYS, RepeatingCursor, broken, client_for, scan_day
+from activity_pipeline_testing.helpers import DAYS, RepeatingCursor, broken, client_for, scan_day
 
 
 def test_a_cursor_that_does_not_move_is_an_error_not_a_loop(tenant):

@@ -75,7 +75,7 @@ def test_processes_sharing_a_file_stay_within_the_limit_together(tmp_path):
     import subprocess
     import sys
 
-    from activity_pipeline_tests.helpers import REPO
+    from activity_pipeline_testing.helpers import REPO
 
     args = [str(tmp_path / "rate.json"), "5", "1.0", "6"]
     procs = [

@@ -13,7 +13,7 @@ import pytest
 from activity_pipeline.demo_tenant import FAULT_KINDS, DemoTenant, DemoTenantServer, ServerSettings, TenantSpec
 from activity_pipeline.demo_tenant.data import DAY_MS, day_start_ms
 from activity_pipeline.mdca import RateLimiter, Scanner
-from activity_pipeline_tests.helpers import (
+from activity_pipeline_testing.helpers import (
     ALL_ARRIVED,
     DAYS,
     TOKEN,

@@ -6,8 +6,7 @@ import datetime as dt
 
 from activity_pipeline import config
 from activity_pipeline.defs.partitions import start_date
-from activity_pipeline.storage.writer import DayWriter
-from activity_pipeline_tests.helpers import tenant_data
+from activity_pipeline_testing.helpers import tenant_data
 
 TODAY = dt.date(2026, 11, 26)  # pinned
 
@@ -26,8 +25,8 @@ def test_without_a_start_date_partitions_start_at_the_oldest_retained_day(tmp_pa
 
 
 def test_a_day_stored_before_the_retention_stays_a_partition(tmp_path):
-    with DayWriter(tenant_data(tmp_path), dt.date(2026, 1, 15)) as writer:
-        writer.commit({})
+    with tenant_data(tmp_path).writer(dt.date(2026, 1, 15)) as writer:
+        writer.commit()
     assert first_day(tmp_path) == dt.date(2026, 1, 15)
     assert first_day(tmp_path, MDCA_TENANT_NAME="other") == dt.date(2026, 5, 30), "another tenant's days are not its"
 

@@ -20,10 +20,8 @@ import pytest
 
 from activity_pipeline.defs.resources import MdcaResource
 from activity_pipeline.demo_tenant import FAULT_KINDS, DemoTenant, DemoTenantServer, TenantSpec
-from activity_pipeline.storage.schema import SCHEMA
-from activity_pipeline.storage.writer import DayLockedError, DayWriter, read_manifest
-from activity_pipeline_tests import helpers
-from activity_pipeline_tests.helpers import (
+from activity_pipeline_testing import helpers
+from activity_pipeline_testing.helpers import (
     NODE,
     clean_env,
     cli_env,
@@ -60,7 +58,7 @@ def materialize(
 
 def figures(tenant: DemoTenant, day: dt.date, data_dir: Path) -> dict[str, int]:
     """Records expected, stored, duplicated and lost for one day."""
-    ids = pq.read_table(tenant_data(data_dir).day_dir(day), columns=["id"]).column("id").to_pylist()
+    ids = pq.read_table(tenant_data(data_dir).paths.day_dir(day), columns=["id"]).column("id").to_pylist()
     truth = tenant.truth_ids(day)
     return {
         "expected": len(truth),
@@ -100,21 +98,6 @@ def test_throttling_with_and_without_retry_after_loses_nothing(tenant, tmp_path,
     assert result.success and throttled > 0
     exact(tenant, DAYS[2], tmp_path)
     assert result.asset_materializations_for_node(NODE)[0].metadata["throttled_responses"].value > 0
-
-
-def test_a_second_writer_of_the_same_day_refuses_and_the_first_lands(tmp_path):
-    day = DAYS[0]
-    with DayWriter(tenant_data(tmp_path), day) as first:
-        with (
-            pytest.raises(DayLockedError, match=f"Another run is writing {day}"),
-            DayWriter(tenant_data(tmp_path), day),
-        ):
-            pass
-        with DayWriter(tenant_data(tmp_path), DAYS[1]) as other_day:  # other days are not held up
-            other_day.commit({})
-        first.write(0, SCHEMA.empty_table())
-        first.commit({})
-    assert read_manifest(tenant_data(tmp_path), day)["rows"] == 0
 
 
 def _cli(day: dt.date, url: str, data_dir: Path, home: Path) -> subprocess.Popen[str]:
@@ -160,13 +143,13 @@ def test_a_full_disk_partway_leaves_the_previous_day_intact(small_disk):
     small.set_now(big.now_ms())
     with serving(small) as server:
         assert materialize(day, server.url, small_disk).success  # about 4 MiB
-    before = {p.name: p.read_bytes() for p in tenant_data(small_disk).day_dir(day).iterdir()}
+    before = {p.name: p.read_bytes() for p in tenant_data(small_disk).paths.day_dir(day).iterdir()}
     with serving(big) as server:
         result = materialize(day, server.url, small_disk, full=True)  # about 11 MiB more: the disk fills up
     assert not result.success
     description = result.failure_data_for_node(NODE).user_failure_data.description
     assert "No space left on device" in description and "intact" in description
-    after = {p.name: p.read_bytes() for p in tenant_data(small_disk).day_dir(day).iterdir()}
+    after = {p.name: p.read_bytes() for p in tenant_data(small_disk).paths.day_dir(day).iterdir()}
     assert after == before
     got = figures(small, day, small_disk)
     assert got["stored"] == got["expected"] and got["lost"] == 0 and got["duplicated"] == 0

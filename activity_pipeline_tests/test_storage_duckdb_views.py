@@ -10,8 +10,9 @@ import duckdb
 import pytest
 
 from activity_pipeline.demo_tenant import DemoTenant, TenantSpec
+from activity_pipeline.storage.dataset import open_dataset
 from activity_pipeline.storage.duckdb_views import DatabaseBusyError, build_database
-from activity_pipeline_tests.helpers import last_days, later, run_day, serve, tenant_data, tenant_resource
+from activity_pipeline_testing.helpers import last_days, later, run_day, serve, tenant_data, tenant_resource
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +65,7 @@ def test_cloud_app_events_keeps_microsofts_column_types(two_days):
 
 
 def test_building_refuses_clearly_while_another_process_holds_the_file(tmp_path):
-    build_database(tmp_path)
+    build_database(open_dataset(tmp_path))
     holder = subprocess.Popen(
         [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('ready', flush=True); "
          "time.sleep(60)", str(tmp_path / "activities.duckdb")],
@@ -73,15 +74,15 @@ def test_building_refuses_clearly_while_another_process_holds_the_file(tmp_path)
     try:
         assert holder.stdout.readline().strip() == "ready"
         with pytest.raises(DatabaseBusyError, match=r"open for writing in another process \(process \d+\)"):
-            build_database(tmp_path)
+            build_database(open_dataset(tmp_path))
     finally:
         holder.kill()
         holder.wait()
-    build_database(tmp_path)  # and works again once it is closed
+    build_database(open_dataset(tmp_path))  # and works again once it is closed
 
 
 def test_empty_dataset_still_gets_typed_views(tmp_path):
-    db = build_database(tmp_path)
+    db = build_database(open_dataset(tmp_path))
     with duckdb.connect(str(db.path), read_only=True) as con:
         assert con.execute("select count(*) from activities").fetchone() == (0,)
         assert con.execute("select count(*) from partition_health").fetchone() == (0,)
@@ -93,14 +94,13 @@ def test_retention_risk_lists_the_days_about_to_be_lost(tmp_path):
     import datetime as dt
 
     from activity_pipeline.retention import first_retained_day
-    from activity_pipeline.storage.writer import DayWriter
 
     cliff = first_retained_day(dt.datetime.now(dt.UTC).date())
-    with DayWriter(tenant_data(tmp_path), cliff + dt.timedelta(days=1)) as writer:
-        writer.commit({})
+    with tenant_data(tmp_path).writer(cliff + dt.timedelta(days=1)) as writer:
+        writer.commit()
     # Another tenant, configured to start after the cliff's window: none of its days are at risk.
     starts = {"default": cliff - dt.timedelta(days=10), "late": cliff + dt.timedelta(days=20)}
-    db = build_database(tmp_path, start_dates=starts)
+    db = build_database(open_dataset(tmp_path), start_dates=starts)
     assert "retention_risk" in db.views
     with duckdb.connect(str(db.path), read_only=True) as con:
         rows = con.execute("select tenant, date, days_left, state from retention_risk").fetchall()

@@ -8,9 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from activity_pipeline.storage.layout import TenantData, adopt_legacy_days, legacy_days
-from activity_pipeline.storage.writer import DayWriter, read_manifest
-from activity_pipeline_tests.helpers import REPO, clean_env
+from activity_pipeline.storage.layout import adopt_legacy_days, legacy_days
+from activity_pipeline.storage.local import LocalStore
+from activity_pipeline_testing.helpers import REPO, clean_env
 
 DAY, OTHER = dt.date(2026, 11, 20), dt.date(2026, 11, 21)
 
@@ -18,41 +18,41 @@ DAY, OTHER = dt.date(2026, 11, 20), dt.date(2026, 11, 21)
 def legacy_dataset(root: Path, *days: dt.date) -> None:
     """Days as versions before tenants wrote them: `activities/date=...` and `_health/<day>.json`."""
     for day in days:
-        scratch = TenantData(root, "scratch")
-        with DayWriter(scratch, day) as writer:
-            writer.commit({"rows": 0, "marker": f"legacy {day}"})
-        scratch.day_dir(day).rename(root / "activities" / f"date={day}")
+        scratch = LocalStore(root, "scratch")
+        with scratch.writer(day, run_id=f"legacy-{day}") as writer:
+            writer.commit()
+        scratch.paths.day_dir(day).rename(root / "activities" / f"date={day}")
         (root / "_health").mkdir(exist_ok=True)
         (root / "_health" / f"{day}.json").write_text(json.dumps({"day": str(day), "passed": True}))
     (root / "activities" / "tenant=scratch").rmdir()
 
 
 def test_a_tenants_files_live_under_its_name():
-    data = TenantData(Path("/srv/data"), "contoso")
-    assert data.day_dir(DAY) == Path("/srv/data/activities/tenant=contoso/date=2026-11-20")
+    data = LocalStore(Path("/srv/data"), "contoso")
+    assert data.paths.day_dir(DAY) == Path("/srv/data/activities/tenant=contoso/date=2026-11-20")
     assert data.staging == Path("/srv/data/.staging/tenant=contoso")
-    assert data.health == Path("/srv/data/_health/tenant=contoso")
+    assert data.paths.health == Path("/srv/data/_health/tenant=contoso")
 
 
 def test_days_stored_before_tenants_move_under_the_tenant_whole_and_only_once(tmp_path):
     legacy_dataset(tmp_path, DAY, OTHER)
-    data = TenantData(tmp_path, "contoso")
-    done = adopt_legacy_days(data)
+    data = LocalStore(tmp_path, "contoso")
+    done = adopt_legacy_days(data.paths)
     assert done.days == [DAY, OTHER] and done.conflicts == []
-    assert read_manifest(data, DAY)["marker"] == f"legacy {DAY}"
-    assert (data.health / f"{DAY}.json").exists() and not (tmp_path / "_health" / f"{DAY}.json").exists()
+    assert data.manifest(DAY).run_id == f"legacy-{DAY}"
+    assert (data.paths.health / f"{DAY}.json").exists() and not (tmp_path / "_health" / f"{DAY}.json").exists()
     assert legacy_days(tmp_path) == []
-    assert adopt_legacy_days(data).days == [], "nothing left to move"
+    assert adopt_legacy_days(data.paths).days == [], "nothing left to move"
 
 
 def test_a_day_the_tenant_already_has_is_left_where_it_was(tmp_path):
-    data = TenantData(tmp_path, "contoso")
-    with DayWriter(data, DAY) as writer:
-        writer.commit({"rows": 0, "marker": "new"})
+    data = LocalStore(tmp_path, "contoso")
+    with data.writer(DAY, run_id="new") as writer:
+        writer.commit()
     legacy_dataset(tmp_path, DAY)
-    done = adopt_legacy_days(data)
+    done = adopt_legacy_days(data.paths)
     assert done.conflicts == [DAY] and done.days == []
-    assert read_manifest(data, DAY)["marker"] == "new"
+    assert data.manifest(DAY).run_id == "new"
     assert legacy_days(tmp_path) == [tmp_path / "activities" / f"date={DAY}"]
 
 
@@ -67,4 +67,4 @@ def test_the_migrate_command_moves_the_days_under_the_tenant_it_is_told(tmp_path
     out = subprocess.run([*command, "fabrikam"], env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "moved 1 days under activities/tenant=fabrikam/" in out.stdout
-    assert read_manifest(TenantData(tmp_path, "fabrikam"), DAY) is not None
+    assert LocalStore(tmp_path, "fabrikam").manifest(DAY) is not None

@@ -7,13 +7,12 @@ import datetime as dt
 import pytest
 
 from activity_pipeline.storage.schema import SCHEMA
-from activity_pipeline.storage.writer import DayWriter
-from activity_pipeline_tests.helpers import tenant_data
+from activity_pipeline_testing.helpers import tenant_data
 
 
 def test_a_page_written_after_the_days_files_are_closed_fails_instead_of_writing(tmp_path):
-    with DayWriter(tenant_data(tmp_path), dt.date(2026, 11, 24)) as writer:
-        writer.commit({})
+    with tenant_data(tmp_path).writer(dt.date(2026, 11, 24)) as writer:
+        writer.commit()
         with pytest.raises(RuntimeError, match="already closed"):
             writer.write(0, SCHEMA.empty_table())
         with pytest.raises(RuntimeError, match="already closed"):

@@ -21,7 +21,7 @@ from activity_pipeline.defs.resources import ActivityStorage, MdcaResource, mdca
 from activity_pipeline.demo_tenant import DemoTenant, DemoTenantServer, TenantSpec
 from activity_pipeline.demo_tenant.server import credential_digest
 from activity_pipeline.mdca import ConfigError
-from activity_pipeline_tests.helpers import (
+from activity_pipeline_testing.helpers import (
     REPO,
     clean_env,
     last_days,
@@ -55,10 +55,10 @@ def load(path: Path, **env: str) -> config.PipelineConfig:
 GOOD_ENV = {"CONTOSO_MDCA_TOKEN": "t-1", "FAB_TENANT": "tid", "FAB_CLIENT": "cid", "FAB_SECRET": "s-2"}
 
 
-def test_the_readmes_example_is_what_the_tenants_file_takes(tmp_path):
-    readme = (REPO / "README.md").read_text()
+def test_the_documented_example_is_what_the_tenants_file_takes(tmp_path):
+    readme = (REPO / "docs" / "configuration.md").read_text()
     example = re.search(r"`ACTIVITY_TENANTS_FILE` names a YAML file:\n\n```yaml\n(.*?)```", readme, re.S)
-    assert example, "the README documents the tenants file"
+    assert example, "the configuration reference documents the tenants file"
     env = {
         "CONTOSO_MDCA_TOKEN": "t-1",
         "FABRIKAM_TENANT_ID": "tid",
@@ -93,10 +93,11 @@ def test_each_tenant_gets_a_resource_that_names_its_variables(tmp_path):
     assert "t-1" not in repr(contoso)
     assert resources[mdca_key("lab")].seed == 3
     # A real tenant's request log is shared by the machine's run processes, under the dataset's folder; a demo
-    # tenant is served per process, so it keeps its own.
-    assert contoso.rate_state_dir == "data" and resources[mdca_key("lab")].rate_state_dir is None
+    # tenant is served per process, so it keeps its own. The folder, validated, goes in as a value (not a secret).
+    assert contoso.rate_state_dir == str(Path("data").resolve()) and resources[mdca_key("lab")].rate_state_dir is None
     dated = resources_for(load(write(tmp_path, text), ACTIVITY_DATA_DIR=str(tmp_path / "d"), **GOOD_ENV))
-    assert dated[mdca_key("contoso")].rate_state_dir == dg.EnvVar("ACTIVITY_DATA_DIR")
+    assert dated[mdca_key("contoso")].rate_state_dir == str(tmp_path / "d")
+    assert dated["storage"].data_dir == str(tmp_path / "d") and dated["storage"].data_url is None
 
 
 ONE = "tenants:\n  - name: contoso\n    api_url: https://contoso.eu2.portal.cloudappsecurity.com\n"
@@ -240,7 +241,7 @@ def test_both_tenants_days_are_exact_from_runs_that_overlapped_in_time(side_by_s
     for name, tenant in side_by_side["tenants"].items():
         assert all(r.success for r in side_by_side["results"][name])
         for day in DAYS:
-            ids = pq.read_table(tenant_data(side_by_side["data"], name).day_dir(day), columns=["id"])["id"]
+            ids = pq.read_table(tenant_data(side_by_side["data"], name).paths.day_dir(day), columns=["id"])["id"]
             assert sorted(ids.to_pylist()) == sorted(tenant.truth_ids(day)), (name, day)
 
 
@@ -307,9 +308,9 @@ def test_a_tenant_with_a_wrong_token_fails_alone_and_the_message_names_it(tmp_pa
     assert runs["fabrikam"].returncode != 0
     assert "tenant fabrikam:" in outputs["fabrikam"] and "401" in outputs["fabrikam"]
     assert not [line for line in outputs["fabrikam"].splitlines() if TOKENS["fabrikam"] in line]
-    ids = pq.read_table(tenant_data(tmp_path / "data", "contoso").day_dir(DAYS[0]), columns=["id"])["id"]
+    ids = pq.read_table(tenant_data(tmp_path / "data", "contoso").paths.day_dir(DAYS[0]), columns=["id"])["id"]
     assert sorted(ids.to_pylist()) == sorted(tenants["contoso"].truth_ids(DAYS[0]))
-    assert not tenant_data(tmp_path / "data", "fabrikam").days.exists()
+    assert not tenant_data(tmp_path / "data", "fabrikam").paths.days.exists()
     assert servers["contoso"].stats.by_status.get(401, 0) == 0
 
 
@@ -320,7 +321,7 @@ def test_a_single_tenant_deployment_adopts_the_days_it_stored_before_tenants(tmp
     url = served(tenant)
     assert run_day(old, tenant_resource(url), tmp_path).success
     # As the previous version left it: activities/date=YYYY-MM-DD/.
-    tenant_data(tmp_path).day_dir(old).rename(tmp_path / "activities" / f"date={old}")
+    tenant_data(tmp_path).paths.day_dir(old).rename(tmp_path / "activities" / f"date={old}")
     result = run_day(new, tenant_resource(url), tmp_path)
     assert result.success
     assert not list((tmp_path / "activities").glob("date=*"))

@@ -23,7 +23,7 @@ from activity_pipeline.definitions import build_defs
 from activity_pipeline.defs.automation import job_name
 from activity_pipeline.defs.resources import ActivityStorage, resources_for
 from activity_pipeline.demo_tenant import DemoTenant, TenantSpec
-from activity_pipeline_tests.helpers import REPO, clean_env, free_port, last_days, later, serve, tenants_yaml
+from activity_pipeline_testing.helpers import REPO, clean_env, free_port, last_days, later, serve, tenants_yaml
 
 pytestmark = pytest.mark.browser
 

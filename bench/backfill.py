@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from activity_pipeline_tests.helpers import ready_instance
+from activity_pipeline_testing.helpers import ready_instance
 from bench.common import yesterday
 
 TENANT = "contoso"

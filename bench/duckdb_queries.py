@@ -20,8 +20,9 @@ import duckdb
 
 from activity_pipeline.ingest import ingest_day
 from activity_pipeline.mdca import MdcaClient, MdcaSettings, RateLimiter
+from activity_pipeline.storage.dataset import open_dataset
 from activity_pipeline.storage.duckdb_views import build_database
-from activity_pipeline.storage.layout import TenantData
+from activity_pipeline.storage.local import LocalStore
 from bench.common import TOKEN, demo_tenant_process
 
 
@@ -49,12 +50,12 @@ def main() -> None:
         t0 = time.perf_counter()
         for day in days:
             client = MdcaClient(settings, limiter=RateLimiter(0))
-            result = ingest_day(client, TenantData(data, "bench"), day)
+            result = ingest_day(client, LocalStore(data, "bench"), day)
             json_bytes += result.bytes_received
             parquet_bytes += result.bytes_written
             rows += result.rows
         ingest = time.perf_counter() - t0
-        path = build_database(data).path
+        path = build_database(open_dataset(data)).path
         with duckdb.connect(str(path), read_only=True) as con:
             query = "SELECT app_name, count(*), count(DISTINCT user_name) FROM activities {} GROUP BY 1"
             one = _median_seconds(con, query.format("WHERE date = ?"), [days[len(days) // 2]], a.rounds)

@@ -52,8 +52,8 @@ def main() -> int:
     from activity_pipeline.defs.resources import ActivityStorage, MdcaResource, mdca_key
     from activity_pipeline.ingest import ingest_day
     from activity_pipeline.mdca import MdcaClient, MdcaSettings, RateLimiter
-    from activity_pipeline.storage.layout import TenantData
-    from activity_pipeline_tests.helpers import JOB, NODE, TENANT
+    from activity_pipeline.storage.local import LocalStore
+    from activity_pipeline_testing.helpers import JOB, NODE, TENANT
 
     day, _, _ = yesterday()
     history = {"3 days": 3, f"{a.history} days": a.history}
@@ -67,12 +67,12 @@ def main() -> int:
             dirs[label] = Path(tmp) / label.replace(" ", "_")
             for k in range(1, n + 1):
                 with MdcaClient(settings, limiter=RateLimiter(0)) as client:
-                    ingest_day(client, TenantData(dirs[label], TENANT), day - dt.timedelta(days=k))
+                    ingest_day(client, LocalStore(dirs[label], TENANT), day - dt.timedelta(days=k))
         print(f"history: stored {sum(history.values())} days of {a.activities:,} in {time.perf_counter() - t0:.0f}s")
         for _ in range(a.rounds):
             for label in history:
                 data = dirs[label]
-                shutil.rmtree(TenantData(data, TENANT).day_dir(day), ignore_errors=True)
+                shutil.rmtree(LocalStore(data, TENANT).day_location(day), ignore_errors=True)
                 resources = {
                     mdca_key(TENANT): MdcaResource(api_url=url, api_token=TOKEN, requests_per_minute=0),
                     "storage": ActivityStorage(data_dir=str(data)),

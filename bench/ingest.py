@@ -32,7 +32,7 @@ def child_pipeline(url: str, data_dir: str, data_url: str | None = None) -> dict
 
     from activity_pipeline.definitions import build_defs
     from activity_pipeline.defs.resources import ActivityStorage, MdcaResource, mdca_key
-    from activity_pipeline_tests.helpers import ASSET, NODE, TENANT
+    from activity_pipeline_testing.helpers import ASSET, NODE, TENANT
 
     day, _, _ = yesterday()
     t0 = time.perf_counter()
@@ -57,7 +57,7 @@ def child_pipeline(url: str, data_dir: str, data_url: str | None = None) -> dict
 
 
 def child_seed(url: str) -> dict[str, float]:
-    from activity_pipeline_tests.helpers import seed_loop
+    from activity_pipeline_testing.helpers import seed_loop
 
     _, start, end = yesterday()
     body = {"filters": {"date": {"gte": start, "lte": end - 1}}, "isScan": True, "limit": 5000}
@@ -73,7 +73,7 @@ def child_run(url: str, data_dir: str) -> dict[str, float]:
 
     import dagster as dg
 
-    from activity_pipeline_tests.helpers import ASSET, REPO, cli_env, launch
+    from activity_pipeline_testing.helpers import ASSET, REPO, cli_env, launch
 
     day, _, _ = yesterday()
     with tempfile.TemporaryDirectory() as home:
@@ -107,7 +107,7 @@ def child_run(url: str, data_dir: str) -> dict[str, float]:
     }
 
 
-def _run_child(*args: str) -> dict[str, float]:
+def run_child(*args: str) -> dict[str, float]:
     proc = subprocess.run([sys.executable, "-m", "bench.ingest", "child", *args], capture_output=True, text=True)
     if proc.returncode:
         raise RuntimeError(f"child {args[0]} failed:\n{proc.stderr[-3000:]}")
@@ -124,8 +124,8 @@ def _alternate(kind: str, activities: int, rounds: int) -> tuple[list[dict[str, 
     with demo_tenant_process(activities) as url:
         for _ in range(rounds):
             with tempfile.TemporaryDirectory() as data_dir:
-                ours.append(_run_child(kind, url, data_dir))
-            seeds.append(_run_child("seed", url))
+                ours.append(run_child(kind, url, data_dir))
+            seeds.append(run_child("seed", url))
     return ours, seeds
 
 
@@ -178,7 +178,7 @@ def whole_run(activities: int, rounds: int) -> None:
 def run_memory(activities: int) -> None:
     """Peak RSS of the run process over the whole daily job (scan, checks, views) of one large day."""
     with demo_tenant_process(activities) as url, tempfile.TemporaryDirectory() as data_dir:
-        run = _run_child("run", url, data_dir)
+        run = run_child("run", url, data_dir)
     mb = run["peak_rss_mib"] * 2**20 / 1e6
     print(
         f"daily run memory: {run['records']:,.0f} records, whole run {run['wall_seconds']:.1f}s, "
@@ -193,7 +193,7 @@ def scale(small: int, large: int) -> None:
     runs = {}
     for n in (small, large):
         with demo_tenant_process(n, processes=2) as url, tempfile.TemporaryDirectory() as data_dir:
-            runs[n] = _run_child("pipeline", url, data_dir)
+            runs[n] = run_child("pipeline", url, data_dir)
     for r in runs.values():
         mb = r["peak_rss_mib"] * 2**20 / 1e6
         rate = r["records"] / r["asset_seconds"]

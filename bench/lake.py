@@ -15,9 +15,9 @@ import os
 import statistics
 import tempfile
 
-from activity_pipeline_tests.lake_servers import moto_server, new_bucket, s3_env
+from activity_pipeline_testing.object_storage import moto_server, new_bucket, s3_env
 from bench.common import demo_tenant_process
-from bench.ingest import _run_child
+from bench.ingest import run_child
 
 
 def main() -> None:
@@ -32,8 +32,8 @@ def main() -> None:
         with demo_tenant_process(a.activities) as url:
             for _ in range(a.rounds):
                 with tempfile.TemporaryDirectory() as data_dir:
-                    ours.append(_run_child("pipeline", url, data_dir, new_bucket("s3", endpoint)))
-                seeds.append(_run_child("seed", url))
+                    ours.append(run_child("pipeline", url, data_dir, new_bucket("s3", endpoint)))
+                seeds.append(run_child("seed", url))
         rate = statistics.median(r["records"] / r["asset_seconds"] for r in ours)
         seed_rate = statistics.median(r["records"] / r["seconds"] for r in seeds)
         print(f"lake throughput: {a.rounds} runs each, alternating; records/s per run: asset to S3 "
@@ -45,7 +45,7 @@ def main() -> None:
         print(f"lake throughput: asset {ratio:.2f}x the seed loop; target at least 3x (the local path's): "
               f"{'met' if ratio >= 3 else 'MISSED'}")  # fmt: skip
         with demo_tenant_process(a.memory_activities) as url, tempfile.TemporaryDirectory() as data_dir:
-            run = _run_child("pipeline", url, data_dir, new_bucket("s3", endpoint))
+            run = run_child("pipeline", url, data_dir, new_bucket("s3", endpoint))
         mb = run["peak_rss_mib"] * 2**20 / 1e6
         print(f"lake memory: {run['records']:,.0f} records to a Delta table on S3 in {run['asset_seconds']:.1f}s; "
               f"materializing process peak RSS {run['peak_rss_mib']:,.0f} MiB = {mb:,.0f} MB")  # fmt: skip

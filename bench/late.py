@@ -22,8 +22,7 @@ from pathlib import Path
 from activity_pipeline.days import day_window
 from activity_pipeline.ingest import ingest_day, top_up_day
 from activity_pipeline.mdca import MdcaClient, MdcaSettings, RateLimiter
-from activity_pipeline.storage.inspect import day_facts
-from activity_pipeline.storage.layout import TenantData
+from activity_pipeline.storage.local import LocalStore
 from bench.common import TOKEN, demo_tenant_process, yesterday
 
 NIGHTS = 3
@@ -35,7 +34,7 @@ def _client(url: str) -> MdcaClient:
 
 def _verdict(client: MdcaClient, data_dir: Path, day: dt.date) -> str:
     """count_matches_source's verdict as of the stored watermark: exact, and how many are pending after it."""
-    facts = day_facts(TenantData(data_dir, "bench"), day)
+    facts = LocalStore(data_dir, "bench").facts(day)
     start, end = day_window(day)
     at_watermark = client.count(start, end, {"created": {"lte": facts.watermark_ms}})
     total = client.count(start, end)
@@ -66,7 +65,7 @@ def main() -> None:
     ):
         for data_dir in (top_dir, full_dir):
             client = _client(url)
-            result = ingest_day(client, TenantData(Path(data_dir), "bench"), day)
+            result = ingest_day(client, LocalStore(Path(data_dir), "bench"), day)
         verdict = _verdict(client, Path(data_dir), day)
         print(f"late: night 0 (tenant {start:%Y-%m-%d %H:%M}): full scan {result.rows:,} records, "
               f"{result.requests} requests, {result.seconds:.1f}s; count check {verdict}")  # fmt: skip
@@ -76,9 +75,9 @@ def main() -> None:
                 client = _client(url)
                 t0 = time.perf_counter()
                 if label == "top-up":
-                    result = top_up_day(client, TenantData(Path(data_dir), "bench"), day)
+                    result = top_up_day(client, LocalStore(Path(data_dir), "bench"), day)
                 else:
-                    result = ingest_day(client, TenantData(Path(data_dir), "bench"), day)
+                    result = ingest_day(client, LocalStore(Path(data_dir), "bench"), day)
                 seconds = time.perf_counter() - t0
                 totals["requests"] += client.stats.requests
                 totals["seconds"] += seconds

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import duckdb
 
-from activity_pipeline_tests.helpers import launch, ready_instance, tenants_yaml
+from activity_pipeline_testing.helpers import launch, ready_instance, tenants_yaml
 from bench.common import demo_tenant_process, yesterday
 
 MB = 10**6

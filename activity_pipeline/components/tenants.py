@@ -6,6 +6,11 @@ the job `<name>_daily_activities`, its schedule, and its `late_arrivals` and `re
 One `activities_duckdb` asset covers them all. Each tenant's resource is `mdca_<name>`
 (`defs.resources.resources_for`).
 
+The configuration is read here, once per load (`config.load`): the same validated values build the
+definitions, the partitions (whose stored days come from the dataset that configuration opens) and the
+resources. Dagster loads the definitions several times in one run (six in a `dg launch` of the daily job), so
+they are built once per configuration and UTC day.
+
 Per-tenant assets rather than one asset partitioned by tenant and day: a pool is one fixed string per asset,
 so only separate assets give each tenant a pool of its own; and partitioned checks on multi-partitioned
 assets have open problems in Dagster.
@@ -14,6 +19,7 @@ assets have open problems in Dagster.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 
 import dagster as dg
 
@@ -22,7 +28,8 @@ from activity_pipeline.defs.assets import build_activities, build_activities_duc
 from activity_pipeline.defs.automation import build_automation
 from activity_pipeline.defs.checks import build_checks
 from activity_pipeline.defs.partitions import daily_partitions
-from activity_pipeline.storage.layout import TenantData
+from activity_pipeline.defs.resources import resources_for
+from activity_pipeline.storage.dataset import open_dataset
 
 
 class ActivityTenants(dg.Component, dg.Model, dg.Resolvable):
@@ -33,7 +40,13 @@ class ActivityTenants(dg.Component, dg.Model, dg.Resolvable):
     """
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        return tenants_definitions(config.load())
+        return _definitions(config.snapshot(), dt.datetime.now(dt.UTC).date())
+
+
+@functools.lru_cache(maxsize=4)
+def _definitions(snapshot: config.Snapshot, today: dt.date) -> dg.Definitions:
+    settings = config.load(dict(snapshot.environment))
+    return dg.Definitions.merge(tenants_definitions(settings, today), dg.Definitions(resources=resources_for(settings)))
 
 
 def tenants_definitions(settings: config.PipelineConfig, today: dt.date | None = None) -> dg.Definitions:
@@ -41,9 +54,10 @@ def tenants_definitions(settings: config.PipelineConfig, today: dt.date | None =
     today = today or dt.datetime.now(dt.UTC).date()
     # A deployment of one tenant without a tenants file may hold days from before tenants existed: its runs adopt them.
     adopt = settings.tenants_file is None and len(settings.tenants) == 1
+    dataset = open_dataset(settings.data_dir, settings.data_url)
     built = []
     for tenant in settings.tenants:
-        partitions = daily_partitions(tenant, TenantData(settings.data_dir, tenant.name), today)
+        partitions = daily_partitions(tenant, dataset.tenant(tenant.name), today)
         built.append((tenant, partitions, build_activities(tenant, partitions, adopt_legacy_days=adopt)))
     starts = {t.name: dt.date.fromisoformat(p.get_first_partition_key() or "") for t, p, _ in built}
     duckdb_asset = build_activities_duckdb([asset for _, _, asset in built], starts)

@@ -25,10 +25,8 @@ from activity_pipeline.mdca import (
 )
 from activity_pipeline.retention import RESCUE_MARGIN_DAYS, check_retention
 from activity_pipeline.storage.duckdb_views import DatabaseBusyError, DatabaseWriteError, build_database
-from activity_pipeline.storage.inspect import DamagedDayError
-from activity_pipeline.storage.layout import StorageLocationError
+from activity_pipeline.storage.errors import DamagedDayError, DayLockedError, StorageLocationError
 from activity_pipeline.storage.schema import COLUMNS
-from activity_pipeline.storage.writer import DayLockedError
 
 # Filesystem errors that another attempt a minute later will meet again, each with what to do about it.
 _DISK_ERRNOS = {
@@ -80,7 +78,7 @@ def _metadata(result: IngestResult, total_rows: int) -> dict[str, object]:
         "path": dg.MetadataValue.path(str(result.path)),
         "mode": result.mode,
         "added": result.added,
-        "watermark": dg.MetadataValue.timestamp(result.manifest["watermark_ms"] / 1000),
+        "watermark": dg.MetadataValue.timestamp((result.manifest.watermark_ms or 0) / 1000),
         "source_total_at_scan": result.source_total,
         "quarantined": result.quarantined,
         "pages": scan.pages,
@@ -145,21 +143,21 @@ def _materialize_day(
     context: dg.AssetExecutionContext, tenant: str, mdca: TenantResource, storage: ActivityStorage
 ) -> dg.MaterializeResult:
     day = partition_day(context)
-    data = storage.tenant(tenant)
+    store = storage.tenant(tenant)
     run_id = context.run.run_id[:12]
     try:
         # Retention is relative to the service's now: the run's start time stands in for it.
         check_retention(day, _run_start(context))
         storage.check_location()
-        previous = storage.manifest(tenant, day)
+        previous = store.manifest(day)
         full = _tag(context, FULL_RESCAN_TAG)
         with mdca.client(context.log) as client:
-            if previous is not None and previous.get("watermark_ms") is not None and not full:
+            if previous is not None and previous.watermark_ms is not None and not full:
                 # Stored already: add what was created since its watermark, not the whole day again.
-                result = top_up_day(client, data, day, logger=context.log, run_id=run_id)
+                result = top_up_day(client, store, day, logger=context.log, run_id=run_id)
             else:
                 result = ingest_day(
-                    client, data, day, slices=mdca.slices or None, logger=context.log, run_id=run_id,
+                    client, store, day, slices=mdca.slices or None, logger=context.log, run_id=run_id,
                     allow_shorter=_tag(context, ALLOW_SHORTER_TAG),
                 )  # fmt: skip
     except _FINAL as exc:
@@ -186,7 +184,7 @@ def _materialize_day(
         f"{tenant} {day} {how}: {result.rows:,} activities stored ({result.source_total:,} at the source when the "
         f"scan began), {result.quarantined} quarantined, {result.requests} requests, in {result.seconds:.1f}s"
     )
-    return dg.MaterializeResult(metadata=_metadata(result, storage.row_total(tenant)))
+    return dg.MaterializeResult(metadata=_metadata(result, store.row_total()))
 
 
 def _tag(context: dg.AssetExecutionContext, name: str) -> bool:
@@ -210,7 +208,7 @@ def build_activities_duckdb(
     def activities_duckdb(context: dg.AssetExecutionContext, storage: ActivityStorage) -> dg.MaterializeResult:
         """Views over every tenant's stored days in $ACTIVITY_DATA_DIR/activities.duckdb: a file the DuckDB CLI opens, with absolute paths and a `tenant` column."""  # noqa: E501
         try:
-            db = build_database(storage.path, start_dates=start_dates, data_url=storage.data_url)
+            db = build_database(storage.dataset, start_dates=start_dates)
         except (DatabaseBusyError, DatabaseWriteError) as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
         context.log.info(f"{db.path}: {len(db.views)} views over {db.tenant_days} tenant-days, {db.rows:,} activities")

@@ -70,10 +70,10 @@ def build_automation(
         requests, notes = [], []
         with mdca.client(context.log) as client:
             for day in newest_days(partitions, SETTLE_DAYS):
-                manifest = storage.manifest(name, day)
+                manifest = storage.tenant(name).manifest(day)
                 if manifest is None:
                     continue  # never materialized: the schedule or a backfill owns it
-                stored = int(manifest["rows"])
+                stored = manifest.rows
                 total = client.count(*day_window(day))
                 notes.append(f"{day}: stored {stored:,}, source {total:,}")
                 if total > stored:
@@ -118,11 +118,12 @@ def rescue_requests(
     """Runs for the tenant's partitions about to leave the service's retention that are missing or incomplete,
     oldest first."""
     days = [dt.date.fromisoformat(key) for key in partitions.get_partition_keys()]
+    store = storage.tenant(tenant)
     risky = at_risk(
         days,
         today=today,
-        stored=storage.stored_days(tenant),
-        incomplete=storage.incomplete_days(tenant),
+        stored=store.days(),
+        incomplete=store.failed_days(),
         margin_days=margin_days,
     )
     return [

@@ -20,7 +20,8 @@ from activity_pipeline.defs.partitions import partition_day
 from activity_pipeline.defs.resources import ActivityStorage, TenantResource, mdca_key
 from activity_pipeline.ingest import SETTLE_DAYS
 from activity_pipeline.mdca import MdcaClient
-from activity_pipeline.storage.inspect import DayFacts
+from activity_pipeline.storage.facts import DayFacts
+from activity_pipeline.storage.manifest import Manifest
 
 TRAILING_DAYS = 7
 # An hour with no rows is suspicious only if that hour usually carries at least this many.
@@ -38,7 +39,7 @@ class Evidence:
     tenant: str
     facts: DayFacts
     # Manifests of the stored days among the TRAILING_DAYS before this one.
-    history: dict[dt.date, dict[str, Any]]
+    history: dict[dt.date, Manifest]
     # Opens a client for the source's count, only when count_matches_source runs.
     client: Callable[[], AbstractContextManager[MdcaClient]] | None = None
     storage: ActivityStorage | None = None
@@ -115,7 +116,7 @@ def count_matches_source(e: Evidence) -> Verdict | str:
         "watermark": dg.MetadataValue.timestamp(watermark / 1000) if watermark is not None else "none",
         "source_total_now": total,
         "pending_after_watermark": pending,
-        "source_total_at_scan": (facts.manifest or {}).get("source_total_at_scan"),
+        "source_total_at_scan": facts.manifest.source_total_at_scan if facts.manifest is not None else None,
     }
     # The one thing a check leaves behind: its finding, for the partition_health view.
     e.storage.record_count_check(
@@ -173,7 +174,7 @@ def schema_matches(e: Evidence) -> Verdict | str:
 
 
 def _too_little_history(e: Evidence) -> Verdict | str | None:
-    if not e.facts.exists or not e.facts.manifest:
+    if not e.facts.exists or e.facts.manifest is None:
         return _missing(e.facts.day, WARN)
     if len(e.history) < MIN_HISTORY_DAYS:
         return (
@@ -186,8 +187,8 @@ def _too_little_history(e: Evidence) -> Verdict | str | None:
 def no_unexpected_silent_hours(e: Evidence) -> Verdict | str:
     if (early := _too_little_history(e)) is not None:
         return early
-    today = np.array(e.facts.manifest["hourly"])  # type: ignore[index]
-    average = np.mean([m["hourly"] for m in e.history.values()], axis=0)
+    today = np.array(e.facts.manifest.hourly)  # type: ignore[union-attr]
+    average = np.mean([m.hourly for m in e.history.values()], axis=0)
     silent = [h for h in range(24) if today[h] == 0 and average[h] >= SILENT_HOUR_MIN_AVERAGE]
     metadata = {
         "actual": len(silent),
@@ -205,8 +206,8 @@ def no_unexpected_silent_hours(e: Evidence) -> Verdict | str:
 def apps_still_reporting(e: Evidence) -> Verdict | str:
     if (early := _too_little_history(e)) is not None:
         return early
-    regular = set.intersection(*(set(m.get("apps", {})) for m in e.history.values())) - {"None"}
-    today = set(e.facts.manifest.get("apps", {}))  # type: ignore[union-attr]
+    regular = set.intersection(*(set(m.apps) for m in e.history.values())) - {"None"}
+    today = set(e.facts.manifest.apps)  # type: ignore[union-attr]
     missing = sorted(regular - today, key=int)
     metadata = {
         "actual": len(regular & today),
@@ -260,13 +261,14 @@ def build_checks(
     )
     def activities_checks(context: dg.AssetCheckExecutionContext) -> Iterator[dg.AssetCheckResult]:
         storage: ActivityStorage = context.resources.storage
+        store = storage.tenant(tenant)
         mdca: TenantResource = getattr(context.resources, resource)
         day = partition_day(context)
         wanted = {key.name for key in context.selected_asset_check_keys}
         evidence = Evidence(
             tenant=tenant,
-            facts=storage.facts(tenant, day),
-            history=storage.trailing_manifests(tenant, day, TRAILING_DAYS) if wanted & _HISTORY else {},
+            facts=store.facts(day),
+            history=store.trailing_manifests(day, TRAILING_DAYS) if wanted & _HISTORY else {},
             client=lambda: mdca.client(context.log),
             storage=storage,
         )

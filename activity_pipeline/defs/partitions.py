@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Any
 
 import dagster as dg
@@ -10,18 +11,29 @@ import dagster as dg
 from activity_pipeline.config import TenantConfig
 from activity_pipeline.days import utc_day
 from activity_pipeline.retention import first_retained_day
-from activity_pipeline.storage.inspect import stored_days
-from activity_pipeline.storage.layout import TenantData
+from activity_pipeline.storage.core import TenantStore
 
 
-def start_date(tenant: TenantConfig, data: TenantData, today: dt.date) -> dt.date:
+def start_date(tenant: TenantConfig, store: TenantStore, today: dt.date) -> dt.date:
     """The tenant's `start_date` (or ACTIVITY_START_DATE); unset, the oldest day the service still keeps on
     `today`, or the tenant's oldest stored day if that is earlier. So the default never offers a day that can no
     longer be scanned, and never drops one that was kept beyond the service's retention.
+
+    The stored days are asked of the storage backend when the definitions load (on object storage, one read of
+    the table's log). If it cannot answer then, the definitions still load, from the service's retention: a
+    storage outage must not take the UI down with it; the runs themselves say what is wrong.
     """
     if tenant.start_date is not None:
         return tenant.start_date
-    return min([first_retained_day(today), *stored_days(data)[:1]])
+    try:
+        oldest = store.days()[:1]
+    except Exception as exc:  # any backend's failure: obstore and delta-rs share no base class with OSError
+        logging.getLogger(__name__).warning(
+            f"tenant {tenant.name}: the stored days could not be listed ({' '.join(str(exc).split())[:200]}); its "
+            "partitions start at the oldest day the service keeps until they can"
+        )
+        oldest = []
+    return min([first_retained_day(today), *oldest])
 
 
 class TenantDays(dg.DailyPartitionsDefinition):
@@ -40,9 +52,9 @@ class TenantDays(dg.DailyPartitionsDefinition):
             ) from None
 
 
-def daily_partitions(tenant: TenantConfig, data: TenantData, today: dt.date) -> dg.DailyPartitionsDefinition:
+def daily_partitions(tenant: TenantConfig, store: TenantStore, today: dt.date) -> dg.DailyPartitionsDefinition:
     # end_offset=0: the newest partition is yesterday, the last complete UTC day.
-    first = start_date(tenant, data, today)
+    first = start_date(tenant, store, today)
     return TenantDays(start_date=first.isoformat(), timezone="UTC", end_offset=0)
 
 

@@ -23,8 +23,9 @@ import dagster as dg
 from activity_pipeline.config import DEFAULT_DATA_DIR, PipelineConfig, TenantConfig
 from activity_pipeline.mdca import MdcaClient, MdcaSettings, RateLimiter, RetryPolicy
 from activity_pipeline.mdca.settings import DEFAULT_AUTHORITY_HOST, DEFAULT_REQUESTS_PER_MINUTE
-from activity_pipeline.storage import health, inspect, writer
-from activity_pipeline.storage.layout import STAGING, TenantData, adopt_legacy_days, check_root
+from activity_pipeline.storage.core import Dataset, Finding, TenantStore
+from activity_pipeline.storage.dataset import open_dataset
+from activity_pipeline.storage.layout import STAGING
 
 DEMO_WARNING = "reading the built-in demo tenant on 127.0.0.1 (no api_url configured); its activities are synthetic"
 _DEFAULT_RETRY = RetryPolicy()
@@ -145,67 +146,39 @@ class DemoTenantResource(TenantResource):
 class ActivityStorage(dg.ConfigurableResource):
     """The dataset: every tenant's Parquet days, their manifests and the DuckDB file under `data_dir`
     (`ACTIVITY_DATA_DIR`); with `data_url` (`ACTIVITY_DATA_URL`), the days are a Delta table on object storage
-    (`storage.lake`) and `data_dir` keeps work in progress and the DuckDB file."""
+    and `data_dir` keeps work in progress and the DuckDB file. Which backend is `storage.dataset`'s business."""
 
     data_dir: str = DEFAULT_DATA_DIR
     data_url: str | None = None
 
     @property
+    def dataset(self) -> Dataset:
+        return open_dataset(self.data_dir, self.data_url)
+
+    @property
     def path(self) -> Path:
-        return Path(self.data_dir).expanduser().resolve()
+        return self.dataset.root
 
-    def tenant(self, name: str) -> TenantData:
-        """The tenant's part of the dataset."""
-        if self.data_url:
-            from activity_pipeline.storage.lake import Lake, LakeTenantData
-
-            return LakeTenantData(self.path, name, lake=Lake(self.data_url))
-        return TenantData(self.path, name)
+    def tenant(self, name: str) -> TenantStore:
+        """The tenant's stored days."""
+        return self.dataset.tenant(name)
 
     def check_location(self) -> None:
-        """Raise StorageLocationError when the dataset cannot go where it is configured to: a data folder that
-        is a file, a bucket that does not exist, storage credentials refused."""
-        check_root(self.path)
-        if self.data_url:
-            from activity_pipeline.storage.lake import Lake
-
-            Lake(self.data_url).check()
+        """Raise StorageLocationError when the dataset cannot go where it is configured to."""
+        self.dataset.check()
 
     @property
     def location(self) -> str:
         """Where the days are, for messages: the URL or the folder."""
-        return self.data_url or str(self.path)
-
-    def manifest(self, tenant: str, day: dt.date) -> dict[str, Any] | None:
-        """The stored day's manifest, or None when the day has not been materialized."""
-        return writer.read_manifest(self.tenant(tenant), day)
-
-    def facts(self, tenant: str, day: dt.date) -> inspect.DayFacts:
-        return inspect.day_facts(self.tenant(tenant), day)
-
-    def trailing_manifests(self, tenant: str, day: dt.date, days: int) -> dict[dt.date, dict[str, Any]]:
-        return inspect.trailing_manifests(self.tenant(tenant), day, days)
-
-    def row_total(self, tenant: str) -> int:
-        return inspect.stored_row_total(self.tenant(tenant))
-
-    def stored_days(self, tenant: str) -> list[dt.date]:
-        return inspect.stored_days(self.tenant(tenant))
-
-    def incomplete_days(self, tenant: str) -> set[dt.date]:
-        """Days whose last count check failed."""
-        return health.failed_count_checks(self.tenant(tenant))
+        return self.dataset.location
 
     def record_count_check(self, tenant: str, day: dt.date, **finding: Any) -> None:
-        """Keep the count check's finding (see `storage.health.record_count_check`) for `partition_health`."""
-        health.record_count_check(self.tenant(tenant), day, at=dt.datetime.now(dt.UTC), **finding)
+        """Keep the count check's finding (`storage.core.Finding`) for `partition_health`."""
+        self.tenant(tenant).record_finding(Finding.of(day, at=dt.datetime.now(dt.UTC), **finding))
 
     def adopt_legacy_days(self, tenant: str) -> list[dt.date]:
-        """Move days stored before tenants existed under `tenant` (see `storage.layout`); returns them.
-        Local days are never moved onto object storage: with `data_url` this does nothing."""
-        if self.data_url:
-            return []
-        return adopt_legacy_days(self.tenant(tenant)).days
+        """Move days stored before tenants existed under `tenant` (see `storage.layout`); returns them."""
+        return self.dataset.adopt_legacy_days(tenant)
 
 
 def mdca_key(tenant: str) -> str:
@@ -215,7 +188,7 @@ def mdca_key(tenant: str) -> str:
 
 def tenant_resource(tenant: TenantConfig, *, rate_state_dir: Any = None) -> TenantResource:
     """The tenant's resource: secrets as `dg.EnvVar`, so the UI shows only the variables' names.
-    `rate_state_dir`: see `TenantResource.rate_state_dir` (a folder, or the `dg.EnvVar` that names it)."""
+    `rate_state_dir`: see `TenantResource.rate_state_dir`."""
     if tenant.demo is not None:
         # No shared log for the demo tenant: each process serves its own, on a port of its own, with its own
         # budget (and a file per port would pile up).
@@ -239,9 +212,9 @@ def tenant_resource(tenant: TenantConfig, *, rate_state_dir: Any = None) -> Tena
 
 def resources_for(config: PipelineConfig) -> dict[str, dg.ConfigurableResource]:
     """The resources a deployment with this configuration runs with: one per tenant, and the dataset."""
-    data_dir = dg.EnvVar(config.data_dir_variable) if config.data_dir_variable else DEFAULT_DATA_DIR
+    # Validated values that are not secrets go in as values; only the tenants' secrets go through dg.EnvVar.
+    data_dir = str(config.data_dir)
     tenants: dict[str, dg.ConfigurableResource] = {
         mdca_key(t.name): tenant_resource(t, rate_state_dir=data_dir) for t in config.tenants
     }
-    data_url = dg.EnvVar("ACTIVITY_DATA_URL") if config.data_url else None
-    return {**tenants, "storage": ActivityStorage(data_dir=data_dir, data_url=data_url)}
+    return {**tenants, "storage": ActivityStorage(data_dir=data_dir, data_url=config.data_url)}

@@ -12,7 +12,6 @@ Modules: `settings` (what to reach and how), `auth`, `ratelimit`, `client` (one 
 `body` (a page's bytes and who may rearrange them).
 """
 
-from activity_pipeline.mdca.body import PageBody
 from activity_pipeline.mdca.client import MdcaClient, RequestStats, RetryPolicy, window_filters
 from activity_pipeline.mdca.dedupe import DigestSet
 from activity_pipeline.mdca.errors import (
@@ -33,6 +32,7 @@ from activity_pipeline.mdca.ratelimit import RateLimiter
 from activity_pipeline.mdca.scan import Page, RecordKeys, Scanner, ScanStats
 from activity_pipeline.mdca.settings import MdcaSettings, Secret
 from activity_pipeline.mdca.slices import choose_slices
+from activity_pipeline.pagebody import PageBody
 
 __all__ = [
     "PAGE_LIMIT",

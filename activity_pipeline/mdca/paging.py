@@ -14,9 +14,9 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from activity_pipeline.mdca.body import PageBody
 from activity_pipeline.mdca.client import MdcaClient
 from activity_pipeline.mdca.errors import ScanStalledError
+from activity_pipeline.pagebody import PageBody
 
 # The most scan mode returns in one page.
 PAGE_LIMIT = 5000

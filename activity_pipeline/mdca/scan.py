@@ -26,12 +26,12 @@ from typing import Any
 
 import msgspec
 
-from activity_pipeline.mdca.body import PageBody
 from activity_pipeline.mdca.client import MdcaClient, window_filters
 from activity_pipeline.mdca.dedupe import DigestSet, RecentIds
 from activity_pipeline.mdca.errors import ScanStalledError
 from activity_pipeline.mdca.paging import ServerCursor
 from activity_pipeline.mdca.slices import Slice, WorkQueue
+from activity_pipeline.pagebody import PageBody
 
 log = logging.getLogger(__name__)
 

@@ -12,17 +12,15 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import fcntl
-import json
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from activity_pipeline.retention import RESCUE_MARGIN_DAYS, RETENTION_DAYS, at_risk, first_retained_day
-from activity_pipeline.storage.layout import DATASET, HEALTH, STAGING, TenantData
+from activity_pipeline.storage.core import Dataset, Finding
+from activity_pipeline.storage.layout import STAGING
 from activity_pipeline.storage.schema import COLUMNS
-from activity_pipeline.storage.writer import MANIFEST
 
 DATABASE = "activities.duckdb"
 
@@ -152,23 +150,13 @@ def _health_view(health_glob: str | None) -> str:
         ORDER BY 1, 2"""
 
 
-def _retention_risk_view(root: Path, start_dates: Mapping[str, dt.date], stored_source: str | None = None) -> str:
+def _retention_risk_view(start_dates: Mapping[str, dt.date], stored: str) -> str:
     """Each tenant's days within RESCUE_MARGIN_DAYS of leaving the service's retention that are missing or
-    incomplete, from the tenant's first partition on.
+    incomplete, from the tenant's first partition on; `stored` is the SQL of the stored (tenant, date) pairs.
 
-    Evaluated when queried (today is the query's UTC date), from the days' manifests and the count check's
+    Evaluated when queried (today is the query's UTC date), from the stored days and the count check's
     findings, so it is current between rebuilds of the file.
     """
-    manifests = root / DATASET / "tenant=*" / "date=*" / MANIFEST
-    if stored_source is not None:
-        stored = stored_source
-    elif any((root / DATASET).glob(f"tenant=*/date=*/{MANIFEST}")):
-        stored = (
-            f"SELECT tenant, day AS date FROM read_json({_sql_string(str(manifests))}, hive_partitioning = true, "
-            "hive_types = {'tenant': VARCHAR}, columns = {day: 'DATE'})"
-        )
-    else:
-        stored = "SELECT NULL::VARCHAR AS tenant, NULL::DATE AS date WHERE false"
     today = "CAST(now() AT TIME ZONE 'UTC' AS DATE)"
     starts = ", ".join(f"({_sql_string(t)}, DATE '{d.isoformat()}')" for t, d in sorted(start_dates.items()))
     tenants = (
@@ -202,65 +190,45 @@ class Database:
     at_risk: list[tuple[str, dt.date, int, str]]
 
 
-def build_database(
-    root: Path, *, start_dates: Mapping[str, dt.date] | None = None, data_url: str | None = None
-) -> Database:
-    """Build `activities.duckdb` next to the dataset, over every tenant's days.
+def build_database(dataset: Dataset, *, start_dates: Mapping[str, dt.date] | None = None) -> Database:
+    """Build `activities.duckdb` in the dataset's folder (`dataset.root`), over every tenant's days.
 
     `start_dates` holds each configured tenant's first partition: `retention_risk` looks for missing days
     from there (a tenant not named has its stored days in every view, and no missing days).
     Builds from concurrent runs (one per tenant) take turns; each one's result is complete.
 
-    With `data_url` (the dataset on object storage, `storage.lake`), the file stays under `root` and its
-    views read the Delta table's current files in place; `<root>/activities.sql` is written beside it, the
-    setup a DuckDB session needs for them (extensions from the venv, credentials from the cloud's chain):
-    `duckdb -init <root>/activities.sql <root>/activities.duckdb`.
+    On object storage (`storage.lake`) the views read the Delta table's current files in place, and
+    `<root>/activities.sql` is written beside the file: the setup a DuckDB session needs for them (extensions
+    from the venv, credentials from the cloud's chain): `duckdb -init <root>/activities.sql <root>/activities.duckdb`.
     """
-    root = root.resolve()
+    root = dataset.root
     target = root / DATABASE
     staging = root / STAGING
     staging.mkdir(parents=True, exist_ok=True)
     with open(staging / f"{DATABASE}.lock", "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return _build(root, target, start_dates or {}, data_url)
+        return _build(dataset, target, start_dates or {})
 
 
-HIVE = "hive_partitioning = true, hive_types = {'tenant': VARCHAR, 'date': DATE}"
-
-
-def _build(root: Path, target: Path, start_dates: Mapping[str, dt.date], data_url: str | None) -> Database:
+def _build(dataset: Dataset, target: Path, start_dates: Mapping[str, dt.date]) -> Database:
     _refuse_if_open(target)
+    root = dataset.root
     tmp = root / f".{DATABASE}.{os.getpid()}.tmp"
     tmp.unlink(missing_ok=True)
-    setup: list[str] = []
-    lake_files = None
-    if data_url:
-        from activity_pipeline.storage.lake import Lake
-        from activity_pipeline.storage.lake_sql import duckdb_setup, lake_sources
-
-        setup = duckdb_setup(data_url)
-        lake = Lake(data_url)
-        lake_files = lake.files()  # one read of the table's log for the whole build
-        source, health, stored = lake_sources(lake, lake_files)
-        source = source or _typed_empty()
-        health_view = _health_view(health)
-        risk_view = _retention_risk_view(root, start_dates, stored_source=stored)
-    else:
-        glob = root / DATASET / "tenant=*" / "date=*" / "*.parquet"
-        has_days = any((root / DATASET).glob("tenant=*/date=*/*.parquet"))
-        source = (
-            f"SELECT tenant, * EXCLUDE (tenant) FROM read_parquet({_sql_string(str(glob))}, {HIVE})"
-            if has_days
-            else _typed_empty()
-        )
-        health = root / HEALTH
-        health_view = _health_view(str(health / "tenant=*" / "*.json") if any(health.glob("tenant=*/*.json")) else None)
-        risk_view = _retention_risk_view(root, start_dates)
+    sources = dataset.view_sources()  # one listing (or one read of the table's log) for the whole build
+    source = sources.activities or _typed_empty()
+    health_view = _health_view(sources.findings)
+    risk_view = _retention_risk_view(start_dates, sources.stored)
     views = ["activities", *ANALYTIC_VIEWS, "partition_health", "retention_risk"]
     import duckdb
 
     try:
-        _write(tmp, target, setup, source, health_view, risk_view, root, data_url)
+        _write(tmp, target, sources.setup, source, health_view, risk_view)
+        if sources.script is not None:
+            script = root / "activities.sql"
+            lines = [f"-- duckdb -init {script} {target}", *(f"{sql};" for sql in sources.script)]
+            script.write_text("\n".join(lines) + "\n")
+        os.replace(tmp, target)
     except (duckdb.Error, OSError) as exc:
         text = str(exc) if not isinstance(exc, OSError) else f"{exc.strerror or exc}"
         if not any(marker.lower() in text.lower() for marker in _DISK_FULL):
@@ -272,16 +240,12 @@ def _build(root: Path, target: Path, start_dates: Mapping[str, dt.date], data_ur
     finally:
         tmp.unlink(missing_ok=True)
         Path(str(tmp) + ".wal").unlink(missing_ok=True)
-    stored = _stored_rows(root, lake_files)
-    at_risk = _at_risk(root, data_url, start_dates, stored)
-    return Database(target, views, len(stored), sum(stored.values()), at_risk)
+    stored = sources.rows
+    return Database(target, views, len(stored), sum(stored.values()), _at_risk(dataset, start_dates, stored))
 
 
-def _write(
-    tmp: Path, target: Path, setup: list[str], source: str, health_view: str, risk_view: str, root: Path,
-    data_url: str | None,
-) -> None:  # fmt: skip
-    """Write the views to `tmp`, then put it in `target`'s place in one rename."""
+def _write(tmp: Path, target: Path, setup: list[str], source: str, health_view: str, risk_view: str) -> None:
+    """Write the views to `tmp` (renamed into `target`'s place by the caller)."""
     import duckdb
 
     with duckdb.connect(str(tmp)) as con:
@@ -299,33 +263,10 @@ def _write(
         con.execute(f"CREATE VIEW partition_health AS {health_view}")
         con.execute(f"CREATE VIEW retention_risk AS {risk_view}")
         con.execute("CHECKPOINT")
-    if data_url:
-        from activity_pipeline.storage.lake_sql import duckdb_setup
-
-        script = root / "activities.sql"
-        lines = [f"-- duckdb -init {script} {target}", *(f"{sql};" for sql in duckdb_setup(data_url, script=True))]
-        script.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, target)
-
-
-def _stored_rows(
-    root: Path, lake_files: Mapping[tuple[str, dt.date], list[dict[str, Any]]] | None
-) -> dict[tuple[str, dt.date], int]:
-    """Rows per (tenant, day) stored, for the build's summary: from each tenant's index (local) or the table's
-    log (`lake_files`, object storage), not from the data, so that the cost does not grow with the days kept."""
-    if lake_files is not None:
-        return {key: sum(int(f["rows"] or 0) for f in files) for key, files in lake_files.items()}
-    from activity_pipeline.storage.index import day_rows
-
-    return {
-        (folder.name.removeprefix("tenant="), day): rows
-        for folder in sorted((root / DATASET).glob("tenant=*"))
-        for day, rows in day_rows(TenantData(root, folder.name.removeprefix("tenant="))).items()
-    }
 
 
 def _at_risk(
-    root: Path, data_url: str | None, start_dates: Mapping[str, dt.date], stored: Mapping[tuple[str, dt.date], int]
+    dataset: Dataset, start_dates: Mapping[str, dt.date], stored: Mapping[tuple[str, dt.date], int]
 ) -> list[tuple[str, dt.date, int, str]]:
     """What `retention_risk` holds today, computed as the view does but reading only the count check's
     findings of the days near the cliff (RESCUE_MARGIN_DAYS of them per tenant)."""
@@ -335,25 +276,16 @@ def _at_risk(
     for tenant, start in sorted(start_dates.items()):
         window = [oldest + dt.timedelta(days=k) for k in range(RESCUE_MARGIN_DAYS + 1)]
         days = [d for d in window if start <= d < today]
-        failed = [d for d in days if (tenant, d) in stored and _last_check_failed(root, data_url, tenant, d)]
+        store = dataset.tenant(tenant)
+        failed = [d for d in days if (tenant, d) in stored and _last_check_failed(store.finding(d))]
         kept = [d for d in days if (tenant, d) in stored]
         for risk in at_risk(days, today=today, stored=kept, incomplete=failed):
             found.append((tenant, risk.day, risk.days_left, risk.state))
     return found
 
 
-def _last_check_failed(root: Path, data_url: str | None, tenant: str, day: dt.date) -> bool:
-    if data_url:
-        from activity_pipeline.storage.lake import Lake
-
-        # The same name as on local disk (storage.layout.HEALTH), beside the table.
-        record = Lake(data_url).get_json(f"{HEALTH}/tenant={tenant}/{day.isoformat()}.json")
-    else:
-        try:
-            record = json.loads((root / HEALTH / f"tenant={tenant}" / f"{day.isoformat()}.json").read_text())
-        except FileNotFoundError:
-            record = None
-    return record is not None and record.get("passed") is False
+def _last_check_failed(finding: Finding | None) -> bool:
+    return finding is not None and finding.passed is False
 
 
 def _refuse_if_open(target: Path) -> None:

@@ -16,27 +16,28 @@ import datetime as dt
 import fcntl
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from activity_pipeline.storage.layout import STAGING, TenantData
+from activity_pipeline.storage.layout import STAGING, TenantPaths
 
-INDEX = "_index"
+# Reads every stored day's rows from the manifests: what the index is rebuilt from.
+Rebuild = Callable[[], dict[dt.date, int]]
 
 
-def _path(data: TenantData) -> Path:
-    return data.root / INDEX / f"tenant={data.tenant}.json"
+def _path(data: TenantPaths) -> Path:
+    return data.index
 
 
 @contextlib.contextmanager
-def _locked(data: TenantData) -> Iterator[None]:
+def _locked(data: TenantPaths) -> Iterator[None]:
     (data.root / STAGING).mkdir(parents=True, exist_ok=True)
     with open(data.root / STAGING / f"index-{data.tenant}.lock", "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 
 
-def _write(data: TenantData, days: dict[str, int]) -> None:
+def _write(data: TenantPaths, days: dict[str, int]) -> None:
     path = _path(data)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -44,48 +45,41 @@ def _write(data: TenantData, days: dict[str, int]) -> None:
     os.replace(tmp, path)
 
 
-def _rebuild(data: TenantData) -> dict[str, int]:
-    from activity_pipeline.storage.inspect import stored_days
-    from activity_pipeline.storage.writer import read_manifest
-
-    days = {}
-    for day in stored_days(data):
-        manifest = read_manifest(data, day)
-        if manifest is not None:
-            days[day.isoformat()] = int(manifest["rows"])
+def _rebuild(data: TenantPaths, rebuild: Rebuild) -> dict[str, int]:
+    days = {day.isoformat(): rows for day, rows in rebuild().items()}
     _write(data, days)
     return days
 
 
-def record_day(data: TenantData, day: dt.date, rows: int) -> None:
+def record_day(data: TenantPaths, day: dt.date, rows: int, rebuild: Rebuild) -> None:
     """A new version of `day` with `rows` rows was committed."""
     with _locked(data):
         days = _read(data)
         if days is None:
-            _rebuild(data)
+            _rebuild(data, rebuild)
             return
         days[day.isoformat()] = rows
         _write(data, days)
 
 
-def _read(data: TenantData) -> dict[str, int] | None:
+def _read(data: TenantPaths) -> dict[str, int] | None:
     try:
         return {k: int(v) for k, v in json.loads(_path(data).read_text())["days"].items()}
     except (FileNotFoundError, KeyError, ValueError):
         return None
 
 
-def day_rows(data: TenantData) -> dict[dt.date, int]:
+def day_rows(data: TenantPaths, rebuild: Rebuild) -> dict[dt.date, int]:
     """The tenant's stored days and the rows of each (rebuilt from the manifests when the index is missing or
     older than the newest day folder)."""
     days = _read(data)
     if days is None or _stale(data):
         with _locked(data):
-            days = _rebuild(data)
+            days = _rebuild(data, rebuild)
     return {dt.date.fromisoformat(k): v for k, v in days.items()}
 
 
-def _stale(data: TenantData) -> bool:
+def _stale(data: TenantPaths) -> bool:
     """True when the tenant's folder of days changed after the index: a day folder was added or removed other
     than by a commit (which updates the index after its swap), so the folder's time is the later one."""
     try:

@@ -1,5 +1,5 @@
 """DuckDB over the dataset on object storage (`storage.lake`): the extensions, loaded from the venv, a secret
-from the cloud's credential chain, and the views' sources over the Delta table's current files.
+from the cloud's credential chain, and the URLs DuckDB reads.
 
 DuckDB downloads its extensions on first use; offline machines can't. The package pins the registry's builds
 of the ones needed here (`duckdb-extension-httpfs`, `-aws`, `-azure`, for the pinned DuckDB) and loads them
@@ -8,13 +8,9 @@ by path with downloads turned off, so every machine reads the same way.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import urllib.parse
 from pathlib import Path
-from typing import Any
-
-from activity_pipeline.storage.lake import HEALTH, Lake, _partition, duckdb_url
 
 
 def extension_path(name: str) -> Path:
@@ -69,11 +65,6 @@ def duckdb_setup(url: str, *, script: bool = False) -> list[str]:
     return sql
 
 
-# Azurite's account and key are public constants, the same in every copy of the emulator.
-AZURITE_ACCOUNT = "devstoreaccount1"
-AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-
-
 def _azure_secret(url: str, script: bool) -> str:
     env = os.environ
 
@@ -82,12 +73,18 @@ def _azure_secret(url: str, script: bool) -> str:
         return f"getenv('{name}')" if script else "'" + env[name].replace("'", "''") + "'"
 
     if env.get("AZURE_STORAGE_USE_EMULATOR", "").lower() in ("1", "true"):
-        blob = env.get("AZURITE_BLOB_STORAGE_URL", "http://127.0.0.1:10000").rstrip("/")
+        # Azurite (delta-rs and obstore's `use_emulator`): the account and key come from the same variables.
+        account, blob = env.get("AZURE_STORAGE_ACCOUNT_NAME", ""), env.get("AZURITE_BLOB_STORAGE_URL", "")
+        if not account or not env.get("AZURE_STORAGE_ACCOUNT_KEY"):
+            raise RuntimeError(
+                "AZURE_STORAGE_USE_EMULATOR is set: set AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY to "
+                "the emulator's account and key too (DuckDB reads the emulator with them)."
+            )
+        endpoint = f"{(blob or 'http://127.0.0.1:10000').rstrip('/')}/{account}"
         conn = (
-            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
-            f"BlobEndpoint={blob}/{AZURITE_ACCOUNT};"
+            f"'DefaultEndpointsProtocol=http;AccountName={account};AccountKey=' || {value('AZURE_STORAGE_ACCOUNT_KEY')}"
         )
-        return f"TYPE azure, CONNECTION_STRING '{conn}'"
+        return f"TYPE azure, CONNECTION_STRING {conn} || ';BlobEndpoint={endpoint};'"
     if env.get("AZURE_STORAGE_CONNECTION_STRING"):
         return f"TYPE azure, CONNECTION_STRING {value('AZURE_STORAGE_CONNECTION_STRING')}"
     account = env.get("AZURE_STORAGE_ACCOUNT_NAME") or _account(url)
@@ -102,35 +99,11 @@ def _account(url: str) -> str:
     return host.split("@", 1)[1].split(".", 1)[0] if "@" in host else ""
 
 
-def lake_sources(
-    lake: Lake, files: dict[tuple[str, dt.date], list[dict[str, Any]]]
-) -> tuple[str | None, str | None, str]:
-    """For `storage.duckdb_views`, from the table's current `files` (`Lake.files()`): the `activities` source
-    over them (None: no files), the glob of the count checks' findings (None: none yet), and the stored
-    (tenant, date) pairs, as SQL."""
-    uris = sorted(
-        duckdb_url(f"{lake.table_url}/{_partition(tenant, day)}/{f['name']}")
-        for (tenant, day), day_files in files.items()
-        for f in day_files
-    )
-    source = None
-    if uris:
-        listed = ", ".join(_sql(u) for u in uris)
-        source = (
-            f"SELECT tenant, * EXCLUDE (tenant) FROM read_parquet([{listed}], hive_partitioning = true, "
-            "hive_types = {'tenant': VARCHAR, 'date': DATE})"
-        )
-    health = duckdb_url(f"{lake.url}/{HEALTH}/tenant=*/*.json") if lake.keys(HEALTH) else None
-    pairs = sorted(files)
-    stored = (
-        "SELECT * FROM (VALUES "
-        + ", ".join(f"({_sql(t)}, DATE '{d.isoformat()}')" for t, d in pairs)
-        + ") AS s(tenant, date)"
-        if pairs
-        else "SELECT NULL::VARCHAR AS tenant, NULL::DATE AS date WHERE false"
-    )
-    return source, health, stored
-
-
-def _sql(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
+def duckdb_url(url: str) -> str:
+    """The URL DuckDB reads: Data Lake URLs (abfs[s]://container@account.dfs.core.windows.net/path) as their
+    Blob twins (az://container/path, the account in the session's secret). Every Data Lake Storage account
+    answers the Blob API over the same data, and so does Azurite, which has no Data Lake endpoint."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme in ("abfs", "abfss") and parts.username:
+        return f"az://{parts.username}{parts.path}"
+    return url

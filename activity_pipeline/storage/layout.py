@@ -1,13 +1,17 @@
 """Where a tenant's files live under the data directory (`ACTIVITY_DATA_DIR`). The only code that knows.
 
-    activities/tenant=<name>/date=YYYY-MM-DD/    the tenant's days (see `storage.writer`), hive-style, so any
+    activities/tenant=<name>/date=YYYY-MM-DD/    the tenant's days (`storage.local`), hive-style, so any
                                                  engine reads `tenant` and `date` as columns
-    _health/tenant=<name>/YYYY-MM-DD.json        the count check's last word on each day (`storage.health`)
-    .staging/tenant=<name>/                      work in progress and day locks; never under activities/
+    _health/tenant=<name>/YYYY-MM-DD.json        the count check's last word on each day
+    _index/tenant=<name>.json                    the tenant's days and their rows (`storage.index`)
+    .staging/tenant=<name>/                      work in progress and day locks, for both backends; never
+                                                 under activities/
     activities.duckdb                            views over every tenant (`storage.duckdb_views`)
 
->>> data = TenantData(Path("/srv/mdca"), "contoso")
->>> data.day_dir(dt.date(2026, 11, 24))
+With the dataset on object storage (`storage.lake`), only `.staging/` and `activities.duckdb` are used here.
+
+>>> paths = TenantPaths(Path("/srv/mdca"), "contoso")
+>>> paths.day_dir(dt.date(2026, 11, 24))
 PosixPath('/srv/mdca/activities/tenant=contoso/date=2026-11-24')
 """
 
@@ -16,19 +20,15 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from activity_pipeline.storage.writer import DayWriter
+from activity_pipeline.storage.errors import StorageLocationError
 
 DATASET = "activities"
 STAGING = ".staging"
 HEALTH = "_health"
-
-
-class StorageLocationError(RuntimeError):
-    """Where the dataset should go is unusable: a file where a folder should be, a bucket that does not exist,
-    credentials the storage service refuses. No retry fixes it; the message says what to change."""
+INDEX = "_index"
+# Under a tenant's staging folder: scans that were not swapped in (see `StagedDay.keep_aside`).
+KEPT_ASIDE = "kept-aside"
 
 
 def check_root(root: Path, variable: str = "ACTIVITY_DATA_DIR") -> None:
@@ -37,7 +37,7 @@ def check_root(root: Path, variable: str = "ACTIVITY_DATA_DIR") -> None:
     >>> check_root(Path("/etc/hostname"))
     Traceback (most recent call last):
     ...
-    activity_pipeline.storage.layout.StorageLocationError: ACTIVITY_DATA_DIR (/etc/hostname) is a file, not a folder...
+    activity_pipeline.storage.errors.StorageLocationError: ACTIVITY_DATA_DIR (/etc/hostname) is a file, not a folder...
     """
     path = Path(root)
     existing = next((p for p in (path, *path.parents) if p.exists()), None)
@@ -50,8 +50,8 @@ def check_root(root: Path, variable: str = "ACTIVITY_DATA_DIR") -> None:
 
 
 @dataclasses.dataclass(frozen=True)
-class TenantData:
-    """One tenant's part of the dataset under `root`."""
+class TenantPaths:
+    """Where one tenant's files are under `root`."""
 
     root: Path
     tenant: str
@@ -72,14 +72,12 @@ class TenantData:
     def health(self) -> Path:
         return self.root / HEALTH / f"tenant={self.tenant}"
 
+    @property
+    def index(self) -> Path:
+        return self.root / INDEX / f"tenant={self.tenant}.json"
+
     def day_dir(self, day: dt.date) -> Path:
         return self.days / f"date={day.isoformat()}"
-
-    def writer(self, day: dt.date, **kwargs: Any) -> DayWriter:
-        """The writer of a new version of `day` (`storage.writer.DayWriter`; kwargs are its own)."""
-        from activity_pipeline.storage.writer import DayWriter
-
-        return DayWriter(self, day, **kwargs)
 
 
 @dataclasses.dataclass
@@ -96,7 +94,7 @@ def legacy_days(root: Path) -> list[Path]:
     return sorted(p for p in (Path(root) / DATASET).glob("date=*") if p.is_dir())
 
 
-def adopt_legacy_days(data: TenantData) -> Adopted:
+def adopt_legacy_days(data: TenantPaths) -> Adopted:
     """Move days stored before tenants existed (`activities/date=...`) and their count-check files under
     `data`'s tenant. Each day moves by one rename, so a reader sees it in the old place or the new, whole.
     Safe to run again, and from several processes at once (they take turns).

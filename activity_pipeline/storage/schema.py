@@ -15,7 +15,7 @@ import msgspec
 import numpy as np
 import pyarrow as pa
 
-from activity_pipeline.mdca.body import PageBody
+from activity_pipeline.pagebody import PageBody
 
 SCHEMA_VERSION = 1
 TIMESTAMP = pa.timestamp("ms", tz="UTC")

@@ -1,4 +1,5 @@
-"""The bytes of one page as received, and who may do what with them.
+"""The bytes of one page as received, and who may do what with them. Shared by the API client (`mdca`), which
+fills it, and storage, which turns it into columns; neither imports the other.
 
 A scan page is about 17 MB of JSON. The client reads it from the socket straight into one writable byte
 array (`MdcaClient`'s body reader); msgspec decodes the page from that array, and each record of the page's

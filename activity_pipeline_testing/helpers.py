@@ -21,7 +21,8 @@ from activity_pipeline.demo_tenant import DemoTenant, DemoTenantServer, ServerSe
 from activity_pipeline.demo_tenant.data import DAY_MS, day_start_ms
 from activity_pipeline.demo_tenant.tenant import Page as ServerPage
 from activity_pipeline.mdca import MdcaClient, MdcaSettings, RateLimiter, RetryPolicy, Scanner
-from activity_pipeline.storage.layout import TenantData
+from activity_pipeline.storage.core import Dataset
+from activity_pipeline.storage.local import LocalStore
 
 REPO = Path(__file__).resolve().parents[1]
 # Three fixed days, so failures reproduce; the last is the stress day with a 6000-record tie.
@@ -227,9 +228,9 @@ def tenants_yaml(urls: dict[str, str]) -> str:
     return "tenants:\n" + "".join(entries)
 
 
-def tenant_data(data_dir: Path, tenant: str = TENANT) -> TenantData:
+def tenant_data(data_dir: Path, tenant: str = TENANT) -> LocalStore:
     """The tenant's part of the dataset in `data_dir`."""
-    return TenantData(data_dir, tenant)
+    return LocalStore(data_dir, tenant)
 
 
 def materialize(day: dt.date, data_dir: Path, mdca: Any, **kw: Any) -> dg.ExecuteInProcessResult:
@@ -299,3 +300,17 @@ def cli_env(url: str, data_dir: Path, home: Path) -> dict[str, str]:
         ACTIVITY_START_DATE="2026-01-01",
         DAGSTER_HOME=str(home),
     )
+
+
+def stored(dataset: Dataset, tenant: str, day: dt.date) -> list[tuple[str, str]]:
+    """(id, raw) of a stored day as the DuckDB views read it (`Dataset.view_sources`), on either backend."""
+    import duckdb
+
+    sources = dataset.view_sources()
+    if sources.activities is None:
+        return []
+    with duckdb.connect() as con:
+        for sql in sources.setup:
+            con.execute(sql)
+        query = f"SELECT id, raw FROM ({sources.activities}) WHERE tenant = ? AND date = ?"
+        return con.execute(query, [tenant, day]).fetchall()

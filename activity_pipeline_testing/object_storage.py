@@ -1,7 +1,7 @@
 """Object storage emulators on loopback, for the lake tests: moto's S3 server and Azurite (Blob and Data Lake).
 
-Each starts on a free port when first asked for and stops with the test session. A missing emulator skips its
-tests with the command that installs it; `.ci/run` installs both.
+Each starts on a free port when first asked for and stops when the block ends. A missing emulator raises
+EmulatorMissing with the command that installs it (the tests turn it into a skip); `.ci/run` installs both.
 """
 
 from __future__ import annotations
@@ -17,12 +17,18 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import requests
 
-from activity_pipeline.storage.lake_sql import AZURITE_ACCOUNT, AZURITE_KEY
-from activity_pipeline_tests.helpers import REPO, free_port
+from activity_pipeline_testing.helpers import REPO, free_port
 
+
+class EmulatorMissing(RuntimeError):
+    """The emulator is not installed here; the message says how to install it."""
+
+
+# Azurite's account and key are public constants, the same in every copy of the emulator.
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 # A distinctive secret, so that a search for it in logs and files can only find a leak.
 S3_SECRET = "moto-secret-4b9e1d7a-do-not-log"
 
@@ -43,7 +49,7 @@ def moto_server() -> Iterator[str]:
     """moto's S3 server; yields its endpoint URL."""
     binary = Path(sys.executable).with_name("moto_server")
     if not binary.exists():
-        pytest.skip("moto's server is not installed: pip install -e '.[dev]' (make test does it)")
+        raise EmulatorMissing("moto's server is not installed: pip install -e '.[dev]' (make test does it)")
     port = free_port()
     log = Path(tempfile.mkstemp(prefix="moto-", suffix=".log")[1])
     with log.open("w") as out:
@@ -66,7 +72,7 @@ def azurite_server() -> Iterator[str]:
     """Azurite's Blob service (which also answers the Data Lake URLs delta-rs uses); yields its URL."""
     binary = azurite_binary()
     if binary is None:
-        pytest.skip("Azurite is not installed: npm install --prefix .azurite azurite (.ci/run does it)")
+        raise EmulatorMissing("Azurite is not installed: npm install --prefix .azurite azurite (.ci/run does it)")
     port = free_port()
     folder = Path(tempfile.mkdtemp(prefix="azurite-"))
     log = folder / "azurite.log"
@@ -95,8 +101,13 @@ def s3_env(endpoint: str) -> dict[str, str]:
 
 
 def azure_env(endpoint: str) -> dict[str, str]:
-    """The standard variables for Azurite (object_store's emulator switch and its URL)."""
-    return {"AZURE_STORAGE_USE_EMULATOR": "true", "AZURITE_BLOB_STORAGE_URL": endpoint}
+    """The standard variables for Azurite: object_store's emulator switch, its URL, and its account and key."""
+    return {
+        "AZURE_STORAGE_USE_EMULATOR": "true",
+        "AZURITE_BLOB_STORAGE_URL": endpoint,
+        "AZURE_STORAGE_ACCOUNT_NAME": AZURITE_ACCOUNT,
+        "AZURE_STORAGE_ACCOUNT_KEY": AZURITE_KEY,
+    }
 
 
 def new_bucket(kind: str, endpoint: str) -> str:
@@ -114,3 +125,14 @@ def new_bucket(kind: str, endpoint: str) -> str:
     )
     BlobServiceClient.from_connection_string(conn).create_container(name)
     return f"az://{name}/mdca"
+
+
+def new_dataset_url(kind: str, endpoint: str) -> tuple[str, dict[str, str]]:
+    """A new, empty dataset URL on the emulator at `endpoint`, and the cloud's variables that reach it: `kind`
+    "s3" (s3://), "azure-blob" (az://) or "azure-data-lake" (abfss://container@account.dfs.core.windows.net/)."""
+    cloud = "s3" if kind == "s3" else "azure"
+    url = new_bucket(cloud, endpoint)
+    if kind == "azure-data-lake":
+        container = url.removeprefix("az://").split("/", 1)[0]
+        url = f"abfss://{container}@{AZURITE_ACCOUNT}.dfs.core.windows.net/mdca"
+    return url, s3_env(endpoint) if cloud == "s3" else azure_env(endpoint)

@@ -1,0 +1,230 @@
+"""The storage interface: a dataset of tenants' stored days, and what the rest of the code may ask of it.
+
+Two backends implement it, and nothing outside `storage/` knows which one it has:
+- `storage.local`: Parquet folders under `ACTIVITY_DATA_DIR` (Hive layout), a day replaced by one rename swap;
+- `storage.lake`: a Delta table on object storage (`ACTIVITY_DATA_URL`), a day replaced by one commit.
+
+`storage.dataset.open_dataset` chooses between them, once, from the configuration.
+
+    dataset = open_dataset(Path("data"), data_url=None)
+    store = dataset.tenant("contoso")
+    with store.writer(day) as writer:         # a new version of the day, swapped in whole by commit()
+        writer.write(slice_start_ms, table)
+        manifest = writer.commit(watermark_ms=...)
+    store.manifest(day).rows, store.days(), store.facts(day).duplicate_ids
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pyarrow as pa
+
+from activity_pipeline.storage.facts import DayFacts
+from activity_pipeline.storage.manifest import Manifest
+
+
+class Finding(msgspec.Struct, kw_only=True):
+    """The count check's last word on a day, kept beside the dataset for the `partition_health` view.
+
+    Its JSON (one small object per day, replaced whole) is what the view reads: keep the field names.
+    """
+
+    day: dt.date
+    source_total: int
+    rows_checked: int
+    checked_at: str
+    passed: bool
+    watermark_ms: int | None = None
+    # At the source but created after the watermark and not stored yet: late arrivals, not a gap.
+    pending: int = 0
+
+    @classmethod
+    def of(cls, day: dt.date, *, at: dt.datetime, **fields: Any) -> Finding:
+        return cls(day=day, checked_at=at.astimezone(dt.UTC).isoformat(timespec="seconds"), **fields)
+
+
+_FINDING = msgspec.json.Decoder(Finding)
+
+
+def encode_finding(finding: Finding) -> bytes:
+    return msgspec.json.encode(finding)
+
+
+def decode_finding(data: bytes | str) -> Finding | None:
+    """A finding from its JSON; None when it is not one (a torn or foreign file is no finding)."""
+    try:
+        return _FINDING.decode(data)
+    except msgspec.DecodeError:
+        return None
+
+
+class DayWriter(abc.ABC):
+    """A new version of one day: pages go in, `commit` makes them the day in one step, or nothing changes.
+
+    A context manager: the day's lock is taken on entry (a second writer of the day gets DayLockedError) and
+    everything uncommitted is removed on exit.
+    """
+
+    day: dt.date
+    run_id: str
+    # New files are named `{prefix}-HHMMSSmmm...parquet`; a top-up names its own beside the carried files.
+    prefix: str
+    rows: int
+    quarantined: int
+
+    @property
+    @abc.abstractmethod
+    def target(self) -> Path | str:
+        """Where the day is (a folder, or a URL), for messages and metadata."""
+
+    @abc.abstractmethod
+    def __enter__(self) -> DayWriter: ...
+
+    @abc.abstractmethod
+    def __exit__(self, *exc: object) -> None: ...
+
+    @abc.abstractmethod
+    def write(self, slice_start_ms: int, table: pa.Table) -> None:
+        """Append a page to its slice's file; pages of one slice arrive in time order."""
+
+    @abc.abstractmethod
+    def close_slice(self, slice_start_ms: int) -> None:
+        """Finish a slice's file once its last page is written."""
+
+    @abc.abstractmethod
+    def quarantine(self, raws: Sequence[bytes]) -> None:
+        """Keep records that cannot be stored as rows, exactly as received."""
+
+    @abc.abstractmethod
+    def carry_over(self, manifest: Manifest) -> None:
+        """Start from the stored version `manifest` describes (a top-up): its rows stay, what is written adds."""
+
+    @abc.abstractmethod
+    def commit(self, **figures: Any) -> Manifest:
+        """Finish the files and make them the day, with a manifest of the writer's own fields (rows, files, ...)
+        and `figures` (any other `Manifest` field). Returns the manifest."""
+
+    @abc.abstractmethod
+    def keep_aside(self) -> Path | str:
+        """Close the files and keep them, uncommitted, for a person to look at; the stored day is untouched."""
+
+
+class TenantStore(abc.ABC):
+    """One tenant's stored days."""
+
+    tenant: str
+    # Local work in progress and day locks, on either backend.
+    staging: Path
+
+    @abc.abstractmethod
+    def writer(self, day: dt.date, *, run_id: str | None = None, prefix: str = "part") -> DayWriter:
+        """The writer of a new version of `day`."""
+
+    @abc.abstractmethod
+    def day_location(self, day: dt.date) -> Path | str:
+        """Where the day is: its folder, or its partition's URL."""
+
+    @abc.abstractmethod
+    def manifest(self, day: dt.date) -> Manifest | None:
+        """The manifest of the day's current version; None when the day is not stored."""
+
+    @abc.abstractmethod
+    def day_rows(self) -> dict[dt.date, int]:
+        """Every stored day and its rows, without reading the days (an index, or the table's log)."""
+
+    @abc.abstractmethod
+    def facts(self, day: dt.date) -> DayFacts:
+        """What the checks need from the day's files (absent day: `exists` is False)."""
+
+    @abc.abstractmethod
+    def ids_since(self, day: dt.date, created_from_ms: int) -> list[str]:
+        """Ids of the stored day's rows created at or after `created_from_ms` (a top-up may meet them again).
+        Raises DamagedDayError when a file cannot be read."""
+
+    @abc.abstractmethod
+    def record_finding(self, finding: Finding) -> Path | str:
+        """Keep the count check's finding on a day (replacing the last); returns where it went."""
+
+    @abc.abstractmethod
+    def findings(self) -> list[Finding]:
+        """The last finding of every checked day."""
+
+    @abc.abstractmethod
+    def finding(self, day: dt.date) -> Finding | None:
+        """The last finding on `day`, or None."""
+
+    def days(self) -> list[dt.date]:
+        """The stored days, oldest first."""
+        return sorted(self.day_rows())
+
+    def row_total(self) -> int:
+        """Rows stored across all the tenant's days, whatever the days kept, without reading them."""
+        return sum(self.day_rows().values())
+
+    def failed_days(self) -> set[dt.date]:
+        """Days whose last count check found the stored day short of (or beyond) the source."""
+        return {f.day for f in self.findings() if not f.passed}
+
+    def trailing_manifests(self, day: dt.date, days: int) -> dict[dt.date, Manifest]:
+        """Manifests of the `days` days before `day` that are stored."""
+        found = {}
+        for k in range(1, days + 1):
+            earlier = day - dt.timedelta(days=k)
+            manifest = self.manifest(earlier)
+            if manifest is not None:
+                found[earlier] = manifest
+        return found
+
+
+@dataclasses.dataclass
+class ViewSources:
+    """What the DuckDB file's views read, as SQL (`storage.duckdb_views`)."""
+
+    # Run first in every session over the dataset (extensions, a secret); empty on local disk.
+    setup: list[str]
+    # The same for the DuckDB CLI's `-init` script, reading secrets from the environment when it starts;
+    # None: no script is needed.
+    script: list[str] | None
+    # Every stored file, with `tenant` and `date` columns; None: no day is stored.
+    activities: str | None
+    # The glob of the count checks' findings; None: none yet.
+    findings: str | None
+    # The stored (tenant, date) pairs.
+    stored: str
+    # Rows per (tenant, day), from indexes or the table's log.
+    rows: Mapping[tuple[str, dt.date], int]
+
+
+class Dataset(abc.ABC):
+    """Every tenant's stored days, and the local folder (`root`) that holds work in progress and the DuckDB
+    file on either backend."""
+
+    root: Path
+
+    @property
+    @abc.abstractmethod
+    def location(self) -> str:
+        """Where the days are, for messages: the folder or the URL."""
+
+    @abc.abstractmethod
+    def tenant(self, name: str) -> TenantStore: ...
+
+    @abc.abstractmethod
+    def check(self) -> None:
+        """Raise StorageLocationError when the days cannot go where they are configured to: a folder that is a
+        file, a bucket that does not exist, credentials refused. Other failures (an outage) pass through."""
+
+    @abc.abstractmethod
+    def view_sources(self) -> ViewSources:
+        """The views' sources over the days stored now."""
+
+    def adopt_legacy_days(self, tenant: str) -> list[dt.date]:
+        """Move days stored before tenants existed under `tenant`; returns them. Only local folders had any."""
+        return []

@@ -1,0 +1,95 @@
+"""A stored day's manifest: what one version of a day holds and how it was collected. Written and read here only.
+
+A manifest is JSON, one per version of a day (`_manifest.json` in a local day's folder; one object per version
+beside the Delta table). Every manifest ever written still loads: fields added since the first ones have
+defaults, and fields this code does not know are ignored.
+
+    version 1   (no `manifest_version` field) every manifest written before this module
+    version 2   the same fields, with `manifest_version`
+
+>>> m = Manifest(day=dt.date(2026, 11, 24), rows=3, files=["part-000000000.parquet"])
+>>> loads(dumps(m)).rows, loads(b'{"day": "2026-11-24", "rows": 5}').manifest_version
+(3, 1)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import msgspec
+
+MANIFEST_VERSION = 2
+# The name of a local day's manifest file.
+MANIFEST = "_manifest.json"
+
+
+class Window(msgspec.Struct, frozen=True):
+    """The day's window, epoch ms, end exclusive."""
+
+    start_ms: int
+    end_ms: int
+
+
+class TopUp(msgspec.Struct, frozen=True):
+    """One top-up: the records created since `from_ms` that a run added to the day."""
+
+    run_id: str
+    from_ms: int
+    scan_started_ms: int
+    added: int
+    requests: int
+    at: str
+
+
+class Manifest(msgspec.Struct, kw_only=True):
+    """One version of a stored day."""
+
+    day: dt.date
+    rows: int
+    quarantined: int = 0
+    # The day's Parquet files (names within the day's folder or partition).
+    files: list[str] = msgspec.field(default_factory=list)
+    bytes: int = 0
+    schema_version: int = 1
+    run_id: str = ""
+    # Absent in manifests written before tenants existed.
+    tenant: str | None = None
+    window: Window | None = None
+    source_total_at_scan: int | None = None
+    # The service's clock when the scan began, and the watermark: every record created at or before it is
+    # stored. None for days stored before top-ups existed (those are scanned in full).
+    scan_started_ms: int | None = None
+    watermark_ms: int | None = None
+    # The scan's figures: pages, slices, duplicates_dropped, ids_held_peak, requests, retries, ...
+    scan: dict[str, int] = msgspec.field(default_factory=dict)
+    top_ups: list[TopUp] = msgspec.field(default_factory=list)
+    # Rows per UTC hour (24), and per app_id ("None" for records without one).
+    hourly: list[int] = msgspec.field(default_factory=list)
+    apps: dict[str, int] = msgspec.field(default_factory=dict)
+    written_at: str = ""
+    # On object storage: the version's quarantine objects (keys beside the table).
+    quarantine_files: list[str] = msgspec.field(default_factory=list)
+    manifest_version: int = 1
+
+    def with_figures(self, **changes: Any) -> Manifest:
+        """A copy with `changes`, and the current `manifest_version`."""
+        return msgspec.structs.replace(self, manifest_version=MANIFEST_VERSION, **changes)
+
+
+_DECODER = msgspec.json.Decoder(Manifest)
+
+
+def dumps(manifest: Manifest) -> bytes:
+    """The manifest as indented JSON."""
+    return msgspec.json.format(msgspec.json.encode(manifest), indent=2)
+
+
+def loads(data: bytes | str) -> Manifest:
+    """A manifest from its JSON; raises msgspec.ValidationError naming the field that is wrong."""
+    return _DECODER.decode(data)
+
+
+def to_builtins(manifest: Manifest) -> dict[str, Any]:
+    """The manifest as plain JSON types (for metadata and logs)."""
+    return msgspec.to_builtins(manifest)

@@ -1,0 +1,98 @@
+"""The package's shape: layers that only look down, one place that picks a storage backend, no environment read
+outside the configuration."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from activity_pipeline_testing.helpers import REPO
+
+PACKAGE = REPO / "activity_pipeline"
+
+
+def _module(path: Path) -> str:
+    name = ".".join(path.relative_to(REPO).with_suffix("").parts)
+    return name.removesuffix(".__init__")
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Each module of the package -> the package's modules it imports (at the top or inside functions)."""
+    modules = {_module(p): p for p in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("activity_pipeline"):
+                # `from package import module` imports the module; `from module import name`, the module.
+                submodules = {f"{node.module}.{a.name}" for a in node.names} & set(modules)
+                found |= submodules or {node.module}
+            elif isinstance(node, ast.Import):
+                found |= {a.name for a in node.names if a.name.startswith("activity_pipeline")}
+        graph[name] = {m for m in found if m in modules and m != name}
+    return graph
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while (w := stack.pop()) != v:
+                component.append(w)
+            if component:
+                found.append(sorted([v, *component]))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_package_has_no_import_circle():
+    assert circles(import_graph()) == []
+
+
+def test_the_circle_finder_finds_a_circle():
+    assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_storage_and_the_api_client_import_nothing_of_each_other():
+    graph = import_graph()
+    storage = {m for m in graph if m.startswith("activity_pipeline.storage")}
+    mdca = {m for m in graph if m.startswith("activity_pipeline.mdca")}
+    assert {m: graph[m] & mdca for m in storage if graph[m] & mdca} == {}
+    assert {m: graph[m] & storage for m in mdca if graph[m] & storage} == {}
+
+
+def test_one_module_chooses_the_storage_backend():
+    graph = import_graph()
+    backends = {"activity_pipeline.storage.local", "activity_pipeline.storage.lake"}
+    choosers = {m for m, deps in graph.items() if deps & backends and not m.startswith("activity_pipeline.storage.")}
+    assert choosers == set(), "outside storage/, the backends are reached through storage.dataset only"
+    assert {m for m, deps in graph.items() if backends <= deps} == {"activity_pipeline.storage.dataset"}
+
+
+def test_only_the_configuration_reads_the_environment():
+    readers = {
+        p.relative_to(PACKAGE).as_posix()
+        for p in PACKAGE.rglob("*.py")
+        if "os.environ" in p.read_text() or "os.getenv" in p.read_text()
+    }
+    # config.py reads the project's settings; lake_sql.py the clouds' own variables (their credential chains,
+    # for DuckDB); __init__.py sets Arrow's allocator before pyarrow loads (a variable of Arrow's).
+    assert readers == {"config.py", "storage/lake_sql.py", "__init__.py"}, readers
+    assert "definitions.py" not in readers
