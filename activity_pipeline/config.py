@@ -111,7 +111,6 @@ class PipelineConfig:
 
     data_dir: Path
     tenants: tuple[TenantConfig, ...]
-    data_dir_variable: str | None = None
     tenants_file: Path | None = None
     # The dataset on object storage (ACTIVITY_DATA_URL, see storage.lake); None: under data_dir.
     data_url: str | None = None
@@ -178,7 +177,6 @@ def load(env: Mapping[str, str] | None = None) -> PipelineConfig:
     return PipelineConfig(
         data_dir=root,
         tenants=tenants,
-        data_dir_variable="ACTIVITY_DATA_DIR" if data_dir else None,
         tenants_file=path,
         data_url=data_url,
     )

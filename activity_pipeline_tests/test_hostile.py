@@ -291,9 +291,8 @@ def test_a_full_disk_while_writing_the_views_says_so_and_keeps_the_old_file(tmp_
                     fill.write(b"\0" * 4096)
             except OSError:
                 pass
-        storage = ActivityStorage(data_dir=str(disk))
         with pytest.raises(Exception) as info:
-            build_database(open_dataset(storage.path))
+            build_database(ActivityStorage(data_dir=str(disk)).dataset)
         assert "Could not write" in str(info.value) and "Free space" in str(info.value)
         assert (disk / DATABASE).read_bytes() == old
     finally:

@@ -155,10 +155,6 @@ class ActivityStorage(dg.ConfigurableResource):
     def dataset(self) -> Dataset:
         return open_dataset(self.data_dir, self.data_url)
 
-    @property
-    def path(self) -> Path:
-        return self.dataset.root
-
     def tenant(self, name: str) -> TenantStore:
         """The tenant's stored days."""
         return self.dataset.tenant(name)

@@ -15,7 +15,6 @@ defaults, and fields this code does not know are ignored.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
 import msgspec
 
@@ -72,10 +71,6 @@ class Manifest(msgspec.Struct, kw_only=True):
     quarantine_files: list[str] = msgspec.field(default_factory=list)
     manifest_version: int = 1
 
-    def with_figures(self, **changes: Any) -> Manifest:
-        """A copy with `changes`, and the current `manifest_version`."""
-        return msgspec.structs.replace(self, manifest_version=MANIFEST_VERSION, **changes)
-
 
 _DECODER = msgspec.json.Decoder(Manifest)
 
@@ -88,8 +83,3 @@ def dumps(manifest: Manifest) -> bytes:
 def loads(data: bytes | str) -> Manifest:
     """A manifest from its JSON; raises msgspec.ValidationError naming the field that is wrong."""
     return _DECODER.decode(data)
-
-
-def to_builtins(manifest: Manifest) -> dict[str, Any]:
-    """The manifest as plain JSON types (for metadata and logs)."""
-    return msgspec.to_builtins(manifest)
