@@ -73,6 +73,7 @@ run: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml  ## DAY=YYYY-MM-DD [TENANT=
 	[ -n "$$tenants" ] || tenants="$$configured"; \
 	for t in $$tenants; do echo "$$configured" | grep -qx "$$t" || \
 	  { echo "no tenant named $$t; configured: "$$configured >&2; exit 2; }; done; \
+	$(BIN)/python -m activity_pipeline.defs.partitions $(DAY) $$tenants || exit 2; \
 	failed=""; for t in $$tenants; do \
 	  echo "== $$t $(DAY)"; $(BIN)/dg launch --job $${t}_daily_activities --partition $(DAY) || failed="$$failed $$t"; \
 	done; \

@@ -52,7 +52,7 @@ FILE_VARIABLE_KEYS = {
 }
 FILE_KEYS = (
     "name", "api_url", *FILE_VARIABLE_KEYS, "authority_host", "requests_per_minute", "rate_window_seconds",
-    "start_date", "demo",
+    "start_date", "demo", "automation",
 )  # fmt: skip
 _DEMO_KEYS = ("seed", "activities_per_day")
 # Keys someone may write a secret under; the message then says where secrets go instead.
@@ -84,6 +84,9 @@ class TenantConfig:
     # None: partitions start at the oldest day the service still keeps, or the oldest stored day if earlier.
     start_date: dt.date | None = None
     demo: DemoSettings | None = None
+    # The schedule and the sensors run by default whenever the daemon runs; `automation: false` in the tenants
+    # file leaves them stopped (runs are then started by hand, or switched on in the UI).
+    automation: bool = True
     # Where the tenant was defined, for messages: "tenant 'contoso' (line 4 of /etc/tenants.yaml)".
     origin: str = ""
 
@@ -101,6 +104,7 @@ class TenantConfig:
             api_url=self.api_url,
             authority_host=self.authority_host,
             requests_per_minute=self.requests_per_minute,
+            variables=tuple(sorted(self.variables.items())),
             **values,
         )
 
@@ -351,6 +355,12 @@ def _file_tenant(
             "`rate_window_seconds` must be a number of seconds from 1 to 3600; the service counts its limit in 60 "
             f"(shorter only to scale time in tests and benchmarks); got {window!r}"
         )
+    automation = entry.get("automation", True)
+    if not isinstance(automation, bool):
+        raise fail(
+            "`automation` must be true (the default: the schedule and the sensors run whenever the daemon runs) or "
+            f"false (they stay stopped until switched on in the UI); got {automation!r}"
+        )
     first = entry.get("start_date", start_date)
     if isinstance(first, str):
         try:
@@ -368,6 +378,7 @@ def _file_tenant(
         rate_window_seconds=float(window),
         start_date=first,
         demo=settings,
+        automation=automation,
         origin=who,
     )
 

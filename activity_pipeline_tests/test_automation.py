@@ -1,4 +1,5 @@
-"""When things run: the daily schedule, and the sensor that re-runs days whose source total grew."""
+"""When things run: the daily schedule, the sensor that re-runs days whose source total grew, and which of them
+run by default."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import datetime as dt
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from activity_pipeline.definitions import build_defs, defs
 from activity_pipeline.defs.resources import ActivityStorage, mdca_key
@@ -67,3 +69,43 @@ def test_retention_rescue_requests_missing_days_near_the_cliff_oldest_first(tmp_
     assert [r.partition_key for r in requests] == [d.isoformat() for d in wanted]
     assert "incomplete" in requests[1].tags["activity_pipeline/reason"]
     assert "missing, 0 days left" in requests[0].tags["activity_pipeline/reason"]
+
+
+def _statuses(tenants_file: Path, **env: str) -> dict[str, str]:
+    from activity_pipeline import config
+    from activity_pipeline.components.tenants import tenants_definitions
+
+    built = tenants_definitions(config.load({"ACTIVITY_TENANTS_FILE": str(tenants_file), **env}))
+    found = {s.name: s.default_status.value for s in built.schedules}
+    found |= {s.name: s.default_status.value for s in built.sensors}
+    return found
+
+
+def test_a_configured_tenants_schedule_and_sensors_run_by_default_unless_it_opts_out(tmp_path):
+    tenants = tmp_path / "tenants.yaml"
+    tenants.write_text(
+        "tenants:\n"
+        "  - {name: contoso, api_url: 'https://contoso.eu2.portal.cloudappsecurity.com', token_env: T}\n"
+        "  - {name: quiet, api_url: 'https://quiet.eu2.portal.cloudappsecurity.com', token_env: T, automation: false}\n"
+        "  - {name: lab, demo: true}\n"
+    )
+    statuses = _statuses(tenants, T="token", ACTIVITY_DATA_DIR=str(tmp_path))
+    assert {k: v for k, v in statuses.items() if k.startswith("contoso")} == {
+        "contoso_daily_activities_schedule": "RUNNING",
+        "contoso_late_arrivals": "RUNNING",
+        "contoso_retention_rescue": "RUNNING",
+    }
+    assert {v for k, v in statuses.items() if k.startswith("quiet")} == {"STOPPED"}
+    # A demo tenant runs nightly too; its days are made again on demand, so there is nothing to rescue.
+    assert statuses["lab_daily_activities_schedule"] == statuses["lab_late_arrivals"] == "RUNNING"
+    assert statuses["lab_retention_rescue"] == "STOPPED"
+
+
+def test_automation_takes_only_true_or_false(tmp_path):
+    from activity_pipeline import config
+    from activity_pipeline.mdca import ConfigError
+
+    tenants = tmp_path / "tenants.yaml"
+    tenants.write_text("tenants:\n  - {name: lab, demo: true, automation: 'off'}\n")
+    with pytest.raises(ConfigError, match=r"tenant 'lab' \(line 2 .*`automation` must be true .* or false"):
+        config.load({"ACTIVITY_TENANTS_FILE": str(tenants), "ACTIVITY_DATA_DIR": str(tmp_path)})

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
+import sys
 
 from activity_pipeline import config
 from activity_pipeline.defs.partitions import start_date
-from activity_pipeline_testing.helpers import tenant_data
+from activity_pipeline.storage.local import LocalStore
+from activity_pipeline_testing.helpers import REPO, clean_env, tenant_data
 
 TODAY = dt.date(2026, 11, 26)  # pinned
 
@@ -33,3 +36,24 @@ def test_a_day_stored_before_the_retention_stays_a_partition(tmp_path):
 
 def test_activity_start_date_wins(tmp_path):
     assert first_day(tmp_path, ACTIVITY_START_DATE="2026-08-01") == dt.date(2026, 8, 1)
+
+
+def test_make_run_refuses_a_day_outside_the_partitions_in_one_line(tmp_path):
+    env = clean_env(ACTIVITY_DATA_DIR=str(tmp_path), ACTIVITY_START_DATE="2026-06-01")
+    command = [sys.executable, "-m", "activity_pipeline.defs.partitions"]
+    out = subprocess.run([*command, "2026-01-01"], env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert "tenant default: 2026-01-01 is not one of this tenant's days: they run from 2026-06-01" in out.stderr
+    yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    ok = subprocess.run([*command, str(yesterday)], env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and ok.stderr == "", ok.stderr
+
+
+def test_a_storage_that_cannot_list_its_days_leaves_the_retention_default(tmp_path, caplog):
+    class Unreachable(LocalStore):
+        def days(self) -> list[dt.date]:
+            raise OSError("the bucket is unreachable")
+
+    (tenant,) = config.load({"ACTIVITY_DATA_DIR": str(tmp_path)}).tenants
+    assert start_date(tenant, Unreachable(tmp_path, tenant.name), TODAY) == dt.date(2026, 5, 30)
+    assert "could not be listed (the bucket is unreachable)" in caplog.text

@@ -15,12 +15,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from activity_pipeline import config
+from activity_pipeline.days import day_window
 from activity_pipeline.definitions import build_defs
 from activity_pipeline.defs.automation import job_name
 from activity_pipeline.defs.resources import ActivityStorage, MdcaResource, mdca_key, resources_for
 from activity_pipeline.demo_tenant import DemoTenant, DemoTenantServer, TenantSpec
 from activity_pipeline.demo_tenant.server import credential_digest
-from activity_pipeline.mdca import ConfigError
+from activity_pipeline.mdca import AuthenticationError, ConfigError
 from activity_pipeline_testing.helpers import (
     REPO,
     clean_env,
@@ -328,3 +329,13 @@ def test_a_single_tenant_deployment_adopts_the_days_it_stored_before_tenants(tmp
     with duckdb.connect(str(tmp_path / "activities.duckdb"), read_only=True) as con:
         days = con.execute("select tenant, date, count(*) from activities group by all order by 2").fetchall()
     assert days == [("default", old, tenant.truth_count(old)), ("default", new, tenant.truth_count(new))]
+
+
+def test_a_refused_token_names_the_variable_that_tenant_reads(tmp_path, server, monkeypatch):
+    text = f"tenants:\n  - name: contoso\n    api_url: {server.url}\n    token_env: CONTOSO_MDCA_TOKEN\n"
+    monkeypatch.setenv("CONTOSO_MDCA_TOKEN", "revoked-token-1f0c")
+    resources = resources_for(load(write(tmp_path, text), CONTOSO_MDCA_TOKEN="revoked-token-1f0c"))
+    with pytest.raises(AuthenticationError) as info, resources[mdca_key("contoso")].client() as client:
+        client.count(*day_window(DAYS[0]))
+    assert "check CONTOSO_MDCA_TOKEN" in str(info.value) and "MDCA_API_TOKEN" not in str(info.value)
+    assert "revoked-token-1f0c" not in str(info.value)

@@ -51,16 +51,23 @@ def build_automation(
         executor_def=dg.in_process_executor,
         tags={"activity_pipeline/tenant": name},
     )
+    # On by default: a team that configures a tenant expects its nightly run without a visit to the UI.
+    # `automation: false` in the tenants file leaves them stopped.
+    on = dg.DefaultSensorStatus.RUNNING if tenant.automation else dg.DefaultSensorStatus.STOPPED
     # Daily partitions end at yesterday, so the 02:15 UTC tick materializes yesterday.
     schedule = dg.build_schedule_from_partitioned_job(
-        job, name=f"{name}_daily_activities_schedule", hour_of_day=2, minute_of_hour=15
+        job,
+        name=f"{name}_daily_activities_schedule",
+        hour_of_day=2,
+        minute_of_hour=15,
+        default_status=dg.DefaultScheduleStatus.RUNNING if tenant.automation else dg.DefaultScheduleStatus.STOPPED,
     )
 
     @dg.sensor(
         name=f"{name}_late_arrivals",
         job=job,
         minimum_interval_seconds=3600,
-        default_status=dg.DefaultSensorStatus.STOPPED,
+        default_status=on,
         required_resource_keys={resource, "storage"},
     )
     def late_arrivals(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
@@ -88,8 +95,9 @@ def build_automation(
         name=f"{name}_retention_rescue",
         job=job,
         minimum_interval_seconds=3600,
-        # Against a real tenant a day not stored before the cliff is lost for good: on unless switched off.
-        default_status=(dg.DefaultSensorStatus.STOPPED if tenant.uses_demo_tenant else dg.DefaultSensorStatus.RUNNING),
+        # Against a real tenant a day not stored before the cliff is lost for good. A demo tenant's days are made
+        # again on demand: nothing is lost, and rescuing them would only run a fortnight of synthetic days.
+        default_status=dg.DefaultSensorStatus.STOPPED if tenant.uses_demo_tenant else on,
         required_resource_keys={"storage"},
     )
     def retention_rescue(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:

@@ -36,6 +36,15 @@ def start_date(tenant: TenantConfig, store: TenantStore, today: dt.date) -> dt.d
     return min([first_retained_day(today), *oldest])
 
 
+def out_of_range(partition_key: str, first: str | None, last: str | None) -> str:
+    """Why `partition_key` is not one of a tenant's days, in one line."""
+    return (
+        f"{partition_key} is not one of this tenant's days: they run from {first} (its start_date, or "
+        f"ACTIVITY_START_DATE) to {last} (yesterday, the last complete UTC day). Pick a day in that range, "
+        "or set an earlier start_date for older days."
+    )
+
+
 class TenantDays(dg.DailyPartitionsDefinition):
     """A tenant's days: Dagster's daily partitions, whose refusal of a day outside them gives the valid range
     (Dagster's own says only that the key was not found)."""
@@ -45,11 +54,7 @@ class TenantDays(dg.DailyPartitionsDefinition):
             super().validate_partition_key(partition_key, context)
         except dg.DagsterUnknownPartitionError:
             first, last = self.get_first_partition_key(), self.get_last_partition_key()
-            raise dg.DagsterUnknownPartitionError(
-                f"{partition_key} is not one of this tenant's days: they run from {first} (its start_date, or "
-                f"ACTIVITY_START_DATE) to {last} (yesterday, the last complete UTC day). Pick a day in that range, "
-                "or set an earlier start_date for older days."
-            ) from None
+            raise dg.DagsterUnknownPartitionError(out_of_range(partition_key, first, last)) from None
 
 
 def daily_partitions(tenant: TenantConfig, store: TenantStore, today: dt.date) -> dg.DailyPartitionsDefinition:
@@ -68,3 +73,37 @@ def newest_days(partitions: dg.DailyPartitionsDefinition, n: int) -> tuple[dt.da
     """The newest `n` partitions' days, newest first (yesterday, the day before, ...)."""
     newest = dt.date.fromisoformat(partitions.get_last_partition_key() or "")
     return tuple(newest - dt.timedelta(days=k) for k in range(n))
+
+
+def main(argv: list[str]) -> int:
+    """`python -m activity_pipeline.defs.partitions DAY TENANT...`: exit 2 with one line for each tenant whose
+    partitions do not hold DAY (`make run` and `make backfill` ask before launching, instead of a traceback)."""
+    import sys
+
+    from activity_pipeline import config
+    from activity_pipeline.mdca import ConfigError
+    from activity_pipeline.storage.dataset import open_dataset
+
+    day, *names = argv
+    try:
+        settings = config.load()
+        wanted = [settings.tenant(n) for n in names] if names else list(settings.tenants)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    today = dt.datetime.now(dt.UTC).date()
+    dataset = open_dataset(settings.data_dir, settings.data_url)
+    refused = 0
+    for tenant in wanted:
+        partitions = daily_partitions(tenant, dataset.tenant(tenant.name), today)
+        if day not in partitions.get_partition_keys():
+            first, last = partitions.get_first_partition_key(), partitions.get_last_partition_key()
+            print(f"tenant {tenant.name}: {out_of_range(day, first, last)}", file=sys.stderr)
+            refused += 1
+    return 2 if refused else 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

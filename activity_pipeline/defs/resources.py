@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import pydantic
 
 from activity_pipeline.config import DEFAULT_DATA_DIR, PipelineConfig, TenantConfig
 from activity_pipeline.mdca import MdcaClient, MdcaSettings, RateLimiter, RetryPolicy
@@ -105,11 +106,13 @@ class MdcaResource(TenantResource):
     client_id: str | None = None
     client_secret: str | None = None
     authority_host: str = DEFAULT_AUTHORITY_HOST
+    # Field -> the name of the variable it is read from (names, not values), for messages that say what to fix.
+    variables: dict[str, str] = pydantic.Field(default_factory=dict)
 
     def settings(self) -> MdcaSettings:
         """Checked settings. Raises ConfigError naming what to fix."""
-        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(MdcaSettings)}
-        return MdcaSettings(**fields)
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(MdcaSettings) if f.name != "variables"}
+        return MdcaSettings(**fields, variables=tuple(sorted(self.variables.items())))
 
     @contextlib.contextmanager
     def client(self, logger: Any = None) -> Iterator[MdcaClient]:
@@ -202,6 +205,7 @@ def tenant_resource(tenant: TenantConfig, *, rate_state_dir: Any = None) -> Tena
         authority_host=tenant.authority_host,
         requests_per_minute=tenant.requests_per_minute,
         rate_window_seconds=tenant.rate_window_seconds,
+        variables=dict(tenant.variables),
         **variables,
     )
 

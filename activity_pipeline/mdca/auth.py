@@ -16,12 +16,11 @@ from activity_pipeline.mdca.settings import MDCA_SCOPE, MdcaSettings, Secret, is
 class TokenAuth(requests.auth.AuthBase):
     """`Authorization: Token <token>`, the legacy API token."""
 
-    hint = (
-        "check MDCA_API_TOKEN: tokens are case-sensitive and stop working when revoked or when their user loses access"
-    )
-
-    def __init__(self, token: Secret) -> None:
+    def __init__(self, token: Secret, variable: str = "MDCA_API_TOKEN") -> None:
         self._token = token
+        self.hint = (
+            f"check {variable}: tokens are case-sensitive and stop working when revoked or when their user loses access"
+        )
 
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
         r.headers["Authorization"] = f"Token {self._token.reveal()}"
@@ -38,11 +37,6 @@ class EntraAuth(requests.auth.AuthBase):
     so calling it before every request costs a dictionary lookup, not a round trip.
     """
 
-    hint = (
-        "check MDCA_TENANT_ID, MDCA_CLIENT_ID and MDCA_CLIENT_SECRET, and that the app registration has the "
-        "Investigation.read application permission with admin consent"
-    )
-
     def __init__(
         self,
         tenant_id: str,
@@ -51,7 +45,13 @@ class EntraAuth(requests.auth.AuthBase):
         authority_host: str,
         *,
         http_client: requests.Session | None = None,
+        variables: tuple[str, str, str] = ("MDCA_TENANT_ID", "MDCA_CLIENT_ID", "MDCA_CLIENT_SECRET"),
     ) -> None:
+        self._client_variable = variables[1]
+        self.hint = (
+            f"check {variables[0]}, {variables[1]} and {variables[2]}, and that the app registration has the "
+            "Investigation.read application permission with admin consent"
+        )
         self.tenant_id, self.client_id = tenant_id, client_id
         self._secret = client_secret
         self._authority = f"{authority_host.rstrip('/')}/{tenant_id}"
@@ -92,7 +92,7 @@ class EntraAuth(requests.auth.AuthBase):
             secret = [self._secret.reveal()]
             error, description = server_text(str(error), secret), server_text(description, secret)
             raise AuthenticationError(
-                f"Microsoft Entra ID refused the client credentials for MDCA_CLIENT_ID={self.client_id} "
+                f"Microsoft Entra ID refused the client credentials for {self._client_variable}={self.client_id} "
                 f"({error}: {description}); {self.hint}",
                 status=401,
                 path=self._authority,
@@ -109,7 +109,7 @@ class EntraAuth(requests.auth.AuthBase):
 
 def auth_for(settings: MdcaSettings, *, http_client: requests.Session | None = None) -> TokenAuth | EntraAuth:
     if settings.api_token is not None:
-        return TokenAuth(settings.api_token)
+        return TokenAuth(settings.api_token, settings.variable("api_token"))
     assert settings.tenant_id and settings.client_id and settings.client_secret
     return EntraAuth(
         settings.tenant_id,
@@ -117,4 +117,5 @@ def auth_for(settings: MdcaSettings, *, http_client: requests.Session | None = N
         settings.client_secret,
         settings.authority_host,
         http_client=http_client,
+        variables=(settings.variable("tenant_id"), settings.variable("client_id"), settings.variable("client_secret")),
     )

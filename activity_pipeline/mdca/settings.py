@@ -20,6 +20,13 @@ DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
 MDCA_SCOPE = "05a65629-4c1b-48c1-a78b-804c4abdd4af/.default"
 DEFAULT_REQUESTS_PER_MINUTE = 30
 ENTRA_VARS = ("MDCA_TENANT_ID", "MDCA_CLIENT_ID", "MDCA_CLIENT_SECRET")
+# Where each credential is read from for the single tenant of the MDCA_* variables.
+DEFAULT_VARIABLES = {
+    "api_token": "MDCA_API_TOKEN",
+    "tenant_id": "MDCA_TENANT_ID",
+    "client_id": "MDCA_CLIENT_ID",
+    "client_secret": "MDCA_CLIENT_SECRET",
+}
 
 
 class Secret:
@@ -102,6 +109,18 @@ class MdcaSettings:
     client_secret: Secret | None = None
     authority_host: str = DEFAULT_AUTHORITY_HOST
     requests_per_minute: int = DEFAULT_REQUESTS_PER_MINUTE
+    # Field -> the environment variable it was read from, for messages that say what to fix (a tenants-file
+    # tenant reads its own, `token_env: CONTOSO_MDCA_TOKEN`); unnamed fields are the MDCA_* variables.
+    variables: tuple[tuple[str, str], ...] = ()
+
+    def variable(self, field: str) -> str:
+        """The variable `field` was read from.
+
+        >>> named = MdcaSettings(api_url="http://127.0.0.1:1", api_token="t", variables=(("api_token", "C_TOKEN"),))
+        >>> named.variable("api_token"), named.variable("client_id")
+        ('C_TOKEN', 'MDCA_CLIENT_ID')
+        """
+        return dict(self.variables).get(field) or DEFAULT_VARIABLES[field]
 
     def __post_init__(self) -> None:
         for name in ("api_token", "client_secret"):
