@@ -22,8 +22,8 @@ PAGES = [
 
 
 def variables_read() -> set[str]:
-    """Every variable `config.py` reads: the names it passes to `get(...)`, and the single tenant's `MDCA_*`."""
-    tree = ast.parse((REPO / "activity_pipeline" / "config.py").read_text())
+    """Every variable `config` reads: the names it passes to `get(...)`, and the single tenant's `MDCA_*`."""
+    tree = ast.parse((REPO / "activity_pipeline" / "config" / "__init__.py").read_text())
     names = {
         node.args[0].value
         for node in ast.walk(tree)
@@ -53,6 +53,14 @@ def test_every_tenants_file_key_is_in_the_configuration_reference():
     text = (DOCS / "configuration.md").read_text()
     keys = {*config.FILE_KEYS, *(f"{k}: " for k in ("seed", "activities_per_day"))}
     assert {k for k in keys if k not in text.replace("`", "")} == set()
+
+
+def test_every_alert_key_is_in_the_configuration_reference():
+    from activity_pipeline.alerts.destinations import KEYS, KINDS
+
+    text = (DOCS / "configuration.md").read_text()
+    assert {k for keys in KEYS.values() for k in keys if f"`{k}`" not in text} == set()
+    assert {k for k in KINDS if f"`{k}`" not in text} == set()
 
 
 def test_every_view_of_the_duckdb_file_is_in_the_querying_page(tmp_path):

@@ -133,7 +133,7 @@ ONE = "tenants:\n  - name: contoso\n    api_url: https://contoso.eu2.portal.clou
         (ONE + "    token_env: CONTOSO_MDCA_TOKEN\n    start_date: June\n",
          "`start_date` must be a date like 2026-06-01"),
         ("tenants:\n  - name: contoso\n    demo: true\n    api_url: https://a.example\n", "not both"),
-        ("tenant:\n  - name: contoso\n", "must hold one key, `tenants:`"),
+        ("tenant:\n  - name: contoso\n", "must hold `tenants:`, a list of tenants"),
         ("tenants: []\n", "lists no tenants"),
         ("tenants:\n  - name: contoso\n   demo: true\n", "is not valid YAML at line 3"),
     ],

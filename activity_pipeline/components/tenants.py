@@ -24,6 +24,7 @@ import functools
 import dagster as dg
 
 from activity_pipeline import config
+from activity_pipeline.defs.alerting import build_alert_sensors
 from activity_pipeline.defs.assets import build_activities, build_activities_duckdb
 from activity_pipeline.defs.automation import build_automation
 from activity_pipeline.defs.checks import build_checks
@@ -68,6 +69,7 @@ def tenants_definitions(settings: config.PipelineConfig, today: dt.date | None =
         jobs.append(automation.job)
         schedules.append(automation.schedule)
         sensors.extend(automation.sensors)
+    sensors.extend(build_alert_sensors(settings.alerts, [(t.name, a, p, t.uses_demo_tenant) for t, p, a in built]))
     return dg.Definitions(
         assets=[*(asset for _, _, asset in built), duckdb_asset],
         asset_checks=checks,

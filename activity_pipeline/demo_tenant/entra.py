@@ -29,9 +29,10 @@ from activity_pipeline.demo_tenant.server import DemoTenantServer
 MDCA_SCOPE = "05a65629-4c1b-48c1-a78b-804c4abdd4af/.default"
 
 
-def _self_signed(directory: Path) -> tuple[Path, Path]:
+def self_signed(directory: Path, common_name: str = "activity-pipeline demo Entra ID") -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1, its own CA, and its key: `cert.pem` and `key.pem` in `directory`."""
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "activity-pipeline demo Entra ID")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
@@ -74,7 +75,7 @@ class EntraStandIn:
         self.expires_in = expires_in
         self.issued = 0
         self._dir = tempfile.TemporaryDirectory(prefix="demo-entra-")
-        cert_path, key_path = _self_signed(Path(self._dir.name))
+        cert_path, key_path = self_signed(Path(self._dir.name))
         self.ca_path = str(cert_path)
         handler = type("EntraHandler", (_EntraHandler,), {"app": self})
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)

@@ -1,48 +1,21 @@
-"""The one place that reads the environment and the tenants file, and the project's defaults.
-
-Everything else takes what it needs from a `PipelineConfig`. Secrets are not read here: the config only
-notes which variables hold them (after checking they are set), and Dagster resources receive them as
-`dg.EnvVar`, so the UI shows a variable's name and never its value.
-
-Without ACTIVITY_TENANTS_FILE there is one tenant, from the MDCA_* variables (or the demo tenant), named by
-MDCA_TENANT_NAME:
-
->>> config = load({"ACTIVITY_DATA_DIR": "/srv/activities", "MDCA_REQUESTS_PER_MINUTE": "20"})
->>> config.data_dir, [(t.name, t.requests_per_minute, t.uses_demo_tenant) for t in config.tenants]
-(PosixPath('/srv/activities'), [('default', 20, True)])
->>> tenant = load({"MDCA_API_URL": "https://contoso.eu2.portal.cloudappsecurity.com", "MDCA_API_TOKEN": "t"}).tenants[0]
->>> tenant.api_url, tenant.variables
-('https://contoso.eu2.portal.cloudappsecurity.com', {'api_token': 'MDCA_API_TOKEN'})
-"""
+"""The tenants file (ACTIVITY_TENANTS_FILE): its tenants and its alert destinations, checked, with errors that name
+the file, the tenant (or the line) and what to fix, and never repeat a value that might be a secret."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import difflib
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from activity_pipeline.mdca import ConfigError, MdcaSettings
+from activity_pipeline.alerts import Destination, parse_alerts
+from activity_pipeline.config.model import TENANT_NAME, DemoSettings, TenantConfig, parse_date
+from activity_pipeline.mdca import ConfigError
 from activity_pipeline.mdca.settings import DEFAULT_AUTHORITY_HOST, DEFAULT_REQUESTS_PER_MINUTE, check_base_url
 
-DEFAULT_DATA_DIR = "data"
-DEFAULT_TENANT_NAME = "default"
-TENANT_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-# MdcaSettings field -> the variable it is read from, for the single tenant configured without a file.
-TENANT_VARIABLES = {
-    "api_url": "MDCA_API_URL",
-    "api_token": "MDCA_API_TOKEN",
-    "tenant_id": "MDCA_TENANT_ID",
-    "client_id": "MDCA_CLIENT_ID",
-    "client_secret": "MDCA_CLIENT_SECRET",
-    "authority_host": "MDCA_AUTHORITY_HOST",
-}
 # Tenants-file key -> MdcaSettings field, for the keys that name a variable.
 FILE_VARIABLE_KEYS = {
     "token_env": "api_token",
@@ -59,158 +32,6 @@ _DEMO_KEYS = ("seed", "activities_per_day")
 _SECRET_LIKE = re.compile(r"token|secret|password|key|credential", re.IGNORECASE)
 
 
-@dataclasses.dataclass(frozen=True)
-class DemoSettings:
-    """A tenant served by the built-in demo tenant: synthetic activities over HTTP on 127.0.0.1."""
-
-    seed: int = 7
-    activities_per_day: int = 20_000
-
-
-@dataclasses.dataclass(frozen=True)
-class TenantConfig:
-    """One tenant: its name, where it is, which variables hold its credentials, how fast, from which day."""
-
-    name: str
-    # None: the built-in demo tenant stands in (`demo`).
-    api_url: str | None = None
-    # MdcaSettings field -> the variable that holds it (api_token, or tenant_id, client_id and client_secret).
-    variables: dict[str, str] = dataclasses.field(default_factory=dict)
-    authority_host: str = DEFAULT_AUTHORITY_HOST
-    requests_per_minute: int = DEFAULT_REQUESTS_PER_MINUTE
-    # The window `requests_per_minute` is counted in: the service's minute. Shorter only to scale time down in
-    # tests and benchmarks (the demo tenant's window with it).
-    rate_window_seconds: float = 60.0
-    # None: partitions start at the oldest day the service still keeps, or the oldest stored day if earlier.
-    start_date: dt.date | None = None
-    demo: DemoSettings | None = None
-    # The schedule and the sensors run by default whenever the daemon runs; `automation: false` in the tenants
-    # file leaves them stopped (runs are then started by hand, or switched on in the UI).
-    automation: bool = True
-    # Where the tenant was defined, for messages: "tenant 'contoso' (line 4 of /etc/tenants.yaml)".
-    origin: str = ""
-
-    @property
-    def uses_demo_tenant(self) -> bool:
-        return self.api_url is None
-
-    def mdca_settings(self, env: Mapping[str, str] | None = None) -> MdcaSettings:
-        """The tenant's checked settings with the variables' values, for code that runs outside Dagster."""
-        if self.api_url is None:
-            raise ConfigError(f"{self.origin or self.name} is the demo tenant; it has no API settings")
-        env = os.environ if env is None else env
-        values = {field: env.get(name, "") for field, name in self.variables.items()}
-        return MdcaSettings(
-            api_url=self.api_url,
-            authority_host=self.authority_host,
-            requests_per_minute=self.requests_per_minute,
-            variables=tuple(sorted(self.variables.items())),
-            **values,
-        )
-
-
-@dataclasses.dataclass(frozen=True)
-class PipelineConfig:
-    """What the environment says: where data lives, and which tenants to read."""
-
-    data_dir: Path
-    tenants: tuple[TenantConfig, ...]
-    tenants_file: Path | None = None
-    # The dataset on object storage (ACTIVITY_DATA_URL, see storage.lake); None: under data_dir.
-    data_url: str | None = None
-
-    def tenant(self, name: str) -> TenantConfig:
-        for tenant in self.tenants:
-            if tenant.name == name:
-                return tenant
-        raise ConfigError(f"no tenant named {name!r}; configured: {', '.join(t.name for t in self.tenants)}")
-
-
-@dataclasses.dataclass(frozen=True)
-class Snapshot:
-    """What a configuration is read from, as a value: the environment and the tenants file's version (its
-    modification time), so that code can tell whether the configuration may have changed without reading it."""
-
-    environment: tuple[tuple[str, str], ...]
-    tenants_file_version: int
-
-
-def snapshot(env: Mapping[str, str] | None = None) -> Snapshot:
-    """The environment (default: os.environ) and the tenants file's version, now."""
-    env = os.environ if env is None else env
-    tenants_file = (env.get("ACTIVITY_TENANTS_FILE") or "").strip()
-    try:
-        version = os.stat(tenants_file).st_mtime_ns if tenants_file else 0
-    except OSError:
-        version = -1  # load() says what is wrong with it
-    return Snapshot(tuple(sorted(env.items())), version)
-
-
-def load(env: Mapping[str, str] | None = None) -> PipelineConfig:
-    """Read ACTIVITY_*, MDCA_* and the tenants file (default: os.environ). Raises ConfigError naming what to fix."""
-    env = os.environ if env is None else env
-
-    def get(name: str) -> str:
-        return (env.get(name) or "").strip()
-
-    data_url = None
-    if get("ACTIVITY_DATA_URL"):
-        from activity_pipeline.storage.delta import DataUrlError, parse_data_url
-
-        try:
-            data_url = parse_data_url(get("ACTIVITY_DATA_URL"))
-        except DataUrlError as exc:
-            raise ConfigError(str(exc)) from None
-    data_dir = get("ACTIVITY_DATA_DIR")
-    start_date = _date(get("ACTIVITY_START_DATE"), "ACTIVITY_START_DATE")
-    rate = _requests_per_minute(get("MDCA_REQUESTS_PER_MINUTE"))
-    tenants_file = get("ACTIVITY_TENANTS_FILE")
-    if tenants_file:
-        path = Path(tenants_file).expanduser().resolve()
-        tenants = read_tenants_file(path, env, default_start_date=start_date, default_rate=rate)
-    else:
-        path = None
-        tenants = (_tenant_from_variables(get, start_date, rate),)
-    from activity_pipeline.storage.layout import StorageLocationError, check_root
-
-    root = Path(data_dir or DEFAULT_DATA_DIR).expanduser().resolve()
-    try:
-        check_root(root)
-    except StorageLocationError as exc:
-        raise ConfigError(str(exc)) from None
-    return PipelineConfig(
-        data_dir=root,
-        tenants=tenants,
-        tenants_file=path,
-        data_url=data_url,
-    )
-
-
-def _tenant_from_variables(get: Any, start_date: dt.date | None, rate: int) -> TenantConfig:
-    name = get("MDCA_TENANT_NAME") or DEFAULT_TENANT_NAME
-    if not TENANT_NAME.fullmatch(name):
-        raise ConfigError(
-            f"MDCA_TENANT_NAME must be a lower-case name like contoso ([a-z][a-z0-9_]{{0,39}}: a letter, then up to "
-            f"39 letters, digits or underscores); got {name!r}"
-        )
-    origin = f"tenant {name!r} (the MDCA_* variables)"
-    api_url = get("MDCA_API_URL")
-    if not api_url:
-        return TenantConfig(name, start_date=start_date, requests_per_minute=rate, demo=DemoSettings(), origin=origin)
-    variables = {field: var for field, var in TENANT_VARIABLES.items() if get(var) and field != "api_url"}
-    authority = variables.pop("authority_host", None)
-    return TenantConfig(
-        name,
-        # Checked here, as the tenants file's `api_url` is, so that a wrong URL stops loading, not the first run.
-        api_url=check_base_url(api_url),
-        variables=variables,
-        authority_host=get(authority) if authority else DEFAULT_AUTHORITY_HOST,
-        requests_per_minute=rate,
-        start_date=start_date,
-        origin=origin,
-    )
-
-
 def read_tenants_file(
     path: Path,
     env: Mapping[str, str],
@@ -218,7 +39,19 @@ def read_tenants_file(
     default_start_date: dt.date | None = None,
     default_rate: int = DEFAULT_REQUESTS_PER_MINUTE,
 ) -> tuple[TenantConfig, ...]:
-    """The tenants of ACTIVITY_TENANTS_FILE, checked, before anything is asked of any tenant.
+    """The tenants of ACTIVITY_TENANTS_FILE (see `read_file`)."""
+    return read_file(path, env, default_start_date=default_start_date, default_rate=default_rate)[0]
+
+
+def read_file(
+    path: Path,
+    env: Mapping[str, str],
+    *,
+    default_start_date: dt.date | None = None,
+    default_rate: int = DEFAULT_REQUESTS_PER_MINUTE,
+) -> tuple[tuple[TenantConfig, ...], tuple[Destination, ...]]:
+    """The tenants and alert destinations of ACTIVITY_TENANTS_FILE, checked, before anything is asked of any
+    tenant.
 
     Each error names the file, the tenant (or the line) and what to fix. The file names variables that hold
     secrets; a value that looks like a secret is refused, and no message repeats a value that might be one.
@@ -242,11 +75,20 @@ def read_tenants_file(
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{where} is not valid YAML{at}: {getattr(exc, 'problem', None) or exc}") from None
-    if not isinstance(document, dict) or set(document) != {"tenants"} or not isinstance(document["tenants"], list):
-        raise ConfigError(f"{where} must hold one key, `tenants:`, with a list of tenants under it (see the README)")
+    if (
+        not isinstance(document, dict)
+        or "tenants" not in document
+        or set(document) - {"tenants", "alerts"}
+        or not isinstance(document["tenants"], list)
+    ):
+        raise ConfigError(
+            f"{where} must hold `tenants:`, a list of tenants, and may hold `alerts:`, a list of alert destinations "
+            "(see docs/configuration.md)"
+        )
     if not document["tenants"]:
         raise ConfigError(f"{where} lists no tenants; add at least one under `tenants:`")
-    lines = [item.start_mark.line + 1 for item in root.value[0][1].value]
+    nodes = {key.value: value for key, value in root.value}
+    lines = [item.start_mark.line + 1 for item in nodes["tenants"].value]
     tenants: list[TenantConfig] = []
     seen: dict[str, int] = {}
     for entry, line in zip(document["tenants"], lines, strict=True):
@@ -258,7 +100,12 @@ def read_tenants_file(
             )
         seen[tenant.name] = line
         tenants.append(tenant)
-    return tuple(tenants)
+    alerts: tuple[Destination, ...] = ()
+    if document.get("alerts") is not None:
+        node = nodes["alerts"]
+        alert_lines = [item.start_mark.line + 1 for item in node.value] if isinstance(node, yaml.SequenceNode) else []
+        alerts = parse_alerts(document["alerts"], alert_lines, path, env, set(seen))
+    return tuple(tenants), alerts
 
 
 def _file_tenant(
@@ -364,7 +211,7 @@ def _file_tenant(
     first = entry.get("start_date", start_date)
     if isinstance(first, str):
         try:
-            first = _date(first, "`start_date`")
+            first = parse_date(first, "`start_date`")
         except ConfigError as exc:
             raise fail(str(exc)) from None
     if isinstance(first, dt.datetime) or not (first is None or isinstance(first, dt.date)):
@@ -398,38 +245,3 @@ def _demo_settings(demo: Any, fail: Any) -> DemoSettings:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise fail(f"`demo.{key}` must be a whole number; got {value!r}")
     return DemoSettings(**values)
-
-
-def _date(text: str, what: str) -> dt.date | None:
-    if not text:
-        return None
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise ConfigError(f"{what} must be a date like 2026-06-01 (YYYY-MM-DD), got {text!r}") from None
-
-
-def _requests_per_minute(text: str) -> int:
-    if not text:
-        return DEFAULT_REQUESTS_PER_MINUTE
-    try:
-        return int(text)
-    except ValueError:
-        raise ConfigError(f"MDCA_REQUESTS_PER_MINUTE must be a whole number like 30, got {text!r}") from None
-
-
-def main() -> int:
-    """`python -m activity_pipeline.config`: check the configuration; print each tenant's name, one a line."""
-    import sys
-
-    try:
-        settings = load()
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
-    print("\n".join(t.name for t in settings.tenants))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,0 +1,154 @@
+"""The one place that reads the environment and the tenants file, and the project's defaults.
+
+Everything else takes what it needs from a `PipelineConfig`. Secrets are not read here: the config only
+notes which variables hold them (after checking they are set), and Dagster resources receive them as
+`dg.EnvVar`, so the UI shows a variable's name and never its value.
+
+Without ACTIVITY_TENANTS_FILE there is one tenant, from the MDCA_* variables (or the demo tenant), named by
+MDCA_TENANT_NAME:
+
+>>> config = load({"ACTIVITY_DATA_DIR": "/srv/activities", "MDCA_REQUESTS_PER_MINUTE": "20"})
+>>> config.data_dir, [(t.name, t.requests_per_minute, t.uses_demo_tenant) for t in config.tenants]
+(PosixPath('/srv/activities'), [('default', 20, True)])
+>>> tenant = load({"MDCA_API_URL": "https://contoso.eu2.portal.cloudappsecurity.com", "MDCA_API_TOKEN": "t"}).tenants[0]
+>>> tenant.api_url, tenant.variables
+('https://contoso.eu2.portal.cloudappsecurity.com', {'api_token': 'MDCA_API_TOKEN'})
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from activity_pipeline.alerts import Destination
+from activity_pipeline.config.model import (
+    DEFAULT_DATA_DIR,
+    DEFAULT_TENANT_NAME,
+    TENANT_NAME,
+    TENANT_VARIABLES,
+    DemoSettings,
+    PipelineConfig,
+    TenantConfig,
+    parse_date,
+)
+from activity_pipeline.config.tenants_file import FILE_KEYS, FILE_VARIABLE_KEYS, read_file, read_tenants_file
+from activity_pipeline.mdca import ConfigError
+from activity_pipeline.mdca.settings import DEFAULT_AUTHORITY_HOST, DEFAULT_REQUESTS_PER_MINUTE, check_base_url
+
+__all__ = [
+    "DEFAULT_DATA_DIR", "DEFAULT_TENANT_NAME", "FILE_KEYS", "FILE_VARIABLE_KEYS", "TENANT_NAME", "TENANT_VARIABLES",
+    "DemoSettings", "PipelineConfig", "Snapshot", "TenantConfig", "load", "read_file", "read_tenants_file", "snapshot",
+]  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """What a configuration is read from, as a value: the environment and the tenants file's version (its
+    modification time), so that code can tell whether the configuration may have changed without reading it."""
+
+    environment: tuple[tuple[str, str], ...]
+    tenants_file_version: int
+
+
+def snapshot(env: Mapping[str, str] | None = None) -> Snapshot:
+    """The environment (default: os.environ) and the tenants file's version, now."""
+    env = os.environ if env is None else env
+    tenants_file = (env.get("ACTIVITY_TENANTS_FILE") or "").strip()
+    try:
+        version = os.stat(tenants_file).st_mtime_ns if tenants_file else 0
+    except OSError:
+        version = -1  # load() says what is wrong with it
+    return Snapshot(tuple(sorted(env.items())), version)
+
+
+def load(env: Mapping[str, str] | None = None) -> PipelineConfig:
+    """Read ACTIVITY_*, MDCA_* and the tenants file (default: os.environ). Raises ConfigError naming what to fix."""
+    env = os.environ if env is None else env
+
+    def get(name: str) -> str:
+        return (env.get(name) or "").strip()
+
+    data_url = None
+    if get("ACTIVITY_DATA_URL"):
+        from activity_pipeline.storage.delta import DataUrlError, parse_data_url
+
+        try:
+            data_url = parse_data_url(get("ACTIVITY_DATA_URL"))
+        except DataUrlError as exc:
+            raise ConfigError(str(exc)) from None
+    data_dir = get("ACTIVITY_DATA_DIR")
+    start_date = parse_date(get("ACTIVITY_START_DATE"), "ACTIVITY_START_DATE")
+    rate = _requests_per_minute(get("MDCA_REQUESTS_PER_MINUTE"))
+    tenants_file = get("ACTIVITY_TENANTS_FILE")
+    alerts: tuple[Destination, ...] = ()
+    if tenants_file:
+        path = Path(tenants_file).expanduser().resolve()
+        tenants, alerts = read_file(path, env, default_start_date=start_date, default_rate=rate)
+    else:
+        path = None
+        tenants = (_tenant_from_variables(get, start_date, rate),)
+    from activity_pipeline.storage.layout import StorageLocationError, check_root
+
+    root = Path(data_dir or DEFAULT_DATA_DIR).expanduser().resolve()
+    try:
+        check_root(root)
+    except StorageLocationError as exc:
+        raise ConfigError(str(exc)) from None
+    return PipelineConfig(
+        data_dir=root,
+        tenants=tenants,
+        tenants_file=path,
+        data_url=data_url,
+        alerts=alerts,
+    )
+
+
+def _tenant_from_variables(get: Any, start_date: dt.date | None, rate: int) -> TenantConfig:
+    name = get("MDCA_TENANT_NAME") or DEFAULT_TENANT_NAME
+    if not TENANT_NAME.fullmatch(name):
+        raise ConfigError(
+            f"MDCA_TENANT_NAME must be a lower-case name like contoso ([a-z][a-z0-9_]{{0,39}}: a letter, then up to "
+            f"39 letters, digits or underscores); got {name!r}"
+        )
+    origin = f"tenant {name!r} (the MDCA_* variables)"
+    api_url = get("MDCA_API_URL")
+    if not api_url:
+        return TenantConfig(name, start_date=start_date, requests_per_minute=rate, demo=DemoSettings(), origin=origin)
+    variables = {field: var for field, var in TENANT_VARIABLES.items() if get(var) and field != "api_url"}
+    authority = variables.pop("authority_host", None)
+    return TenantConfig(
+        name,
+        # Checked here, as the tenants file's `api_url` is, so that a wrong URL stops loading, not the first run.
+        api_url=check_base_url(api_url),
+        variables=variables,
+        authority_host=get(authority) if authority else DEFAULT_AUTHORITY_HOST,
+        requests_per_minute=rate,
+        start_date=start_date,
+        origin=origin,
+    )
+
+
+def _requests_per_minute(text: str) -> int:
+    if not text:
+        return DEFAULT_REQUESTS_PER_MINUTE
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"MDCA_REQUESTS_PER_MINUTE must be a whole number like 30, got {text!r}") from None
+
+
+def main() -> int:
+    """`python -m activity_pipeline.config`: check the configuration; print each tenant's name, one a line."""
+    import sys
+
+    try:
+        settings = load()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(t.name for t in settings.tenants))
+    return 0
