@@ -7,6 +7,9 @@ export DAGSTER_HOME := $(CURDIR)/.dagster_home
 # Absolute, so that the UI, the daemon and headless runs write the same folder wherever they start.
 export ACTIVITY_DATA_DIR ?= $(CURDIR)/data
 
+# Headless runs log at INFO (progress, warnings, errors), not every engine event.
+RUN_LOGS := {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
 # The UI's port: make ui PORT=3001
 PORT ?= 3000
 
@@ -59,7 +62,7 @@ bench: $(VENV)/.installed-dev $(DAGSTER_HOME)/dagster.yaml  ## the benchmarks (a
 	$(BIN)/python -m bench.run_all
 
 ui: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml  ## the Dagster UI and daemon over the same instance: http://127.0.0.1:3000 (PORT=3001 for another)
-	$(BIN)/dg dev --port $(PORT)
+	$(BIN)/python -m activity_pipeline.ui --port $(PORT)
 
 # The configured tenants, one a line (checks the tenants file on the way).
 tenants: $(VENV)/.installed  ## check the configuration; list the tenants, one a line
@@ -75,7 +78,8 @@ run: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml  ## DAY=YYYY-MM-DD [TENANT=
 	  { echo "no tenant named $$t; configured: "$$configured >&2; exit 2; }; done; \
 	$(BIN)/python -m activity_pipeline.defs.partitions $(DAY) $$tenants || exit 2; \
 	failed=""; for t in $$tenants; do \
-	  echo "== $$t $(DAY)"; $(BIN)/dg launch --job $${t}_daily_activities --partition $(DAY) || failed="$$failed $$t"; \
+	  echo "== $$t $(DAY)"; $(BIN)/dg launch --job $${t}_daily_activities --partition $(DAY) --config-json '$(RUN_LOGS)' \
+	    || failed="$$failed $$t"; $(BIN)/python -m activity_pipeline.run_summary $${t}_daily_activities $(DAY) || true; \
 	done; \
 	if [ -n "$$failed" ]; then echo "failed:$$failed" >&2; exit 1; fi
 
@@ -89,7 +93,8 @@ backfill: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml  ## FROM=YYYY-MM-DD TO
 	for t in $$tenants; do echo "$$configured" | grep -qx "$$t" || \
 	  { echo "no tenant named $$t; configured: "$$configured >&2; exit 2; }; done; \
 	failed=""; for day in $$days; do for t in $$tenants; do \
-	  echo "== $$t $$day"; $(BIN)/dg launch --job $${t}_daily_activities --partition $$day || failed="$$failed $$t:$$day"; \
+	  echo "== $$t $$day"; $(BIN)/dg launch --job $${t}_daily_activities --partition $$day --config-json '$(RUN_LOGS)' \
+	    || failed="$$failed $$t:$$day"; $(BIN)/python -m activity_pipeline.run_summary $${t}_daily_activities $$day || true; \
 	done; done; \
 	if [ -n "$$failed" ]; then echo "failed:$$failed (make run DAY=... TENANT=... re-runs one)" >&2; exit 1; fi
 

@@ -8,6 +8,8 @@ tenants (deploy/local/demo-tenants.yaml) unless a tenant is configured.
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import re
 import sys
 
 import dagster as dg
@@ -36,6 +38,7 @@ def main() -> int:
     from activity_pipeline.definitions import defs
     from activity_pipeline.defs.automation import job_name
     from activity_pipeline.defs.checks import CHECKS
+    from activity_pipeline.run_summary import run_line
 
     today = dt.datetime.now(dt.UTC).date()
     days = [today - dt.timedelta(days=k) for k in range(DAYS, 0, -1)]
@@ -45,6 +48,7 @@ def main() -> int:
     data_dir = settings.data_dir
     print(f"demo: tenants {', '.join(tenants)}, {days[0]} .. {days[-1]}, into {data_dir}", flush=True)
     outcomes: dict[tuple[str, dt.date], list[str]] = {}
+    warnings: dict[str, int] = {}
     failed = 0
     for tenant in tenants:
         job = definitions.resolve_job_def(job_name(tenant))
@@ -53,10 +57,13 @@ def main() -> int:
                 instance=instance,
                 partition_key=day.isoformat(),
                 raise_on_error=False,
-                # Progress and warnings, not every engine event.
-                run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+                # Errors as they happen; one line per run below, and each warning once at the end.
+                run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
             )
             failed += not result.success
+            print(f"  {run_line(instance, result.dagster_run, len(CHECKS))}", flush=True)
+            for message in _warnings(instance, result.run_id):
+                warnings[message] = warnings.get(message, 0) + 1
             # A planned check that yielded nothing had nothing to judge: Skipped, as the UI shows it.
             verdicts = dict.fromkeys(CHECKS, "skipped")
             for e in result.get_asset_check_evaluations():
@@ -73,12 +80,28 @@ def main() -> int:
             print(f"{tenant:<10}{day!s:<12}{stored:>9,}{source or 0:>11,}{drift or 0:>7}  {checks}")
         print(f"\n{database}\n{EXAMPLE};")
         print(con.sql(EXAMPLE))
-    print(f"Try it yourself:\n  .venv/bin/duckdb {database}")
+    if warnings:
+        print("\nWarnings, each once:")
+        for message, runs in warnings.items():
+            print(f"  ({runs} of {len(outcomes)} runs) {message}")
+    print(f"\nTry it yourself:\n  .venv/bin/duckdb {database}")
     print(f"  make run DAY={days[-1]} TENANT={tenants[-1]}   # one day again, headless, into the same instance")
     print("  make ui                       # the Dagster UI over the same instance, http://127.0.0.1:3000")
     if failed:
         print(f"{failed} run(s) failed; see the logs above.")
     return 1 if failed else 0
+
+
+def _warnings(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    """The run's warnings, each once, with what differs from run to run (a demo tenant's port) taken out."""
+    found: list[str] = []
+    for entry in instance.all_logs(run_id):
+        if entry.level >= logging.WARNING and entry.level < logging.ERROR:
+            text = entry.user_message if entry.dagster_event is None else entry.dagster_event.message or ""
+            message = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:<port>", " ".join(text.split()))
+            if message not in found:
+                found.append(message)
+    return found
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from activity_pipeline.days import HOUR_MS, day_window
 from activity_pipeline.mdca import DigestSet, MdcaClient, Page, PageBody, Scanner, ScanStats, choose_slices
+from activity_pipeline.mdca.scan import PAGES_IN_FLIGHT
 from activity_pipeline.storage.core import DayWriter, TenantStore
 from activity_pipeline.storage.errors import FULL_RESCAN_HINT, DamagedDayError
 from activity_pipeline.storage.manifest import Manifest, TopUp, Window
@@ -45,6 +46,16 @@ def _return_page_buffers_to_the_os() -> None:
     # process that imported pyarrow first. Not every pyarrow build has it.
     with contextlib.suppress(NotImplementedError, AttributeError):
         pa.set_memory_pool(pa.jemalloc_memory_pool())
+
+
+def _release_freed_memory() -> None:
+    """Hand what the scan freed back to the OS before the checks run in the same process: Arrow's pool keeps
+    freed buffers for reuse, and glibc the top of its heaps. Measured on a 10,000,000-activity day: without this
+    the checks' DuckDB queries grew the run process 36 MiB above the scan's peak."""
+    with contextlib.suppress(AttributeError, NotImplementedError):
+        pa.default_memory_pool().release_unused()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 @dataclasses.dataclass
@@ -86,6 +97,21 @@ def _summarize(table: pa.Table, day_start: int) -> tuple[np.ndarray, dict[str, i
     hours = np.bincount((ts - day_start) // HOUR_MS, minlength=24)
     apps = {str(item["values"]): item["counts"] for item in pc.value_counts(table.column("app_id")).to_pylist()}
     return hours, apps
+
+
+# A day this large holds one page fewer in flight (see `pages_in_flight`).
+LARGE_DAY = 3_000_000
+
+
+def pages_in_flight(source_total: int) -> int:
+    """How many pages the scan of a day of `source_total` records may hold at once.
+
+    A large day is scanned in more slices (work-stealing splits them), each with its open file and its recent
+    ids, so its working set is larger: a 10,000,000-activity day's run process (`dg launch`, no rate limit)
+    peaked at 411 MiB with 4 pages in flight, 369 MiB with 3, its scan 4 % slower (148 s, 155 s). Smaller days
+    keep 4, what 4 slices need at high latency; at the service's 30 requests a minute one slice is enough.
+    """
+    return PAGES_IN_FLIGHT - 1 if source_total >= LARGE_DAY else PAGES_IN_FLIGHT
 
 
 # Late records (Power BI, Dynamics 365, lagging connectors) arrive up to three days after they happened: the
@@ -249,6 +275,7 @@ def ingest_day(
         expected_total=source_total,
         label=f"activities {day}",
         logger=logger,
+        pages_in_flight=pages_in_flight(source_total),
     )
     with store.writer(day, run_id=run_id) as writer:
         previous = store.manifest(day)
@@ -266,6 +293,7 @@ def ingest_day(
             apps=dict(sorted(apps.items())),
             written_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         )
+    _release_freed_memory()
     return _result(day, writer, scanner, client, source_total, started, manifest, mode="full", added=writer.rows)
 
 
@@ -324,7 +352,7 @@ def top_up_day(
             decoder=decode_activity,
             convert=_to_table,
             expected_total=max(0, source_total - writer.rows) or None,
-            label=f"activities {day} (top-up from {since})",
+            label=f"activities {day} (top-up of what was created from {_utc(since)})",
             logger=logger,
         )
         before = writer.rows
@@ -352,4 +380,10 @@ def top_up_day(
             apps=dict(sorted(merged_apps.items())),
             written_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         )
+    _release_freed_memory()
     return _result(day, writer, scanner, client, source_total, started, manifest, mode="top-up", added=added)
+
+
+def _utc(ms: int) -> str:
+    """Epoch milliseconds as a UTC time a person reads: 2026-11-25T02:10:00Z."""
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -15,6 +15,7 @@ from activity_pipeline.demo_tenant import DemoTenant, Outage, TenantSpec
 from activity_pipeline.mdca.dedupe import RecentIds
 from activity_pipeline_testing.helpers import (
     ASSET,
+    DAYS,
     NODE,
     TENANT,
     LosesRecords,
@@ -26,6 +27,7 @@ from activity_pipeline_testing.helpers import (
     run_day,
     running_clock,
     serve,
+    tenant_data,
     tenant_resource,
 )
 
@@ -121,7 +123,7 @@ def test_checks_with_too_little_history_are_skipped_not_passed(tmp_path, served)
     assert result.success
     judged = evaluations(result)
     assert {"no_unexpected_silent_hours", "apps_still_reporting"}.isdisjoint(judged), "no verdict without history"
-    assert judged["count_matches_source"].passed and len(judged) == 5
+    assert judged["count_matches_source"].passed and len(judged) == 6  # eight less the two with no history
     logs = [e.user_message for e in instance.all_logs(result.run_id)]
     assert any("apps_still_reporting skipped" in m and "only 0 of the 7 days before" in m for m in logs), logs
 
@@ -189,3 +191,28 @@ def test_a_page_the_scan_lost_is_an_error_as_of_the_watermark(tmp_path):
     count = evaluations(result)["count_matches_source"]
     assert not count.passed and count.severity == dg.AssetCheckSeverity.ERROR
     assert count.metadata["diff"].value < 0 and "a real gap" in count.description
+
+
+def test_days_about_to_leave_the_retention_unstored_are_a_warning_on_every_days_checks(tmp_path, server, monkeypatch):
+    from activity_pipeline.retention import RESCUE_MARGIN_DAYS, first_retained_day
+
+    # A real tenant (a demo tenant's days are made again on demand: never at risk).
+    monkeypatch.setenv("MDCA_API_URL", server.url)
+    monkeypatch.setenv("MDCA_API_TOKEN", "test-token-5f2c9a0e-do-not-log")
+    today = dt.datetime.now(dt.UTC).date()
+    cliff = first_retained_day(today)  # partitions start on 2026-01-01 (conftest): the cliff's days are partitions
+    evaluation = check_only("no_days_leaving_retention_unstored", DAYS[0], tenant_resource(server.url), tmp_path)
+    assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN
+    assert evaluation.metadata["actual"].value == RESCUE_MARGIN_DAYS + 1, "the cliff's day and the 14 after it"
+    assert f"{cliff} (missing, 0 days left)" in evaluation.description
+    assert "make backfill FROM=" in evaluation.description
+    for k in range(RESCUE_MARGIN_DAYS + 1):
+        with tenant_data(tmp_path).writer(cliff + dt.timedelta(days=k)) as writer:
+            writer.commit()
+    evaluation = check_only("no_days_leaving_retention_unstored", DAYS[0], tenant_resource(server.url), tmp_path)
+    assert evaluation.passed and evaluation.metadata["actual"].value == 0
+
+
+def test_a_demo_tenants_days_are_never_at_risk(tmp_path, server):
+    evaluation = check_only("no_days_leaving_retention_unstored", DAYS[0], tenant_resource(server.url), tmp_path)
+    assert evaluation.passed and evaluation.metadata["actual"].value == 0

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import dagster as dg
+import psutil
 import pytest
 
 from activity_pipeline_testing.helpers import REPO, clean_env, free_port, last_days
@@ -44,6 +45,15 @@ def test_make_demo_runs_two_demo_tenants_side_by_side_and_reports_each_days_chec
     assert len(set(stored.values())) == len(stored), "the two tenants hold different data"
     assert "Microsoft Exchange Online" in report
     assert (data / "activities.duckdb").exists()
+
+
+def test_make_demo_says_each_warning_once_and_a_line_per_run(demo):
+    _, _, report = demo
+    assert report.count("reading the built-in demo tenant") == 1, "said once, under the summary's warnings"
+    assert "(6 of 6 runs) reading the built-in demo tenant on 127.0.0.1 (no api_url configured)" in report
+    runs = [line for line in report.splitlines() if ": SUCCESS, " in line and " activities stored, " in line]
+    assert len(runs) == 6 and all("; checks: " in line for line in runs), runs
+    assert "leave the service's retention" not in report, "a demo tenant's days are never at risk"
 
 
 def test_make_demo_shows_unjudged_checks_as_skipped_not_passed(demo):
@@ -105,7 +115,7 @@ def test_make_backfill_names_what_is_wrong_with_its_dates():
     assert "expected two dates like 2026-11-01 2026-11-24" in out.stderr
 
 
-def test_make_ui_serves_the_instance_on_the_port_it_is_given(demo, tmp_path):
+def test_make_ui_serves_the_instance_and_stops_whole_on_sigterm(demo, tmp_path):
     import signal
     import time
 
@@ -129,9 +139,17 @@ def test_make_ui_serves_the_instance_on_the_port_it_is_given(demo, tmp_path):
                               headers={"Content-Type": "application/json"}, timeout=30).json()  # fmt: skip
         keys = {tuple(n["assetKey"]["path"]) for n in nodes["data"]["assetNodes"]}
         assert {("contoso", "activities"), ("fabrikam", "activities"), ("activities_duckdb",)} <= keys
+        # SIGTERM to make alone, as `kill` or a container runtime sends it: everything under it stops.
+        started = psutil.Process(ui.pid).children(recursive=True)
+        assert any("grpc" in " ".join(p.cmdline()) for p in started), "dg dev's code server was running"
+        ui.send_signal(signal.SIGTERM)
+        assert ui.wait(timeout=90) is not None
+        _, alive = psutil.wait_procs(started, timeout=30)
+        assert alive == [], [" ".join(p.cmdline())[:200] for p in alive]
     finally:
-        os.killpg(ui.pid, signal.SIGTERM)
-        ui.wait(timeout=60)
+        if ui.poll() is None:
+            os.killpg(ui.pid, signal.SIGKILL)
+            ui.wait(timeout=60)
 
 
 def test_make_run_names_a_tenant_that_is_not_configured():

@@ -197,17 +197,20 @@ def test_a_schedule_tick_requests_yesterday_in_the_postgres_instance(deployment,
         location = next(iter(context.create_request_context().get_code_location_entries().values()))
         repo = next(iter(location.code_location.get_repositories().values()))  # type: ignore[union-attr]
         schedule = repo.get_schedule(f"{JOB}_schedule")
-        # Started a day before the tick, as a deployment that has been running: the tick is due.
-        instance.add_instigator_state(
-            InstigatorState(
-                schedule.get_remote_origin(),
-                InstigatorType.SCHEDULE,
-                InstigatorStatus.RUNNING,
-                ScheduleInstigatorData(
-                    schedule.cron_schedule, start_timestamp=(tick_time - dt.timedelta(days=1)).timestamp()
-                ),
-            )
+        # Started a day before the tick, as a deployment that has been running: the tick is due. (The schedule is
+        # on by default, so the daemon of an earlier test may have stored its state already: replace it.)
+        state = InstigatorState(
+            schedule.get_remote_origin(),
+            InstigatorType.SCHEDULE,
+            InstigatorStatus.RUNNING,
+            ScheduleInstigatorData(
+                schedule.cron_schedule, start_timestamp=(tick_time - dt.timedelta(days=1)).timestamp()
+            ),
         )
+        if instance.get_instigator_state(schedule.get_remote_origin_id(), schedule.selector_id) is None:
+            instance.add_instigator_state(state)
+        else:
+            instance.update_instigator_state(state)
         list(launch_scheduled_runs(context, logging.getLogger("scheduler"), tick_time + dt.timedelta(minutes=1), {}))
     ticks = instance.get_ticks(schedule.get_remote_origin_id(), schedule.selector_id)
     assert ticks and ticks[0].status.value == "SUCCESS", ticks[:1]

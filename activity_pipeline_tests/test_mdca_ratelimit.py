@@ -95,3 +95,17 @@ def test_a_state_file_that_cannot_be_written_falls_back_to_the_process(tmp_path)
     limiter = RateLimiter(2, 60, shared=blocker / "rate.json", clock=clock, sleep=clock.sleep)
     assert limiter.acquire() == 0.0 and limiter.acquire() == 0.0 and limiter.acquire() == 60.0
     assert limiter.shared is None
+
+
+def test_a_long_wait_for_the_rate_limit_is_said_once_as_it_starts():
+    clock = FakeClock()
+    limiter = RateLimiter(2, 60.0, clock=clock, sleep=clock.sleep)
+    told: list[float] = []
+    assert limiter.acquire(on_wait=told.append) == 0.0 and limiter.acquire(on_wait=told.append) == 0.0
+    assert told == [], "no wait, nothing said"
+    assert limiter.acquire(on_wait=told.append) == 60.0
+    assert told == [60.0], "said once, before the wait"
+    assert limiter.acquire(on_wait=told.append) == 0.0  # the window's second slot
+    clock.now += 57.0
+    assert limiter.acquire(on_wait=told.append) == 3.0  # a wait of a few seconds: not worth a line
+    assert told == [60.0]

@@ -56,3 +56,28 @@ def test_a_manifest_reads_back_as_written_with_the_current_version():
 def test_a_manifest_of_the_wrong_shape_names_the_field():
     with pytest.raises(msgspec.ValidationError, match=r"\$.rows"):
         loads(b'{"day": "2026-11-24", "rows": "many"}')
+
+
+def test_a_large_days_facts_come_from_a_process_of_their_own_and_are_the_same(tmp_path, monkeypatch):
+    import pyarrow as pa
+
+    from activity_pipeline.storage import facts as facts_module
+    from activity_pipeline.storage.schema import SCHEMA
+
+    ms = int(dt.datetime(2026, 11, 24, 12, tzinfo=dt.UTC).timestamp() * 1000)
+    rows = [
+        {"id": f"id-{k % 90}", "timestamp": ms + k, "created": ms + k, "is_admin": False, "raw": "{}"}
+        for k in range(100)
+    ]
+    rows.append({"id": "late", "timestamp": ms + 86_400_000, "created": ms, "is_admin": False, "raw": "{}"})
+    store = LocalStore(tmp_path, "contoso")
+    with store.writer(DAY) as writer:
+        writer.write(0, pa.Table.from_pylist(rows, schema=SCHEMA))
+        writer.commit(watermark_ms=ms + 50)
+    here = store.facts(DAY)
+    monkeypatch.setattr(facts_module, "ISOLATE_ROWS", 0)  # as a day of millions is
+    # Not here: in the child, which imports the module afresh.
+    monkeypatch.setattr(facts_module, "_query_rows", lambda *a, **k: pytest.fail("queried in the run's process"))
+    isolated = store.facts(DAY)
+    assert (here.rows, here.duplicate_ids, here.outside, here.rows_at_watermark) == (101, 10, 1, 52)
+    assert isolated == here

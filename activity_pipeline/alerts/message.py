@@ -26,6 +26,8 @@ RUNBOOK = {
     "then run the day again",
     "apps_still_reporting": "an app that reported every day stopped: check that app's connector in the portal "
     "(missing_app_ids names it)",
+    "no_days_leaving_retention_unstored": "days near the end of the service's retention are not stored whole: see "
+    "why the retention rescue's runs fail, then make backfill FROM=... TO=... with the days listed",
 }
 RUN_RUNBOOK = (
     "the message says what to fix (docs/failure-modes.md lists every case); once fixed, run the day again: "

@@ -1,7 +1,7 @@
 """`ActivityTenants`: a Dagster component that builds every tenant's definitions from the configuration.
 
 For each tenant of ACTIVITY_TENANTS_FILE (or the one tenant of the MDCA_* variables, or the demo tenant):
-the asset `[name, "activities"]` with its own daily partitions and pool `mdca_api/<name>`, its seven checks,
+the asset `[name, "activities"]` with its own daily partitions and pool `mdca_api/<name>`, its eight checks,
 the job `<name>_daily_activities`, its schedule, and its `late_arrivals` and `retention_rescue` sensors.
 One `activities_duckdb` asset covers them all. Each tenant's resource is `mdca_<name>`
 (`defs.resources.resources_for`).
@@ -60,11 +60,14 @@ def tenants_definitions(settings: config.PipelineConfig, today: dt.date | None =
     for tenant in settings.tenants:
         partitions = daily_partitions(tenant, dataset.tenant(tenant.name), today)
         built.append((tenant, partitions, build_activities(tenant, partitions, adopt_legacy_days=adopt)))
-    starts = {t.name: dt.date.fromisoformat(p.get_first_partition_key() or "") for t, p, _ in built}
+    # The retention's end is watched for real tenants only: a demo tenant's days are made again on demand.
+    starts = {
+        t.name: dt.date.fromisoformat(p.get_first_partition_key() or "") for t, p, _ in built if not t.uses_demo_tenant
+    }
     duckdb_asset = build_activities_duckdb([asset for _, _, asset in built], starts)
     checks, jobs, schedules, sensors = [], [], [], []
     for tenant, partitions, asset in built:
-        checks.append(build_checks(tenant.name, asset, partitions))
+        checks.append(build_checks(tenant.name, asset, partitions, watch_retention=not tenant.uses_demo_tenant))
         automation = build_automation(tenant, asset, duckdb_asset, partitions)
         jobs.append(automation.job)
         schedules.append(automation.schedule)

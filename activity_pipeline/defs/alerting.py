@@ -64,12 +64,13 @@ def _tenant_of(run: dg.DagsterRun) -> str | None:
 
 
 def _failed_checks(instance: dg.DagsterInstance, run_id: str) -> list[tuple[str, str]]:
-    """(check, description) of the checks that failed in the run."""
+    """(check, description) of the ERROR checks that failed in the run."""
     records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
     failed = []
     for record in records:
         evaluation = record.event_log_entry.dagster_event.event_specific_data  # type: ignore[union-attr]
-        if not evaluation.passed:
+        # ERROR checks only: a WARN fails no run, and has its own alert once it stands past the settle window.
+        if not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR:
             failed.append((evaluation.check_name, evaluation.description or ""))
     return failed
 

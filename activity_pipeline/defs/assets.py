@@ -223,7 +223,7 @@ def build_activities_duckdb(
                 "dagster/uri": dg.MetadataValue.url("file://" + quote(str(db.path), safe="/=")),
                 "dagster/row_count": db.rows,
                 "path": dg.MetadataValue.path(str(db.path)),
-                "tenants": ", ".join(sorted(start_dates)),
+                "tenants": ", ".join(sorted(a.key.path[0] for a in tenant_assets)),
                 "days": db.tenant_days,
                 "views": ", ".join(db.views),
                 "retention_risk_days": len(db.at_risk),

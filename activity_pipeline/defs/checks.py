@@ -1,6 +1,6 @@
 """Partition-aware checks on a tenant's `activities`: is each stored day complete, unique, in range and well formed?
 
-The seven checks run as one step that reads the day once (`@dg.multi_asset_check`, `can_subset=True`).
+The eight checks run as one step that reads the day once (`@dg.multi_asset_check`, `can_subset=True`).
 Each reports `actual`, `expected` and `diff` in its metadata. A check with nothing to judge yields no
 result: Dagster shows it as Skipped, and the step's log says why. The two ERROR checks marked blocking stop
 `activities_duckdb` in the same run when they fail.
@@ -20,6 +20,8 @@ from activity_pipeline.defs.partitions import partition_day
 from activity_pipeline.defs.resources import ActivityStorage, TenantResource, mdca_key
 from activity_pipeline.ingest import SETTLE_DAYS
 from activity_pipeline.mdca import MdcaClient
+from activity_pipeline.retention import RESCUE_MARGIN_DAYS, RETENTION_DAYS, DayAtRisk, at_risk
+from activity_pipeline.storage.core import TenantStore
 from activity_pipeline.storage.facts import DayFacts
 from activity_pipeline.storage.manifest import Manifest
 
@@ -43,6 +45,9 @@ class Evidence:
     # Opens a client for the source's count, only when count_matches_source runs.
     client: Callable[[], AbstractContextManager[MdcaClient]] | None = None
     storage: ActivityStorage | None = None
+    # The tenant's days that leave the service's retention soon and are missing or incomplete, as of the run's
+    # start; None when the check that reads them is not selected.
+    at_risk: list[DayAtRisk] | None = None
 
 
 @dataclasses.dataclass
@@ -220,6 +225,22 @@ def apps_still_reporting(e: Evidence) -> Verdict | str:
     return Verdict(not missing, WARN, metadata, note)
 
 
+def no_days_leaving_retention_unstored(e: Evidence) -> Verdict | str:
+    """The tenant's risk, not the day's: every run's checks say it again, so the latest partition shows it."""
+    risky = e.at_risk or []
+    listed = ", ".join(f"{r.day} ({r.state}, {r.days_left} days left)" for r in risky[:10])
+    more = f" and {len(risky) - 10} more" if len(risky) > 10 else ""
+    metadata = {"actual": len(risky), "expected": 0, "diff": len(risky), "days": listed + more}
+    note = (
+        f"{len(risky)} days of {e.tenant} leave the service's {RETENTION_DAYS} days within {RESCUE_MARGIN_DAYS} "
+        f"and are not stored whole: {listed}{more}. The {e.tenant}_retention_rescue sensor runs them; or "
+        f"make backfill FROM={risky[0].day} TO={risky[-1].day} TENANT={e.tenant}"
+        if risky
+        else None
+    )
+    return Verdict(not risky, WARN, metadata, note)
+
+
 # name: (judge, blocking, what passing means: the UI's description)
 CHECKS: dict[str, tuple[Judge, bool, str]] = {
     "count_matches_source": (count_matches_source, True,
@@ -239,14 +260,19 @@ CHECKS: dict[str, tuple[Judge, bool, str]] = {
     "apps_still_reporting": (apps_still_reporting, False,
         f"Every app that reported on each stored day among the {TRAILING_DAYS} before also reported on this day "
         f"(judged once {MIN_HISTORY_DAYS} of them are stored)."),
+    "no_days_leaving_retention_unstored": (no_days_leaving_retention_unstored, False,
+        f"No day of the tenant leaves the service's {RETENTION_DAYS}-day retention within {RESCUE_MARGIN_DAYS} days "
+        "while missing or incomplete (the tenant's risk as of the run, shown on every day's checks)."),
 }  # fmt: skip
 _HISTORY = {"no_unexpected_silent_hours", "apps_still_reporting"}
+_RETENTION = "no_days_leaving_retention_unstored"
 
 
 def build_checks(
-    tenant: str, asset: dg.AssetsDefinition, partitions: dg.DailyPartitionsDefinition
+    tenant: str, asset: dg.AssetsDefinition, partitions: dg.DailyPartitionsDefinition, *, watch_retention: bool = True
 ) -> dg.AssetChecksDefinition:
-    """The tenant's seven checks on `asset`, in one step; they reach its tenant through `mdca_<name>`."""
+    """The tenant's eight checks on `asset`, in one step; they reach its tenant through `mdca_<name>`.
+    `watch_retention` False (a demo tenant, whose days are made again on demand): no day is ever at risk."""
     resource = mdca_key(tenant)
 
     @dg.multi_asset_check(
@@ -256,7 +282,7 @@ def build_checks(
         ],
         can_subset=True,
         name=f"{tenant}_activities_checks",
-        description=f"The seven checks of a day of tenant {tenant}, in one step that reads the stored day once.",
+        description=f"The eight checks of a day of tenant {tenant}, in one step that reads the stored day once.",
         required_resource_keys={resource, "storage"},
     )
     def activities_checks(context: dg.AssetCheckExecutionContext) -> Iterator[dg.AssetCheckResult]:
@@ -271,6 +297,7 @@ def build_checks(
             history=store.trailing_manifests(day, TRAILING_DAYS) if wanted & _HISTORY else {},
             client=lambda: mdca.client(context.log),
             storage=storage,
+            at_risk=_at_risk(context, store, partitions) if watch_retention and _RETENTION in wanted else [],
         )
         for name, (judge, _, _) in CHECKS.items():
             if name not in wanted:
@@ -289,3 +316,14 @@ def build_checks(
             )
 
     return activities_checks
+
+
+def _at_risk(
+    context: dg.AssetCheckExecutionContext, store: TenantStore, partitions: dg.DailyPartitionsDefinition
+) -> list[DayAtRisk]:
+    """The tenant's days at risk as of the run's start (the clock is never read inside a check)."""
+    stats = context.instance.get_run_stats(context.run.run_id)
+    start = dt.datetime.fromtimestamp(stats.start_time, dt.UTC) if stats and stats.start_time else None
+    today = (start or dt.datetime.now(dt.UTC)).date()  # no start recorded yet: the run is starting now
+    days = [dt.date.fromisoformat(key) for key in partitions.get_partition_keys()]
+    return at_risk(days, today=today, stored=store.days(), incomplete=store.failed_days())

@@ -87,11 +87,14 @@ class TenantResource(dg.ConfigurableResource):
         """A client for the tenant, closed when the block ends."""
         raise NotImplementedError
 
-    def _client(self, settings: MdcaSettings) -> MdcaClient:
+    def _client(self, settings: MdcaSettings, logger: Any = None) -> MdcaClient:
         limiter = _shared_limiter(
             settings.api_url, settings.requests_per_minute, self.rate_window_seconds, self.rate_state_dir
         )
-        return MdcaClient(settings, retry=self.retry_policy(), limiter=limiter)
+        client = MdcaClient(settings, retry=self.retry_policy(), limiter=limiter)
+        if logger is not None:
+            client.log = logger  # a pause for the rate limit is said in the run's log
+        return client
 
 
 class MdcaResource(TenantResource):
@@ -116,7 +119,7 @@ class MdcaResource(TenantResource):
 
     @contextlib.contextmanager
     def client(self, logger: Any = None) -> Iterator[MdcaClient]:
-        with self._client(self.settings()) as client:
+        with self._client(self.settings(), logger) as client:
             yield client
 
 
@@ -142,7 +145,7 @@ class DemoTenantResource(TenantResource):
         with DemoTenantServer(tenant, served) as server:
             (logger or logging.getLogger(__name__)).warning(f"{DEMO_WARNING} ({server.url})")
             settings = MdcaSettings(api_url=server.url, api_token=token, requests_per_minute=self.requests_per_minute)
-            with self._client(settings) as client:
+            with self._client(settings, logger) as client:
                 yield client
 
 

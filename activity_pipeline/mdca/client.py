@@ -122,6 +122,8 @@ class MdcaClient:
         pool_size: int = 16,
     ) -> None:
         self.settings = settings
+        # Where progress notes go (a run's `context.log`, given by the resource); this module's logger otherwise.
+        self.log: Any = log
         self.limiter = limiter if limiter is not None else RateLimiter(settings.requests_per_minute)
         self.retry = retry or RetryPolicy()
         self.timeout = (self.retry.connect_timeout, self.retry.read_timeout)
@@ -194,8 +196,15 @@ class MdcaClient:
                 attempts=attempts,
             ) from None
 
+    def _say_pause(self, seconds: float) -> None:
+        limit = self.settings.requests_per_minute
+        self.log.info(
+            f"pausing {seconds:.0f}s for the tenant's rate limit ({limit} requests a minute, shared by this machine's "
+            "runs of the tenant)"
+        )
+
     def _exchange(self, body: bytes, decode: Callable[[bytes], T], path: str) -> T:
-        self.limiter.acquire()
+        self.limiter.acquire(on_wait=self._say_pause)
         self.stats.add(requests=1)
         deadline = wire.Deadline(self.retry.request_deadline)
         try:

@@ -24,6 +24,10 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
+# A wait for the rate limit at least this long is said in the log as it starts: longer, and a run looks hung.
+NOTICE_SECONDS = 5.0
+
+
 class RateLimiter:
     """At most `per_window` requests in any rolling `window` seconds. 0 turns the limit off.
 
@@ -94,9 +98,11 @@ class RateLimiter:
                 delay = max(delay, self._sent[0] + self.window - now)
         return delay
 
-    def acquire(self) -> float:
-        """Wait for a slot and take it. Returns the seconds this call waited."""
+    def acquire(self, on_wait: Callable[[float], None] | None = None) -> float:
+        """Wait for a slot and take it. Returns the seconds this call waited. `on_wait(seconds)` is told, once,
+        before a wait of NOTICE_SECONDS or more, so that a long pause is said as it starts."""
         waited = 0.0
+        told = on_wait is None
         while True:
             with self._state():
                 now = self._clock()
@@ -106,6 +112,9 @@ class RateLimiter:
                         self._sent.append(now)
                     self.total_wait += waited
                     return waited
+            if not told and delay >= NOTICE_SECONDS:
+                on_wait(delay)  # type: ignore[misc]
+                told = True
             # Sleep outside the lock; another thread or process may take the slot first, so check again after.
             self._sleep(delay)
             waited += delay

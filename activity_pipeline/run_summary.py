@@ -1,0 +1,55 @@
+"""One line for a finished run of a tenant's day: its outcome, the activities stored, requests, seconds, and the
+checks' verdicts. `make run` and `make backfill` print it after each run, `make demo` after each of its runs.
+
+    python -m activity_pipeline.run_summary contoso_daily_activities 2026-11-24
+    contoso 2026-11-24: SUCCESS, 19,926 activities stored, 6 requests, 12.3 s; checks: 6 pass, 2 skipped
+"""
+
+from __future__ import annotations
+
+import sys
+
+import dagster as dg
+
+
+def run_line(instance: dg.DagsterInstance, run: dg.DagsterRun, checks: int) -> str:
+    """The line for `run`, whose job plans `checks` checks (those without a verdict had nothing to judge)."""
+    tenant = run.tags.get("activity_pipeline/tenant", run.job_name)
+    day = run.tags.get("dagster/partition", "?")
+    parts = [run.status.value]
+    records = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+    for record in records:
+        metadata = record.asset_materialization.metadata if record.asset_materialization else {}
+        if "dagster/partition_row_count" in metadata:
+            rows, requests = metadata["dagster/partition_row_count"].value, metadata["requests"].value
+            parts.append(f"{rows:,} activities stored, {requests} requests, {metadata['seconds'].value} s")
+    verdicts: dict[str, int] = {}
+    evaluations = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+    for record in evaluations.records:
+        evaluation = record.event_log_entry.dagster_event.event_specific_data  # type: ignore[union-attr]
+        verdict = "pass" if evaluation.passed else evaluation.severity.value.lower()
+        verdicts[verdict] = verdicts.get(verdict, 0) + 1
+    if checks > sum(verdicts.values()):
+        verdicts["skipped"] = checks - sum(verdicts.values())
+    summary = ", ".join(parts)
+    if verdicts:
+        summary += "; checks: " + ", ".join(f"{n} {verdict}" for verdict, n in sorted(verdicts.items()))
+    return f"{tenant} {day}: {summary}"
+
+
+def main(argv: list[str]) -> int:
+    """`python -m activity_pipeline.run_summary JOB DAY`: the line for the latest run of JOB for DAY."""
+    from activity_pipeline.defs.checks import CHECKS
+
+    job, day = argv
+    instance = dg.DagsterInstance.get()
+    runs = instance.get_runs(dg.RunsFilter(job_name=job, tags={"dagster/partition": day}), limit=1)
+    if not runs:
+        print(f"no run of {job} for {day} in this instance", file=sys.stderr)
+        return 1
+    print(run_line(instance, runs[0], len(CHECKS)))
+    return 0 if runs[0].status == dg.DagsterRunStatus.SUCCESS else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
