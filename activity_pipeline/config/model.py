@@ -12,21 +12,14 @@ from pathlib import Path
 
 from activity_pipeline.alerts import Destination
 from activity_pipeline.mdca import ConfigError, MdcaSettings
-from activity_pipeline.mdca.settings import DEFAULT_AUTHORITY_HOST, DEFAULT_REQUESTS_PER_MINUTE
+from activity_pipeline.mdca.settings import DEFAULT_AUTHORITY_HOST, DEFAULT_REQUESTS_PER_MINUTE, DEFAULT_VARIABLES
 
 DEFAULT_DATA_DIR = "data"
 DEFAULT_TENANT_NAME = "default"
 TENANT_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 
 # MdcaSettings field -> the variable it is read from, for the single tenant configured without a file.
-TENANT_VARIABLES = {
-    "api_url": "MDCA_API_URL",
-    "api_token": "MDCA_API_TOKEN",
-    "tenant_id": "MDCA_TENANT_ID",
-    "client_id": "MDCA_CLIENT_ID",
-    "client_secret": "MDCA_CLIENT_SECRET",
-    "authority_host": "MDCA_AUTHORITY_HOST",
-}
+TENANT_VARIABLES = {"api_url": "MDCA_API_URL", **DEFAULT_VARIABLES, "authority_host": "MDCA_AUTHORITY_HOST"}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,7 +12,7 @@ from urllib.parse import quote
 import dagster as dg
 
 from activity_pipeline.config import TenantConfig
-from activity_pipeline.defs.partitions import partition_day
+from activity_pipeline.defs.partitions import partition_day, run_start
 from activity_pipeline.defs.resources import ActivityStorage, TenantResource, mdca_key
 from activity_pipeline.ingest import ALLOW_SHORTER_TAG, IngestResult, ShorterScanError, ingest_day, top_up_day
 from activity_pipeline.mdca import (
@@ -147,7 +147,7 @@ def _materialize_day(
     run_id = context.run.run_id[:12]
     try:
         # Retention is relative to the service's now: the run's start time stands in for it.
-        check_retention(day, _run_start(context))
+        check_retention(day, run_start(context))
         storage.check_location()
         previous = store.manifest(day)
         full = _tag(context, FULL_RESCAN_TAG)
@@ -189,14 +189,6 @@ def _materialize_day(
 
 def _tag(context: dg.AssetExecutionContext, name: str) -> bool:
     return context.run.tags.get(name, "").strip().lower() == "true"
-
-
-def _run_start(context: dg.AssetExecutionContext) -> dt.datetime:
-    """When this run started: the reference for retention, instead of reading the clock in the asset."""
-    stats = context.instance.get_run_stats(context.run.run_id)
-    if stats and stats.start_time:
-        return dt.datetime.fromtimestamp(stats.start_time, dt.UTC)
-    return dt.datetime.now(dt.UTC)  # no start time recorded yet: the run is starting now
 
 
 def build_activities_duckdb(

@@ -16,7 +16,7 @@ import dagster as dg
 import numpy as np
 
 from activity_pipeline.days import day_window
-from activity_pipeline.defs.partitions import partition_day
+from activity_pipeline.defs.partitions import partition_day, run_start
 from activity_pipeline.defs.resources import ActivityStorage, TenantResource, mdca_key
 from activity_pipeline.ingest import SETTLE_DAYS
 from activity_pipeline.mdca import MdcaClient
@@ -322,8 +322,6 @@ def _at_risk(
     context: dg.AssetCheckExecutionContext, store: TenantStore, partitions: dg.DailyPartitionsDefinition
 ) -> list[DayAtRisk]:
     """The tenant's days at risk as of the run's start (the clock is never read inside a check)."""
-    stats = context.instance.get_run_stats(context.run.run_id)
-    start = dt.datetime.fromtimestamp(stats.start_time, dt.UTC) if stats and stats.start_time else None
-    today = (start or dt.datetime.now(dt.UTC)).date()  # no start recorded yet: the run is starting now
+    today = run_start(context).date()
     days = [dt.date.fromisoformat(key) for key in partitions.get_partition_keys()]
     return at_risk(days, today=today, stored=store.days(), incomplete=store.failed_days())

@@ -69,6 +69,15 @@ def partition_day(context: dg.AssetExecutionContext | dg.AssetCheckExecutionCont
     return utc_day(window.start, window.end)
 
 
+def run_start(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> dt.datetime:
+    """When this run started: the reference for anything relative to the service's now (its retention), instead
+    of reading the clock inside an asset or a check."""
+    stats = context.instance.get_run_stats(context.run.run_id)
+    if stats and stats.start_time:
+        return dt.datetime.fromtimestamp(stats.start_time, dt.UTC)
+    return dt.datetime.now(dt.UTC)  # no start time recorded yet: the run is starting now
+
+
 def newest_days(partitions: dg.DailyPartitionsDefinition, n: int) -> tuple[dt.date, ...]:
     """The newest `n` partitions' days, newest first (yesterday, the day before, ...)."""
     newest = dt.date.fromisoformat(partitions.get_last_partition_key() or "")

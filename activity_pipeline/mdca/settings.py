@@ -19,7 +19,6 @@ from activity_pipeline.mdca.errors import ConfigError
 DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
 MDCA_SCOPE = "05a65629-4c1b-48c1-a78b-804c4abdd4af/.default"
 DEFAULT_REQUESTS_PER_MINUTE = 30
-ENTRA_VARS = ("MDCA_TENANT_ID", "MDCA_CLIENT_ID", "MDCA_CLIENT_SECRET")
 # Where each credential is read from for the single tenant of the MDCA_* variables.
 DEFAULT_VARIABLES = {
     "api_token": "MDCA_API_TOKEN",
@@ -27,6 +26,7 @@ DEFAULT_VARIABLES = {
     "client_id": "MDCA_CLIENT_ID",
     "client_secret": "MDCA_CLIENT_SECRET",
 }
+ENTRA_VARS = tuple(DEFAULT_VARIABLES[f] for f in ("tenant_id", "client_id", "client_secret"))
 
 
 class Secret:
