@@ -78,7 +78,7 @@ run: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml  ## DAY=YYYY-MM-DD [TENANT=
 	  { echo "no tenant named $$t; configured: "$$configured >&2; exit 2; }; done; \
 	$(BIN)/python -m activity_pipeline.defs.partitions $(DAY) $$tenants || exit 2; \
 	failed=""; for t in $$tenants; do \
-	  echo "== $$t $(DAY)"; $(BIN)/dg launch --job $${t}_daily_activities --partition $(DAY) --config-json '$(RUN_LOGS)' \
+	  echo "== $$t $(DAY)"; $(BIN)/python -m activity_pipeline.launch $${t}_daily_activities $(DAY) --config-json '$(RUN_LOGS)' \
 	    || failed="$$failed $$t"; $(BIN)/python -m activity_pipeline.run_summary $${t}_daily_activities $(DAY) || true; \
 	done; \
 	if [ -n "$$failed" ]; then echo "failed:$$failed" >&2; exit 1; fi
@@ -93,7 +93,7 @@ backfill: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml  ## FROM=YYYY-MM-DD TO
 	for t in $$tenants; do echo "$$configured" | grep -qx "$$t" || \
 	  { echo "no tenant named $$t; configured: "$$configured >&2; exit 2; }; done; \
 	failed=""; for day in $$days; do for t in $$tenants; do \
-	  echo "== $$t $$day"; $(BIN)/dg launch --job $${t}_daily_activities --partition $$day --config-json '$(RUN_LOGS)' \
+	  echo "== $$t $$day"; $(BIN)/python -m activity_pipeline.launch $${t}_daily_activities $$day --config-json '$(RUN_LOGS)' \
 	    || failed="$$failed $$t:$$day"; $(BIN)/python -m activity_pipeline.run_summary $${t}_daily_activities $$day || true; \
 	done; done; \
 	if [ -n "$$failed" ]; then echo "failed:$$failed (make run DAY=... TENANT=... re-runs one)" >&2; exit 1; fi

@@ -23,6 +23,7 @@ EXAMPLE = """SELECT tenant, app_name, count(*) AS activities, count(DISTINCT use
 FROM activities GROUP BY tenant, app_name
 QUALIFY row_number() OVER (PARTITION BY tenant ORDER BY count(*) DESC) <= 3
 ORDER BY tenant, activities DESC"""
+ERRORS_ONLY = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
 
 def main() -> int:
@@ -35,38 +36,32 @@ def main() -> int:
             file=sys.stderr,
         )
         return 2
-    from activity_pipeline.definitions import defs
     from activity_pipeline.defs.automation import job_name
     from activity_pipeline.defs.checks import CHECKS
-    from activity_pipeline.run_summary import run_line
+    from activity_pipeline.launch import launch
+    from activity_pipeline.run_summary import check_evaluations, run_line
 
     today = dt.datetime.now(dt.UTC).date()
     days = [today - dt.timedelta(days=k) for k in range(DAYS, 0, -1)]
     tenants = [t.name for t in settings.tenants]
     instance = dg.DagsterInstance.get()
-    definitions = defs()
     data_dir = settings.data_dir
     print(f"demo: tenants {', '.join(tenants)}, {days[0]} .. {days[-1]}, into {data_dir}", flush=True)
     outcomes: dict[tuple[str, dt.date], list[str]] = {}
     warnings: dict[str, int] = {}
     failed = 0
     for tenant in tenants:
-        job = definitions.resolve_job_def(job_name(tenant))
         for day in days:
-            result = job.execute_in_process(
-                instance=instance,
-                partition_key=day.isoformat(),
-                raise_on_error=False,
-                # Errors as they happen; one line per run below, and each warning once at the end.
-                run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
-            )
-            failed += not result.success
-            print(f"  {run_line(instance, result.dagster_run, len(CHECKS))}", flush=True)
-            for message in _warnings(instance, result.run_id):
+            # A run of the code location `make ui` shows, so that it is on the UI's Overview timeline too.
+            # Errors as they happen; one line per run below, and each warning once at the end.
+            run = launch(instance, job_name(tenant), day.isoformat(), ERRORS_ONLY)
+            failed += run.status != dg.DagsterRunStatus.SUCCESS
+            print(f"  {run_line(instance, run, len(CHECKS))}", flush=True)
+            for message in _warnings(instance, run.run_id):
                 warnings[message] = warnings.get(message, 0) + 1
             # A planned check that yielded nothing had nothing to judge: Skipped, as the UI shows it.
             verdicts = dict.fromkeys(CHECKS, "skipped")
-            for e in result.get_asset_check_evaluations():
+            for e in check_evaluations(instance, run.run_id):
                 verdicts[e.check_name] = "pass" if e.passed else e.severity.value.lower()
             outcomes[tenant, day] = [f"{name}={verdict}" for name, verdict in verdicts.items()]
     database = data_dir / "activities.duckdb"

@@ -24,9 +24,7 @@ def run_line(instance: dg.DagsterInstance, run: dg.DagsterRun, checks: int) -> s
             rows, requests = metadata["dagster/partition_row_count"].value, metadata["requests"].value
             parts.append(f"{rows:,} activities stored, {requests} requests, {metadata['seconds'].value} s")
     verdicts: dict[str, int] = {}
-    evaluations = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
-    for record in evaluations.records:
-        evaluation = record.event_log_entry.dagster_event.event_specific_data  # type: ignore[union-attr]
+    for evaluation in check_evaluations(instance, run.run_id):
         verdict = "pass" if evaluation.passed else evaluation.severity.value.lower()
         verdicts[verdict] = verdicts.get(verdict, 0) + 1
     if checks > sum(verdicts.values()):
@@ -35,6 +33,12 @@ def run_line(instance: dg.DagsterInstance, run: dg.DagsterRun, checks: int) -> s
     if verdicts:
         summary += "; checks: " + ", ".join(f"{n} {verdict}" for verdict, n in sorted(verdicts.items()))
     return f"{tenant} {day}: {summary}"
+
+
+def check_evaluations(instance: dg.DagsterInstance, run_id: str) -> list[dg.AssetCheckEvaluation]:
+    """The check verdicts the run recorded."""
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
+    return [record.event_log_entry.dagster_event.event_specific_data for record in records]  # type: ignore[union-attr,misc]
 
 
 def main(argv: list[str]) -> int:

@@ -76,3 +76,18 @@ def test_no_module_of_the_package_is_over_450_lines():
     # The demo tenant's catalog is data (apps, events, places), not logic.
     sizes.pop("demo_tenant/catalog.py")
     assert {name: n for name, n in sizes.items() if n > 450} == {}
+
+
+def test_make_runs_runs_are_runs_of_the_code_location_the_ui_loads():
+    """`make run`'s runs name the location `dg dev` (pyproject) and `dagster-webserver -w` (workspace.yaml) load,
+    or the UI's Overview timeline leaves them out (test_ui shows them there)."""
+    import tomllib
+
+    import yaml
+
+    from activity_pipeline.launch import LOCATION
+
+    dg_project = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["dg"]["project"]
+    workspace = yaml.safe_load((REPO / "workspace.yaml").read_text())["load_from"]
+    assert dg_project["code_location_name"] == LOCATION
+    assert [entry["python_module"]["location_name"] for entry in workspace] == [LOCATION]

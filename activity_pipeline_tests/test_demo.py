@@ -11,6 +11,7 @@ import dagster as dg
 import psutil
 import pytest
 
+from activity_pipeline.launch import LOCATION
 from activity_pipeline_testing.helpers import REPO, clean_env, free_port, last_days
 
 
@@ -86,6 +87,9 @@ def test_make_run_lands_a_day_in_the_instance_the_ui_reads(demo):
     runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": day}))
     assert len(runs) == 3, "make demo's runs of that day (one per tenant) and make run's, in one instance"
     assert runs[0].status == dg.DagsterRunStatus.SUCCESS and runs[0].job_name == f"{tenant}_daily_activities"
+    # Runs of the code location the UI loads, make demo's and make run's alike: on its Overview timeline.
+    assert {run.remote_job_origin.location_name for run in runs if run.remote_job_origin} == {LOCATION}
+    assert all(run.remote_job_origin for run in runs)
     event = instance.get_latest_materialization_event(dg.AssetKey([tenant, "activities"]))
     assert event is not None and event.run_id == runs[0].run_id
     assert event.asset_materialization is not None and event.asset_materialization.partition == day

@@ -237,11 +237,14 @@ def _interrupt(tmp_path: Path, recent: object, command: list[str], how: signal.S
 
 @pytest.mark.parametrize(
     ("how", "launcher"),
-    [(signal.SIGTERM, "dg launch"), (signal.SIGINT, "dg launch"), (signal.SIGTERM, "dagster job execute")],
-)
+    [(signal.SIGTERM, "dg launch"), (signal.SIGINT, "dg launch"), (signal.SIGTERM, "dagster job execute"),
+     (signal.SIGTERM, "make run"), (signal.SIGINT, "make run")],
+)  # fmt: skip
 def test_an_interruption_stops_the_run_without_a_retry_and_cleans_staging(tmp_path, recent, how, launcher):
     if launcher == "dg launch":
         command = launch(DAY, job=True)
+    elif launcher == "make run":  # its command for one tenant and day
+        command = [sys.executable, "-m", "activity_pipeline.launch", "default_daily_activities", DAY.isoformat()]
     else:
         dagster = str(Path(sys.executable).with_name("dagster"))
         command = [dagster, "job", "execute", "-m", "activity_pipeline.definitions", "-j", "default_daily_activities",

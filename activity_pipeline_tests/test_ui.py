@@ -18,11 +18,9 @@ import dagster as dg
 import pytest
 import requests
 
-from activity_pipeline import config
-from activity_pipeline.definitions import build_defs
 from activity_pipeline.defs.automation import job_name
-from activity_pipeline.defs.resources import ActivityStorage, resources_for
 from activity_pipeline.demo_tenant import DemoTenant, TenantSpec
+from activity_pipeline.launch import launch
 from activity_pipeline_testing.helpers import REPO, clean_env, free_port, last_days, later, serve, tenants_yaml
 
 pytestmark = pytest.mark.browser
@@ -62,25 +60,15 @@ def ui(tmp_path_factory) -> Iterator[tuple[str, tuple, Path]]:
             DAGSTER_HOME=str(home),
             **{f"{n.upper()}_TOKEN": f"token-{n}" for n in tenants},
         )
-        resources = resources_for(config.load(env))
         instance = dg.DagsterInstance.from_config(str(home))
+        # Each run as `make run` and `make demo` make it: a run of the code location the UI loads.
         with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("ACTIVITY_TENANTS_FILE", str(tenants_file))
             for name, value in env.items():
-                if name.endswith("_TOKEN"):
-                    mp.setenv(name, value)
-            defs = build_defs({**resources, "storage": ActivityStorage(data_dir=str(data))})
+                mp.setenv(name, value)
+            mp.chdir(REPO)
             for day in days:
-                assert (
-                    defs.resolve_job_def(job_name("contoso"))
-                    .execute_in_process(partition_key=day.isoformat(), instance=instance)
-                    .success
-                )
-            assert (
-                defs.resolve_job_def(job_name("fabrikam"))
-                .execute_in_process(partition_key=days[-1].isoformat(), instance=instance)
-                .success
-            )
+                assert launch(instance, job_name("contoso"), day.isoformat()).status == dg.DagsterRunStatus.SUCCESS
+            assert launch(instance, job_name("fabrikam"), days[-1].isoformat()).status == dg.DagsterRunStatus.SUCCESS
         port = free_port()
         webserver = subprocess.Popen(
             [str(Path(sys.executable).with_name("dagster-webserver")), "-h", "127.0.0.1", "-p", str(port),
@@ -195,3 +183,14 @@ def test_both_tenants_assets_are_listed_side_by_side(ui, browser):
     page.screenshot(path=str(tmp / "catalog.png"), full_page=True)
     page = _open(browser, url + "/assets/fabrikam/activities?view=partitions")
     expect(page.get_by_text("Materialized (1)")).to_be_visible()
+
+
+def test_runs_made_as_make_run_makes_them_are_on_the_overview_timeline(ui, browser):
+    from playwright.sync_api import expect
+
+    url, _, tmp = ui
+    page = _open(browser, url + "/overview/activity/timeline")
+    for name, _, _ in UI_TENANTS:
+        expect(page.get_by_text(job_name(name), exact=True).first).to_be_visible()
+    expect(page.get_by_text("No runs or scheduled ticks in this time period")).to_have_count(0)
+    page.screenshot(path=str(tmp / "timeline.png"), full_page=True)
