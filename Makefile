@@ -65,14 +65,14 @@ ui: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml  ## the Dagster UI and daemo
 	$(BIN)/python -m activity_pipeline.ui --port $(PORT)
 
 # The configured tenants, one a line (checks the tenants file on the way).
-tenants: $(VENV)/.installed  ## check the configuration; list the tenants, one a line
+tenants: $(VENV)/.installed  ## check the configuration; list the tenants, one a line (with the API filters of those that have any)
 	@$(BIN)/python -m activity_pipeline.config
 
 # One day of each tenant's daily job (scan, checks, views), headless, into the instance `make ui` shows;
 # TENANT= picks one:  make run DAY=2026-11-24 [TENANT=contoso]
 run: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml  ## DAY=YYYY-MM-DD [TENANT=name]: one day of each tenant's daily job (or one tenant's), headless
 	@test -n "$(DAY)" || { echo "usage: make run DAY=YYYY-MM-DD [TENANT=name]" >&2; exit 2; }
-	@configured=$$($(BIN)/python -m activity_pipeline.config) || exit 2; tenants="$(TENANT)"; \
+	@configured=$$($(BIN)/python -m activity_pipeline.config --names) || exit 2; tenants="$(TENANT)"; \
 	[ -n "$$tenants" ] || tenants="$$configured"; \
 	for t in $$tenants; do echo "$$configured" | grep -qx "$$t" || \
 	  { echo "no tenant named $$t; configured: "$$configured >&2; exit 2; }; done; \
@@ -88,7 +88,7 @@ run: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml  ## DAY=YYYY-MM-DD [TENANT=
 backfill: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml  ## FROM=YYYY-MM-DD TO=YYYY-MM-DD [TENANT=name]: days FROM..TO, one run per tenant and day
 	@test -n "$(FROM)" -a -n "$(TO)" || { echo "usage: make backfill FROM=YYYY-MM-DD TO=YYYY-MM-DD [TENANT=name]" >&2; exit 2; }
 	@days=$$($(BIN)/python -m activity_pipeline.days $(FROM) $(TO)) || exit 2; \
-	configured=$$($(BIN)/python -m activity_pipeline.config) || exit 2; tenants="$(TENANT)"; \
+	configured=$$($(BIN)/python -m activity_pipeline.config --names) || exit 2; tenants="$(TENANT)"; \
 	[ -n "$$tenants" ] || tenants="$$configured"; \
 	for t in $$tenants; do echo "$$configured" | grep -qx "$$t" || \
 	  { echo "no tenant named $$t; configured: "$$configured >&2; exit 2; }; done; \

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from activity_pipeline.days import HOUR_MS, day_window
 from activity_pipeline.mdca import DigestSet, MdcaClient, Page, PageBody, Scanner, ScanStats, choose_slices
+from activity_pipeline.mdca.filters import describe
 from activity_pipeline.mdca.scan import PAGES_IN_FLIGHT
 from activity_pipeline.storage.core import DayWriter, TenantStore
 from activity_pipeline.storage.errors import FULL_RESCAN_HINT, DamagedDayError
@@ -184,6 +185,24 @@ def _scan_figures(scanner: Scanner, client: MdcaClient) -> dict[str, int]:
     }
 
 
+class FiltersChangedError(RuntimeError):
+    """A top-up of a day collected under other API filters than the tenant's now: it would mix the two."""
+
+
+def collected_under(previous: Manifest | None, filters: dict[str, Any]) -> bool:
+    """Whether the stored day (its manifest `previous`) was collected under `filters`."""
+    return previous is not None and previous.filters == filters
+
+
+def filters_changed_message(day: dt.date, stored: dict[str, Any], now: dict[str, Any]) -> str:
+    return (
+        f"{day} was collected under the filters {describe(stored) or '(none: every activity)'}; the tenant's filters "
+        f"are now {describe(now) or '(none: every activity)'}. A top-up would mix the two, so the day is left as it "
+        f"is. To collect it under the new filters, {FULL_RESCAN_HINT} (a narrower filter stores fewer activities: "
+        "that replaces the day, as asked)"
+    )
+
+
 class ShorterScanError(RuntimeError):
     """A full scan found fewer records than the day it would replace, or than the source counted before it began.
 
@@ -196,13 +215,22 @@ class ShorterScanError(RuntimeError):
 
 
 def _refuse_shorter(
-    writer: DayWriter, day: dt.date, previous: Manifest | None, source_total: int, allow_shorter: bool
+    writer: DayWriter,
+    day: dt.date,
+    previous: Manifest | None,
+    source_total: int,
+    allow_shorter: bool,
+    *,
+    filters: dict[str, Any],
 ) -> None:
-    """Keep a short full scan aside instead of swapping it in over a stored day (see ShorterScanError)."""
+    """Keep a short full scan aside instead of swapping it in over a stored day (see ShorterScanError).
+
+    A day stored under other `filters` is collected anew: holding fewer activities than before is then what the
+    new filters ask for, and only the source's count before the scan is the measure."""
     if previous is None or allow_shorter:
         return
     found = writer.rows + writer.quarantined
-    stored = previous.rows + previous.quarantined
+    stored = previous.rows + previous.quarantined if collected_under(previous, filters) else 0
     if found >= stored and found >= source_total:
         return
     short = []
@@ -280,7 +308,7 @@ def ingest_day(
     with store.writer(day, run_id=run_id) as writer:
         previous = store.manifest(day)
         hourly, apps = _stream(scanner, writer, start)
-        _refuse_shorter(writer, day, previous, source_total, allow_shorter)
+        _refuse_shorter(writer, day, previous, source_total, allow_shorter, filters=client.filters)
         manifest = writer.commit(
             window=Window(start, end),
             source_total_at_scan=source_total,
@@ -292,6 +320,7 @@ def ingest_day(
             # Rows per app_id ("None" for records without one), for the apps_still_reporting check.
             apps=dict(sorted(apps.items())),
             written_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            filters=client.filters,
         )
     _release_freed_memory()
     return _result(day, writer, scanner, client, source_total, started, manifest, mode="full", added=writer.rows)
@@ -332,6 +361,8 @@ def top_up_day(
         since = previous.watermark_ms if previous is not None else None
         if previous is None or since is None:
             raise ValueError(f"{day} is not stored with a watermark; scan it in full")
+        if not collected_under(previous, client.filters):
+            raise FiltersChangedError(filters_changed_message(day, previous.filters, client.filters))
         writer.prefix = f"late-{since}"
         writer.carry_over(previous)
         known = DigestSet()
@@ -379,6 +410,7 @@ def top_up_day(
             hourly=((np.array(previous.hourly) if previous.hourly else 0) + hourly).tolist(),
             apps=dict(sorted(merged_apps.items())),
             written_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            filters=previous.filters,
         )
     _release_freed_memory()
     return _result(day, writer, scanner, client, source_total, started, manifest, mode="top-up", added=added)

@@ -123,7 +123,7 @@ def test_checks_with_too_little_history_are_skipped_not_passed(tmp_path, served)
     assert result.success
     judged = evaluations(result)
     assert {"no_unexpected_silent_hours", "apps_still_reporting"}.isdisjoint(judged), "no verdict without history"
-    assert judged["count_matches_source"].passed and len(judged) == 6  # eight less the two with no history
+    assert judged["count_matches_source"].passed and len(judged) == 7  # nine less the two with no history
     logs = [e.user_message for e in instance.all_logs(result.run_id)]
     assert any("apps_still_reporting skipped" in m and "only 0 of the 7 days before" in m for m in logs), logs
 

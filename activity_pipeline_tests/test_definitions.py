@@ -37,6 +37,7 @@ def test_dg_list_defs_shows_the_assets_checks_job_schedule_and_sensor():
             "schema_matches",
             "no_unexpected_silent_hours",
             "apps_still_reporting",
+            "collected_under_current_filters",
             "no_days_leaving_retention_unstored",
         )
     }

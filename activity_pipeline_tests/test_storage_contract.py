@@ -22,6 +22,7 @@ from activity_pipeline.ingest import ingest_day, top_up_day
 from activity_pipeline.storage.core import Dataset, Finding, TenantStore
 from activity_pipeline.storage.dataset import open_dataset
 from activity_pipeline.storage.errors import DayLockedError
+from activity_pipeline.storage.manifest import MANIFEST_VERSION
 from activity_pipeline.storage.schema import SCHEMA
 from activity_pipeline_testing.helpers import DAYS, REPO, STRESS_DAY, client_for, later, serve, stored
 from activity_pipeline_testing.object_storage import new_dataset_url
@@ -229,13 +230,15 @@ def test_quarantine_manifest_and_findings_round_trip(backend):
     with store.writer(day, run_id="r1") as writer:
         writer.write(0, SCHEMA.empty_table())
         writer.quarantine([b'{"no": "id"}', b'{"timestamp": "soon"}'])
-        written = writer.commit(watermark_ms=1234, source_total_at_scan=2, hourly=[0] * 24, apps={"11161": 0})
+        written = writer.commit(watermark_ms=1234, source_total_at_scan=2, hourly=[0] * 24, apps={"11161": 0},
+                                filters={"service": {"neq": [20893]}})  # fmt: skip
     manifest = store.manifest(day)
     assert manifest == written, "the manifest reads back as written"
     assert (manifest.day, manifest.tenant, manifest.rows, manifest.quarantined, manifest.run_id) == (
         day, "contoso", 0, 2, "r1"
     )  # fmt: skip
-    assert manifest.watermark_ms == 1234 and manifest.manifest_version == 2
+    assert manifest.watermark_ms == 1234 and manifest.manifest_version == MANIFEST_VERSION
+    assert manifest.filters == {"service": {"neq": [20893]}}
     facts = store.facts(day)
     assert (facts.exists, facts.rows, facts.quarantined, facts.watermark_ms) == (True, 0, 2, 1234)
     assert store.manifest(DAYS[1]) is None and not store.facts(DAYS[1]).exists

@@ -45,10 +45,12 @@ def test_manifests_written_by_earlier_versions_still_load(tmp_path, written):
         assert manifest.apps == {"11161": 5} and manifest.quarantine_files[0].endswith("a.jsonl")
     else:
         assert (manifest.tenant, manifest.watermark_ms, manifest.top_ups, manifest.hourly) == (None, None, [], [])
+    assert manifest.filters == {}, "collected before filters existed: unfiltered"
 
 
 def test_a_manifest_reads_back_as_written_with_the_current_version():
-    manifest = Manifest(day=DAY, rows=2, files=["a.parquet"], watermark_ms=7, manifest_version=MANIFEST_VERSION)
+    manifest = Manifest(day=DAY, rows=2, files=["a.parquet"], watermark_ms=7, manifest_version=MANIFEST_VERSION,
+                        filters={"service": {"neq": [20893]}, "activity.type": {"eq": True}})  # fmt: skip
     again = loads(dumps(manifest))
     assert again == manifest and json.loads(dumps(manifest))["day"] == "2026-11-24"
 

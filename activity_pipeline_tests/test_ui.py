@@ -141,7 +141,7 @@ def test_the_checks_show_their_verdicts_and_unjudged_ones_as_skipped(ui, browser
 
     url, _, tmp = ui
     page = _open(browser, url + "/assets/contoso/activities?view=checks")
-    expect(page.get_by_text("Checks (8)")).to_be_visible()
+    expect(page.get_by_text("Checks (9)")).to_be_visible()
     verdicts = {
         "count_matches_source": "Succeeded",
         "ids_unique": "Succeeded",

@@ -1,7 +1,7 @@
 """`ActivityTenants`: a Dagster component that builds every tenant's definitions from the configuration.
 
 For each tenant of ACTIVITY_TENANTS_FILE (or the one tenant of the MDCA_* variables, or the demo tenant):
-the asset `[name, "activities"]` with its own daily partitions and pool `mdca_api/<name>`, its eight checks,
+the asset `[name, "activities"]` with its own daily partitions and pool `mdca_api/<name>`, its nine checks,
 the job `<name>_daily_activities`, its schedule, and its `late_arrivals` and `retention_rescue` sensors.
 One `activities_duckdb` asset covers them all. Each tenant's resource is `mdca_<name>`
 (`defs.resources.resources_for`).

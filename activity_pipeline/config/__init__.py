@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -37,6 +38,7 @@ from activity_pipeline.config.model import (
 )
 from activity_pipeline.config.tenants_file import FILE_KEYS, FILE_VARIABLE_KEYS, read_file, read_tenants_file
 from activity_pipeline.mdca import ConfigError
+from activity_pipeline.mdca.filters import FilterError, check_filters
 from activity_pipeline.mdca.settings import DEFAULT_AUTHORITY_HOST, DEFAULT_REQUESTS_PER_MINUTE, check_base_url
 
 __all__ = [
@@ -115,9 +117,12 @@ def _tenant_from_variables(get: Any, start_date: dt.date | None, rate: int) -> T
             f"39 letters, digits or underscores); got {name!r}"
         )
     origin = f"tenant {name!r} (the MDCA_* variables)"
+    filters = _env_filters(get("MDCA_FILTERS"))
     api_url = get("MDCA_API_URL")
     if not api_url:
-        return TenantConfig(name, start_date=start_date, requests_per_minute=rate, demo=DemoSettings(), origin=origin)
+        return TenantConfig(
+            name, start_date=start_date, requests_per_minute=rate, demo=DemoSettings(), filters=filters, origin=origin
+        )
     variables = {field: var for field, var in TENANT_VARIABLES.items() if get(var) and field != "api_url"}
     authority = variables.pop("authority_host", None)
     return TenantConfig(
@@ -128,8 +133,26 @@ def _tenant_from_variables(get: Any, start_date: dt.date | None, rate: int) -> T
         authority_host=get(authority) if authority else DEFAULT_AUTHORITY_HOST,
         requests_per_minute=rate,
         start_date=start_date,
+        filters=filters,
         origin=origin,
     )
+
+
+def _env_filters(text: str) -> dict[str, dict[str, Any]]:
+    """MDCA_FILTERS: the tenant's filters as one JSON object, as the tenants file's `filters:` holds them."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f'MDCA_FILTERS must be a JSON object like {{"service": {{"neq": [20893]}}}}: {exc.msg} at character '
+            f"{exc.pos + 1}"
+        ) from None
+    try:
+        return check_filters(value)
+    except FilterError as exc:
+        raise ConfigError(f"MDCA_FILTERS: {exc}") from None
 
 
 def _requests_per_minute(text: str) -> int:
@@ -141,14 +164,20 @@ def _requests_per_minute(text: str) -> int:
         raise ConfigError(f"MDCA_REQUESTS_PER_MINUTE must be a whole number like 30, got {text!r}") from None
 
 
-def main() -> int:
-    """`python -m activity_pipeline.config`: check the configuration; print each tenant's name, one a line."""
+def main(argv: list[str] | None = None) -> int:
+    """`python -m activity_pipeline.config [--names]`: check the configuration; print each tenant, one a line: its
+    name, and the API filters it collects under when it has any (`--names`: the names alone, for scripts)."""
     import sys
 
+    from activity_pipeline.mdca.filters import describe
+
+    argv = sys.argv[1:] if argv is None else argv
     try:
         settings = load()
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    print("\n".join(t.name for t in settings.tenants))
+    for tenant in settings.tenants:
+        shown = "" if "--names" in argv or not tenant.filters else f"\tfilters: {describe(tenant.filters)}"
+        print(f"{tenant.name}{shown}")
     return 0

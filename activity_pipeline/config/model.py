@@ -9,6 +9,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from activity_pipeline.alerts import Destination
 from activity_pipeline.mdca import ConfigError, MdcaSettings
@@ -50,6 +51,9 @@ class TenantConfig:
     # The schedule and the sensors run by default whenever the daemon runs; `automation: false` in the tenants
     # file leaves them stopped (runs are then started by hand, or switched on in the UI).
     automation: bool = True
+    # The Activities API's own filters this tenant collects under (`mdca.filters.check_filters`, normalized);
+    # empty: every activity.
+    filters: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     # Where the tenant was defined, for messages: "tenant 'contoso' (line 4 of /etc/tenants.yaml)".
     origin: str = ""
 

@@ -13,6 +13,7 @@ from typing import Any
 from activity_pipeline.alerts import Destination, parse_alerts
 from activity_pipeline.config.model import TENANT_NAME, DemoSettings, TenantConfig, parse_date
 from activity_pipeline.mdca import ConfigError
+from activity_pipeline.mdca.filters import FilterError, check_filters
 from activity_pipeline.mdca.settings import DEFAULT_AUTHORITY_HOST, DEFAULT_REQUESTS_PER_MINUTE, check_base_url
 
 _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -25,7 +26,7 @@ FILE_VARIABLE_KEYS = {
 }
 FILE_KEYS = (
     "name", "api_url", *FILE_VARIABLE_KEYS, "authority_host", "requests_per_minute", "rate_window_seconds",
-    "start_date", "demo", "automation",
+    "start_date", "demo", "automation", "filters",
 )  # fmt: skip
 _DEMO_KEYS = ("seed", "activities_per_day")
 # Keys someone may write a secret under; the message then says where secrets go instead.
@@ -88,11 +89,11 @@ def read_file(
     if not document["tenants"]:
         raise ConfigError(f"{where} lists no tenants; add at least one under `tenants:`")
     nodes = {key.value: value for key, value in root.value}
-    lines = [item.start_mark.line + 1 for item in nodes["tenants"].value]
     tenants: list[TenantConfig] = []
     seen: dict[str, int] = {}
-    for entry, line in zip(document["tenants"], lines, strict=True):
-        tenant = _file_tenant(entry, line, path, env, default_start_date, default_rate)
+    for entry, node in zip(document["tenants"], nodes["tenants"].value, strict=True):
+        line = node.start_mark.line + 1
+        tenant = _file_tenant(entry, line, path, env, default_start_date, default_rate, _filters_lines(node))
         if tenant.name in seen:
             raise ConfigError(
                 f"{where}: tenant {tenant.name!r} at line {line} is already defined at line {seen[tenant.name]}; "
@@ -108,8 +109,25 @@ def read_file(
     return tuple(tenants), alerts
 
 
+def _filters_lines(node: Any) -> dict[str, int]:
+    """The lines of a tenant's `filters:` key ("") and of each filter in it, for messages about its filters."""
+    lines: dict[str, int] = {}
+    for key, value in node.value if isinstance(node.value, list) else ():
+        if getattr(key, "value", None) == "filters":
+            lines[""] = key.start_mark.line + 1
+            for name, _ in value.value if isinstance(value.value, list) else ():
+                lines[str(name.value)] = name.start_mark.line + 1
+    return lines
+
+
 def _file_tenant(
-    entry: Any, line: int, path: Path, env: Mapping[str, str], start_date: dt.date | None, rate: int
+    entry: Any,
+    line: int,
+    path: Path,
+    env: Mapping[str, str],
+    start_date: dt.date | None,
+    rate: int,
+    filters_lines: dict[str, int] | None = None,
 ) -> TenantConfig:
     if not isinstance(entry, dict):
         raise ConfigError(f"{path}, line {line}: each tenant is a mapping that starts with `- name: ...`")
@@ -208,6 +226,12 @@ def _file_tenant(
             "`automation` must be true (the default: the schedule and the sensors run whenever the daemon runs) or "
             f"false (they stay stopped until switched on in the UI); got {automation!r}"
         )
+    try:
+        filters = check_filters(entry.get("filters"))
+    except FilterError as exc:
+        lines = filters_lines or {}
+        at = lines.get(exc.filter or "", lines.get("", line))
+        raise ConfigError(f"{who}: `filters`, line {at}: {exc}") from None
     first = entry.get("start_date", start_date)
     if isinstance(first, str):
         try:
@@ -226,6 +250,7 @@ def _file_tenant(
         start_date=first,
         demo=settings,
         automation=automation,
+        filters=filters,
         origin=who,
     )
 

@@ -14,7 +14,14 @@ import dagster as dg
 from activity_pipeline.config import TenantConfig
 from activity_pipeline.defs.partitions import partition_day, run_start
 from activity_pipeline.defs.resources import ActivityStorage, TenantResource, mdca_key
-from activity_pipeline.ingest import ALLOW_SHORTER_TAG, IngestResult, ShorterScanError, ingest_day, top_up_day
+from activity_pipeline.ingest import (
+    ALLOW_SHORTER_TAG,
+    FiltersChangedError,
+    IngestResult,
+    ShorterScanError,
+    ingest_day,
+    top_up_day,
+)
 from activity_pipeline.mdca import (
     ConfigError,
     EndpointError,
@@ -52,6 +59,7 @@ _FINAL = (
     RetentionError,
     DayLockedError,
     ShorterScanError,
+    FiltersChangedError,
     DamagedDayError,
     StorageLocationError,
 )

@@ -80,6 +80,10 @@ def build_automation(
                 manifest = storage.tenant(name).manifest(day)
                 if manifest is None:
                     continue  # never materialized: the schedule or a backfill owns it
+                if manifest.filters != client.filters:
+                    # A top-up would mix two filters; the check collected_under_current_filters flags the day.
+                    notes.append(f"{day}: collected under other filters, not topped up")
+                    continue
                 stored = manifest.rows
                 total = client.count(*day_window(day))
                 notes.append(f"{day}: stored {stored:,}, source {total:,}")

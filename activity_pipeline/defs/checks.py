@@ -1,6 +1,6 @@
 """Partition-aware checks on a tenant's `activities`: is each stored day complete, unique, in range and well formed?
 
-The eight checks run as one step that reads the day once (`@dg.multi_asset_check`, `can_subset=True`).
+The nine checks run as one step that reads the day once (`@dg.multi_asset_check`, `can_subset=True`).
 Each reports `actual`, `expected` and `diff` in its metadata. A check with nothing to judge yields no
 result: Dagster shows it as Skipped, and the step's log says why. The two ERROR checks marked blocking stop
 `activities_duckdb` in the same run when they fail.
@@ -18,8 +18,9 @@ import numpy as np
 from activity_pipeline.days import day_window
 from activity_pipeline.defs.partitions import partition_day, run_start
 from activity_pipeline.defs.resources import ActivityStorage, TenantResource, mdca_key
-from activity_pipeline.ingest import SETTLE_DAYS
+from activity_pipeline.ingest import SETTLE_DAYS, filters_changed_message
 from activity_pipeline.mdca import MdcaClient
+from activity_pipeline.mdca.filters import describe
 from activity_pipeline.retention import RESCUE_MARGIN_DAYS, RETENTION_DAYS, DayAtRisk, at_risk
 from activity_pipeline.storage.core import TenantStore
 from activity_pipeline.storage.facts import DayFacts
@@ -48,6 +49,8 @@ class Evidence:
     # The tenant's days that leave the service's retention soon and are missing or incomplete, as of the run's
     # start; None when the check that reads them is not selected.
     at_risk: list[DayAtRisk] | None = None
+    # The tenant's API filters now (`mdca.filters`); each stored day's manifest says which it was collected under.
+    filters: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -81,10 +84,15 @@ def count_matches_source(e: Evidence) -> Verdict | str:
     assert e.client is not None and e.storage is not None
     start, end = day_window(day)
     watermark = facts.watermark_ms
+    # Counted under the filters the day was collected under (the tenant's, for a day not stored): exact either
+    # way. A day stored under other filters than the tenant's now is collected_under_current_filters' to flag.
+    under = facts.manifest.filters if facts.manifest is not None else None
     with e.client() as client:
-        total = client.count(start, end)
+        total = client.count(start, end, under=under)
         # As of the watermark the stored day must be exact: every record created by then was there to scan.
-        at_watermark = total if watermark is None else client.count(start, end, {"created": {"lte": watermark}})
+        at_watermark = (
+            total if watermark is None else client.count(start, end, {"created": {"lte": watermark}}, under=under)
+        )
     stored = facts.rows if watermark is None else (facts.rows_at_watermark or 0)
     # Records received but kept in quarantine (no usable `_id` or `timestamp`) are at the source and not rows:
     # they close the gap as far as they go, and no_quarantined_records reports them.
@@ -126,7 +134,7 @@ def count_matches_source(e: Evidence) -> Verdict | str:
     # The one thing a check leaves behind: its finding, for the partition_health view.
     e.storage.record_count_check(
         e.tenant, day, source_total=total, rows_checked=facts.rows, passed=verdict.passed or verdict.severity == WARN,
-        watermark_ms=watermark, pending=pending,
+        watermark_ms=watermark, pending=pending, filters=describe(under or {}),
     )  # fmt: skip
     return verdict
 
@@ -225,6 +233,18 @@ def apps_still_reporting(e: Evidence) -> Verdict | str:
     return Verdict(not missing, WARN, metadata, note)
 
 
+def collected_under_current_filters(e: Evidence) -> Verdict | str:
+    """The day's filters (its manifest) against the tenant's now: a day of other filters is not silently mixed."""
+    manifest = e.facts.manifest
+    if manifest is None:
+        return "nothing is stored for the day"
+    stored, now = describe(manifest.filters), describe(e.filters)
+    metadata = {"actual": stored or "none", "expected": now or "none", "diff": "same" if stored == now else "changed"}
+    if stored == now:
+        return Verdict(True, WARN, metadata, f"collected under {'the filters ' + now if now else 'no filters'}")
+    return Verdict(False, WARN, metadata, filters_changed_message(e.facts.day, manifest.filters, e.filters))
+
+
 def no_days_leaving_retention_unstored(e: Evidence) -> Verdict | str:
     """The tenant's risk, not the day's: every run's checks say it again, so the latest partition shows it."""
     risky = e.at_risk or []
@@ -260,6 +280,9 @@ CHECKS: dict[str, tuple[Judge, bool, str]] = {
     "apps_still_reporting": (apps_still_reporting, False,
         f"Every app that reported on each stored day among the {TRAILING_DAYS} before also reported on this day "
         f"(judged once {MIN_HISTORY_DAYS} of them are stored)."),
+    "collected_under_current_filters": (collected_under_current_filters, False,
+        "The day was collected under the tenant's API filters as they are now (`filters:`, MDCA_FILTERS); a day "
+        "stored under others is collected again with activity_pipeline/full_rescan=true."),
     "no_days_leaving_retention_unstored": (no_days_leaving_retention_unstored, False,
         f"No day of the tenant leaves the service's {RETENTION_DAYS}-day retention within {RESCUE_MARGIN_DAYS} days "
         "while missing or incomplete (the tenant's risk as of the run, shown on every day's checks)."),
@@ -271,7 +294,7 @@ _RETENTION = "no_days_leaving_retention_unstored"
 def build_checks(
     tenant: str, asset: dg.AssetsDefinition, partitions: dg.DailyPartitionsDefinition, *, watch_retention: bool = True
 ) -> dg.AssetChecksDefinition:
-    """The tenant's eight checks on `asset`, in one step; they reach its tenant through `mdca_<name>`.
+    """The tenant's nine checks on `asset`, in one step; they reach its tenant through `mdca_<name>`.
     `watch_retention` False (a demo tenant, whose days are made again on demand): no day is ever at risk."""
     resource = mdca_key(tenant)
 
@@ -282,7 +305,7 @@ def build_checks(
         ],
         can_subset=True,
         name=f"{tenant}_activities_checks",
-        description=f"The eight checks of a day of tenant {tenant}, in one step that reads the stored day once.",
+        description=f"The nine checks of a day of tenant {tenant}, in one step that reads the stored day once.",
         required_resource_keys={resource, "storage"},
     )
     def activities_checks(context: dg.AssetCheckExecutionContext) -> Iterator[dg.AssetCheckResult]:
@@ -298,6 +321,7 @@ def build_checks(
             client=lambda: mdca.client(context.log),
             storage=storage,
             at_risk=_at_risk(context, store, partitions) if watch_retention and _RETENTION in wanted else [],
+            filters=mdca.filters,
         )
         for name, (judge, _, _) in CHECKS.items():
             if name not in wanted:

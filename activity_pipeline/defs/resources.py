@@ -64,6 +64,8 @@ class TenantResource(dg.ConfigurableResource):
     rate_state_dir: str | None = None
     # 0 lets the client choose from the day's size, the rate limit and the measured latency.
     slices: int = 0
+    # The tenant's own API filters (`mdca.filters`, checked at load), sent with every request of its runs.
+    filters: dict[str, Any] = pydantic.Field(default_factory=dict)
     retry_max_attempts: int = _DEFAULT_RETRY.max_attempts
     retry_max_seconds: float = _DEFAULT_RETRY.max_seconds
     # First backoff after a failure, doubling per attempt (with jitter) up to a minute.
@@ -91,7 +93,7 @@ class TenantResource(dg.ConfigurableResource):
         limiter = _shared_limiter(
             settings.api_url, settings.requests_per_minute, self.rate_window_seconds, self.rate_state_dir
         )
-        client = MdcaClient(settings, retry=self.retry_policy(), limiter=limiter)
+        client = MdcaClient(settings, retry=self.retry_policy(), limiter=limiter, filters=self.filters)
         if logger is not None:
             client.log = logger  # a pause for the rate limit is said in the run's log
         return client
@@ -199,6 +201,7 @@ def tenant_resource(tenant: TenantConfig, *, rate_state_dir: Any = None) -> Tena
             rate_window_seconds=tenant.rate_window_seconds,
             seed=tenant.demo.seed,
             activities_per_day=tenant.demo.activities_per_day,
+            filters=tenant.filters,
         )
     assert tenant.api_url is not None
     variables = {field: dg.EnvVar(name) for field, name in tenant.variables.items()}
@@ -209,6 +212,7 @@ def tenant_resource(tenant: TenantConfig, *, rate_state_dir: Any = None) -> Tena
         requests_per_minute=tenant.requests_per_minute,
         rate_window_seconds=tenant.rate_window_seconds,
         variables=dict(tenant.variables),
+        filters=tenant.filters,
         **variables,
     )
 

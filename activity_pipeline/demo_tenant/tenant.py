@@ -19,13 +19,26 @@ from typing import Any
 
 import numpy as np
 
-from activity_pipeline.demo_tenant.catalog import APPS
+from activity_pipeline.demo_tenant.catalog import APPS, DEVICES, IP_CATEGORIES
 from activity_pipeline.demo_tenant.data import DAY_MS, EVENTS, TenantSpec, day_start_ms, generate
 from activity_pipeline.demo_tenant.render import Renderer
 
 SCAN_LIMIT_MIN, SCAN_LIMIT_MAX, SCAN_LIMIT_DEFAULT = 500, 5000, 500
 LIST_LIMIT_MAX = 100
 LIST_WINDOW_MAX = 5000
+# Filters on what no demo record carries: (operators, the one value every record matches).
+_ABSENT: dict[str, tuple[tuple[str, ...], Any]] = {
+    "user.orgUnit": (("eq", "neq", "isset", "isnotset"), None),
+    "activity.impersonated": (("eq",), False),
+    "activity.takenAction": (("eq", "neq"), "null"),
+    "instance": (("eq", "neq"), 0),
+}
+KNOWN_FILTERS = (
+    "date", "created", "service", "instance", "source", "user.username", "user.orgUnit", "activity.type",
+    "activity.eventType", "activity.eventActionType", "actionType", "activity.impersonated", "activity.takenAction",
+    "activity.id", "device.type", "ip.address", "ip.category", "location.country",
+)  # fmt: skip
+
 # The server's own key in nextQueryFilters for ties larger than a page. Clients never look inside.
 CURSOR_KEY = "scanCursor"
 
@@ -82,6 +95,11 @@ class DemoTenant:
         self._event_admin = np.array([e.is_admin for _, e in EVENTS])
         self._app_ids = np.array([a.app_id for a in APPS])
         self._ip_cc = np.array([p for p in self.renderer.ip_cc])
+        # Per app, event, IP and device: what the other documented filters match (see `_attribute`).
+        self._app_source = np.array([a.source for a in APPS])
+        self._event_ops = np.array([e.operation.lower() for _, e in EVENTS])
+        self._ip_category = np.array([IP_CATEGORIES[int(k)][0] for k in self.directory.ip_category])
+        self._device_type = np.array([d[5].lower() for d in DEVICES])
         self._lock = threading.Lock()
         self._fixed_now: int | None = None
         self._clock = now
@@ -199,10 +217,45 @@ class DemoTenant:
             self._expect(name, op, ("eq", "neq"))
             hit = np.isin(c.ids[rows], [str(v).encode() for v in _as_list(value)])
             return hit if op == "eq" else ~hit
-        raise BadRequest(
-            f"Unknown filter '{name}'. Known filters: date, created, service, user.username, ip.address, "
-            "location.country, activity.eventType, activity.type, activity.id"
-        )
+        if name in _ABSENT:
+            return self._absent(name, op, value, len(rows))
+        return self._attribute(name, op, value, rows)
+
+    def _attribute(self, name: str, op: str, value: Any, rows: np.ndarray) -> np.ndarray:
+        """The filters on what a record carries once per app, event, IP or device."""
+        c = self.cols
+        if name == "source":
+            self._expect(name, op, ("eq", "neq"))
+            hit = np.isin(self._app_source[c.app[rows]], [self._int_value(name, op, v) for v in _as_list(value)])
+        elif name == "ip.category":
+            self._expect(name, op, ("eq", "neq"))
+            hit = np.isin(self._ip_category[c.ip[rows]], [self._int_value(name, op, v) for v in _as_list(value)])
+        elif name == "device.type":
+            self._expect(name, op, ("eq", "neq"))
+            hit = np.isin(self._device_type[c.device[rows]], [str(v).lower() for v in _as_list(value)])
+        elif name == "actionType":
+            self._expect(name, op, ("eq", "neq", "contains", "isset", "isnotset"))
+            if op in ("isset", "isnotset"):
+                return np.full(len(rows), op == "isset")  # every demo record names its operation
+            ops = self._event_ops[c.event[rows]]
+            wanted = [str(v).lower() for v in _as_list(value)]
+            if op == "contains":
+                return np.any([np.char.find(ops, w) >= 0 for w in wanted], axis=0)
+            hit = np.isin(ops, wanted)
+        else:
+            raise BadRequest(f"Unknown filter '{name}'. Known filters: {', '.join(KNOWN_FILTERS)}")
+        return hit if op == "eq" else ~hit
+
+    def _absent(self, name: str, op: str, value: Any, n: int) -> np.ndarray:
+        """Filters on what no demo record carries: no org unit, no impersonation, no action taken, instance 0."""
+        allowed, matches = _ABSENT[name]
+        self._expect(name, op, allowed)
+        if op in ("isset", "isnotset"):
+            return np.full(n, op == "isnotset")
+        if name == "activity.impersonated" and not all(isinstance(v, bool) for v in _as_list(value)):
+            raise BadRequest(f"Filter '{name}' operator 'eq' expects true or false, got {value!r}")
+        hit = any(v == matches for v in _as_list(value))
+        return np.full(n, hit if op == "eq" else not hit)
 
     @staticmethod
     def _expect(name: str, op: str, allowed: tuple[str, ...]) -> None:

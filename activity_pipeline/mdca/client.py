@@ -120,8 +120,12 @@ class MdcaClient:
         session: requests.Session | None = None,
         auth: TokenAuth | EntraAuth | None = None,
         pool_size: int = 16,
+        filters: dict[str, Any] | None = None,
     ) -> None:
         self.settings = settings
+        # The tenant's own API filters (`mdca.filters.check_filters`), in every request: each scan, slice, top-up
+        # and count. The window's `date` (and a top-up's `created`) are added to them.
+        self.filters: dict[str, Any] = dict(filters or {})
         # Where progress notes go (a run's `context.log`, given by the resource); this module's logger otherwise.
         self.log: Any = log
         self.limiter = limiter if limiter is not None else RateLimiter(settings.requests_per_minute)
@@ -374,13 +378,27 @@ class MdcaClient:
         log.info("retrying after %s: attempt %d, waiting %.1fs", reason, state.attempt_number, sleep)
 
     # The independent count.
-    def count(self, start_ms: int, end_ms: int, filters: dict[str, Any] | None = None) -> int:
+    def count(
+        self,
+        start_ms: int,
+        end_ms: int,
+        filters: dict[str, Any] | None = None,
+        *,
+        under: dict[str, Any] | None = None,
+    ) -> int:
         """The list-mode `total` of activities with `timestamp` in [start_ms, end_ms): the source's own count.
 
         `filters` narrows it, e.g. `{"created": {"lte": watermark_ms}}`: what the day held as of a watermark.
+        `under`: count under these tenant filters instead of the client's (a day stored under earlier filters).
         """
-        body = {"filters": window_filters(start_ms, end_ms, filters), "limit": 1, "skip": 0}
+        body = {"filters": self.window(start_ms, end_ms, filters, under=under), "limit": 1, "skip": 0}
         return self.post(msgspec.json.encode(body), _decode_total)
+
+    def window(
+        self, start_ms: int, end_ms: int, extra: dict[str, Any] | None = None, *, under: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """A request's filters: the tenant's (or `under`), `extra`, and the window [start_ms, end_ms)."""
+        return window_filters(start_ms, end_ms, {**(self.filters if under is None else under), **(extra or {})})
 
 
 class _ListResponse(msgspec.Struct):

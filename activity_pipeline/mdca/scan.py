@@ -189,7 +189,7 @@ class Scanner:
     ) -> None:
         cursor = ServerCursor(
             self.client,
-            window_filters(s.start, s.end, self.filters),
+            self.client.window(s.start, s.end, self.filters),
             sort_field=self.sort_field,
             label=f"{self.label}, slice {s.index}",
         )

@@ -44,6 +44,8 @@ class Finding(msgspec.Struct, kw_only=True):
     watermark_ms: int | None = None
     # At the source but created after the watermark and not stored yet: late arrivals, not a gap.
     pending: int = 0
+    # The API filters the day was collected under, as one line of JSON ("": none, every activity).
+    filters: str = ""
 
     @classmethod
     def of(cls, day: dt.date, *, at: dt.datetime, **fields: Any) -> Finding:

@@ -126,17 +126,17 @@ def _health_view(health_glob: str | None) -> str:
     if health_glob is not None:
         checks = (
             "SELECT tenant, CAST(day AS DATE) AS date, source_total, rows_checked, checked_at, passed, "
-            "make_timestamptz(watermark_ms * 1000) AS watermark, pending "
+            "make_timestamptz(watermark_ms * 1000) AS watermark, pending, coalesce(filters, '') AS filters "
             f"FROM read_json({_sql_string(health_glob)}, hive_partitioning = true, "
             "hive_types = {'tenant': VARCHAR}, columns = {day: 'VARCHAR', source_total: 'BIGINT', "
             "rows_checked: 'BIGINT', checked_at: 'TIMESTAMPTZ', passed: 'BOOLEAN', watermark_ms: 'BIGINT', "
-            "pending: 'BIGINT'})"
+            "pending: 'BIGINT', filters: 'VARCHAR'})"
         )
     else:
         checks = (
             "SELECT NULL::VARCHAR AS tenant, NULL::DATE AS date, NULL::BIGINT AS source_total, "
             "NULL::BIGINT AS rows_checked, NULL::TIMESTAMPTZ AS checked_at, NULL::BOOLEAN AS passed, "
-            "NULL::TIMESTAMPTZ AS watermark, NULL::BIGINT AS pending WHERE false"
+            "NULL::TIMESTAMPTZ AS watermark, NULL::BIGINT AS pending, NULL::VARCHAR AS filters WHERE false"
         )
     return f"""
         WITH stored AS ({stored}), checks AS ({checks})
@@ -145,7 +145,8 @@ def _health_view(health_glob: str | None) -> str:
                checks.source_total AS source_total_at_last_check,
                checks.source_total - coalesce(stored.rows_stored, 0) AS drift,
                checks.passed AS last_check_passed, checks.checked_at AS last_checked_at,
-               checks.watermark AS complete_up_to, checks.pending AS pending_after_watermark
+               checks.watermark AS complete_up_to, checks.pending AS pending_after_watermark,
+               checks.filters AS collected_under_filters
         FROM stored FULL OUTER JOIN checks ON stored.tenant = checks.tenant AND stored.date = checks.date
         ORDER BY 1, 2"""
 

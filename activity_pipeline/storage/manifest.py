@@ -15,10 +15,12 @@ defaults, and fields this code does not know are ignored.
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import msgspec
 
-MANIFEST_VERSION = 2
+# 3: `filters`, the API filters the day was collected under (2 and earlier were collected unfiltered).
+MANIFEST_VERSION = 3
 # The name of a local day's manifest file.
 MANIFEST = "_manifest.json"
 
@@ -69,6 +71,9 @@ class Manifest(msgspec.Struct, kw_only=True):
     written_at: str = ""
     # On object storage: the version's quarantine objects (keys beside the table).
     quarantine_files: list[str] = msgspec.field(default_factory=list)
+    # The Activities API filters the day was collected under (`mdca.filters`, normalized); empty: every activity.
+    # Days stored before filters existed have none, and were collected unfiltered.
+    filters: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
     manifest_version: int = 1
 
 
