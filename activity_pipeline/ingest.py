@@ -411,6 +411,7 @@ def top_up_day(
             apps=dict(sorted(merged_apps.items())),
             written_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             filters=previous.filters,
+            compactions=previous.compactions,
         )
     _release_freed_memory()
     return _result(day, writer, scanner, client, source_total, started, manifest, mode="top-up", added=added)

@@ -27,7 +27,7 @@ import msgspec
 import pyarrow as pa
 
 from activity_pipeline.storage.facts import DayFacts
-from activity_pipeline.storage.manifest import Manifest
+from activity_pipeline.storage.manifest import Compaction, Manifest
 
 
 class Finding(msgspec.Struct, kw_only=True):
@@ -112,6 +112,17 @@ class DayWriter(abc.ABC):
     def commit(self, **figures: Any) -> Manifest:
         """Finish the files and make them the day, with a manifest of the writer's own fields (rows, files, ...)
         and `figures` (any other `Manifest` field). Returns the manifest."""
+
+    @abc.abstractmethod
+    def source_files(self, manifest: Manifest) -> list[Path]:
+        """Local copies of the files of the version `manifest` describes (hard links on disk, downloads from
+        object storage), in the staging folder: what a compaction reads."""
+
+    @abc.abstractmethod
+    def commit_rearranged(self, previous: Manifest, files: Sequence[Path], compaction: Compaction) -> Manifest:
+        """Make the staged `files` (the same rows as the version `previous`, rearranged) the day, in one step that
+        says so: the rename swap on disk; on object storage a Delta commit of `dataChange: false` actions.
+        Returns the new manifest: `previous` with the new files and `compaction` appended."""
 
     @abc.abstractmethod
     def keep_aside(self) -> Path | str:

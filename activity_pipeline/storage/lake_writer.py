@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from activity_pipeline.storage.delta import (
     partition,
 )  # fmt: skip
 from activity_pipeline.storage.errors import DayChangedError
-from activity_pipeline.storage.manifest import Manifest, dumps
+from activity_pipeline.storage.manifest import Compaction, Manifest, dumps
 from activity_pipeline.storage.schema import SCHEMA
 from activity_pipeline.storage.staging import QUARANTINE, StagedDay
 
@@ -126,6 +127,73 @@ class LakeDayWriter(StagedDay):
         self.committed = True
         shutil.rmtree(self.stage, ignore_errors=True)
         return manifest
+
+    def source_files(self, manifest: Manifest) -> list[Path]:
+        """The version's files, downloaded into the staging folder."""
+        import obstore
+
+        folder = self.stage / "source"
+        folder.mkdir()
+        where = partition(self.tenant, self.day)
+        for name in manifest.files:
+            with open(folder / name, "wb") as out:
+                for chunk in obstore.get(self.lake.store, f"{TABLE}/{where}/{name}").stream():
+                    out.write(chunk)
+        return [folder / name for name in sorted(manifest.files)]
+
+    def commit_rearranged(self, previous: Manifest, files: Sequence[Path], compaction: Compaction) -> Manifest:
+        """Upload `files`, then one commit that removes the version's files and adds them, every action with
+        `dataChange: false` and the operation OPTIMIZE: readers that follow changes (streaming) skip it."""
+        import obstore
+
+        files = list(files)
+        manifest = self._rearranged(previous, [p.name for p in files], sum(p.stat().st_size for p in files), compaction)
+        where = partition(self.tenant, self.day)
+        for path in files:
+            obstore.put(self.lake.store, f"{TABLE}/{where}/{path.name}", path)
+        obstore.put(self.lake.store, f"{MANIFESTS}/{where}/{self.run_id}.json", dumps(manifest))
+        self._commit_rearrangement(previous.files, files)
+        self.committed = True
+        shutil.rmtree(self.stage, ignore_errors=True)
+        return manifest
+
+    def _commit_rearrangement(self, removed: list[str], added: list[Path]) -> None:
+        """The log's next entry, written by a conditional PUT (as delta-rs writes its own): a commit that lost the
+        race is built again on the new version, as long as the day still holds exactly `removed`."""
+        import obstore
+        from obstore.exceptions import AlreadyExistsError, PreconditionError
+
+        where = partition(self.tenant, self.day)
+        values = {"tenant": self.tenant, "date": self.day.isoformat()}
+        for _ in range(COMMIT_ATTEMPTS):
+            table = self.lake.table()
+            current = {f["name"]: f for f in files_of(table).get((self.tenant, self.day), [])}
+            if sorted(current) != sorted(removed):
+                raise DayChangedError(
+                    f"{self.tenant} {self.day}: another run changed the day while it was compacted; nothing was "
+                    "committed. Compact it again (it reads the new version)."
+                )
+            now = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
+            actions: list[dict[str, Any]] = [
+                {"commitInfo": {"timestamp": now, "operation": "OPTIMIZE", "clientVersion": "activity_pipeline",
+                                "operationParameters": {"predicate": json.dumps([f"tenant = '{self.tenant}'",
+                                                                                 f"date = '{self.day}'"])},
+                                "activity_pipeline.run_id": self.run_id, "isBlindAppend": False}},
+                *({"remove": {"path": f"{where}/{name}", "deletionTimestamp": now, "dataChange": False,
+                              "extendedFileMetadata": True, "partitionValues": values, "size": current[name]["bytes"]}}
+                  for name in sorted(removed)),
+                *({"add": {"path": f"{where}/{p.name}", "partitionValues": values, "size": p.stat().st_size,
+                           "modificationTime": now, "dataChange": False, "stats": _stats(p)}} for p in added),
+            ]  # fmt: skip
+            entry = "\n".join(json.dumps(a, separators=(",", ":")) for a in actions).encode() + b"\n"
+            try:
+                obstore.put(
+                    self.lake.store, f"{TABLE}/_delta_log/{table.version() + 1:020d}.json", entry, mode="create"
+                )
+                return
+            except (AlreadyExistsError, PreconditionError):
+                continue  # another commit took that version: build on the new one
+        raise DayChangedError(f"{self.tenant} {self.day}: the table kept changing; the compaction was not committed")
 
     def _commit_actions(self, actions: list[Any], carried: Manifest | None) -> None:
         """One Delta commit: the day's partition replaced by `actions` (a full scan) or `actions` added to it

@@ -23,6 +23,7 @@ import datetime as dt
 import errno
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from activity_pipeline.storage.core import Dataset, Finding, TenantStore, ViewSo
 from activity_pipeline.storage.errors import DamagedDayError
 from activity_pipeline.storage.facts import DayFacts, query_rows, why
 from activity_pipeline.storage.layout import DATASET, HEALTH, TenantPaths, adopt_legacy_days, check_root
-from activity_pipeline.storage.manifest import MANIFEST, Manifest, dumps, loads
+from activity_pipeline.storage.manifest import MANIFEST, Compaction, Manifest, dumps, loads
 from activity_pipeline.storage.schema import SCHEMA, TIMESTAMP
 from activity_pipeline.storage.staging import QUARANTINE, StagedDay
 
@@ -99,6 +100,29 @@ class LocalDayWriter(StagedDay):
         """Finish the files, write the manifest, and swap the staged day into place."""
         staged = self._close_stage()
         manifest = self._manifest([p.name for p in staged], sum(p.stat().st_size for p in staged), figures)
+        return self._swap_in(manifest)
+
+    def source_files(self, manifest: Manifest) -> list[Path]:
+        folder = self.stage / "source"
+        folder.mkdir()
+        for name in manifest.files:
+            try:
+                os.link(self.target / name, folder / name)
+            except OSError:
+                shutil.copy2(self.target / name, folder / name)
+        return [folder / name for name in sorted(manifest.files)]
+
+    def commit_rearranged(self, previous: Manifest, files: Sequence[Path], compaction: Compaction) -> Manifest:
+        """The staged `files` (and the day's quarantine, as it is) swapped in for the day, as a full scan's are."""
+        shutil.rmtree(self.stage / "source", ignore_errors=True)
+        if (self.target / QUARANTINE).exists():
+            shutil.copy2(self.target / QUARANTINE, self.stage / QUARANTINE)
+        files = list(files)
+        manifest = self._rearranged(previous, [p.name for p in files], sum(p.stat().st_size for p in files), compaction)
+        return self._swap_in(manifest)
+
+    def _swap_in(self, manifest: Manifest) -> Manifest:
+        """Write the manifest into the staged folder and swap the folder in for the day's."""
         (self.stage / MANIFEST).write_bytes(dumps(manifest))
         for path in self.stage.iterdir():
             _fsync(path)

@@ -19,7 +19,8 @@ from typing import Any
 
 import msgspec
 
-# 3: `filters`, the API filters the day was collected under (2 and earlier were collected unfiltered).
+# 3: `filters`, the API filters the day was collected under (2 and earlier were collected unfiltered), and
+# `compactions`.
 MANIFEST_VERSION = 3
 # The name of a local day's manifest file.
 MANIFEST = "_manifest.json"
@@ -30,6 +31,20 @@ class Window(msgspec.Struct, frozen=True):
 
     start_ms: int
     end_ms: int
+
+
+class Compaction(msgspec.Struct, frozen=True):
+    """One compaction: the day's rows rewritten, verified, into `files` (see `storage.compaction`)."""
+
+    run_id: str
+    at: str
+    seconds: float
+    files_before: int
+    row_groups_before: int
+    bytes_before: int
+    files: list[str]
+    row_groups: int
+    bytes: int
 
 
 class TopUp(msgspec.Struct, frozen=True):
@@ -74,7 +89,14 @@ class Manifest(msgspec.Struct, kw_only=True):
     # The Activities API filters the day was collected under (`mdca.filters`, normalized); empty: every activity.
     # Days stored before filters existed have none, and were collected unfiltered.
     filters: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+    # Each compaction of the day; the day is compacted while its files are the last one's.
+    compactions: list[Compaction] = msgspec.field(default_factory=list)
     manifest_version: int = 1
+
+    @property
+    def compacted(self) -> bool:
+        """Whether the version is a compaction's output (a top-up since adds a file: it is not)."""
+        return bool(self.compactions) and sorted(self.compactions[-1].files) == sorted(self.files)
 
 
 _DECODER = msgspec.json.Decoder(Manifest)

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from activity_pipeline.storage.core import DayWriter
 from activity_pipeline.storage.errors import DayLockedError
 from activity_pipeline.storage.layout import KEPT_ASIDE
-from activity_pipeline.storage.manifest import MANIFEST_VERSION, Manifest
+from activity_pipeline.storage.manifest import MANIFEST_VERSION, Compaction, Manifest
 from activity_pipeline.storage.schema import DICTIONARY_COLUMNS, SCHEMA, SCHEMA_VERSION
 
 QUARANTINE = "_quarantine.jsonl"
@@ -146,6 +146,20 @@ class StagedDay(DayWriter):
             run_id=self.run_id,
             manifest_version=MANIFEST_VERSION,
             **figures,
+        )
+
+    def _rearranged(self, previous: Manifest, names: list[str], size: int, compaction: Compaction) -> Manifest:
+        """The manifest of a rearranged version: `previous`, with its files now `names`."""
+        self._files_closed = True
+        self.rows, self.quarantined = previous.rows, previous.quarantined
+        return msgspec.structs.replace(
+            previous,
+            files=sorted(names),
+            bytes=size,
+            run_id=self.run_id,
+            written_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            compactions=[*previous.compactions, msgspec.structs.replace(compaction, files=sorted(names))],
+            manifest_version=MANIFEST_VERSION,
         )
 
     def keep_aside(self) -> Path:
