@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from activity_pipeline.demo_tenant import DemoTenant, DemoTenantServer, TenantSpec
+from activity_pipeline_testing.backends import BACKENDS, Backend
 from activity_pipeline_testing.helpers import ALL_ARRIVED, DAYS, RECENT, STRESS_DAY, later, serve
 from activity_pipeline_testing.object_storage import EmulatorMissing, azurite_server, moto_server, new_dataset_url
 
@@ -99,3 +100,22 @@ def lake_url(kind: str, emulators: Callable[[str], str], monkeypatch: pytest.Mon
 def lake(request, emulators, monkeypatch) -> tuple[str, dict[str, str]]:
     """A new, empty dataset URL on each emulator in turn, with the cloud's variables set (`lake_url`)."""
     return lake_url(request.param, emulators, monkeypatch)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request, tmp_path, monkeypatch) -> Backend:
+    if request.param == "local":
+        return Backend(tmp_path, None, {})
+    endpoint = request.getfixturevalue("emulators")("s3" if request.param == "s3" else "azure")
+    url, env = new_dataset_url(request.param, endpoint)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return Backend(tmp_path, url, env)
+
+
+@pytest.fixture(scope="module")
+def stress() -> DemoTenant:
+    """The tests' three days, the last with a tie of 6000 records on one timestamp; every late record arrived."""
+    t = DemoTenant(TenantSpec(days=DAYS, activities_per_day=12_000, stress_days=frozenset({STRESS_DAY})))
+    t.set_now(later(10))
+    return t

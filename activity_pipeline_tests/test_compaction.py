@@ -19,13 +19,8 @@ import pytest
 from activity_pipeline.ingest import ingest_day, top_up_day
 from activity_pipeline.storage.compaction import NotStoredError, compact_day, digest
 from activity_pipeline.storage.errors import DayLockedError
+from activity_pipeline_testing.backends import Backend, early_tenant
 from activity_pipeline_testing.helpers import DAYS, REPO, STRESS_DAY, client_for, serve, stored
-from activity_pipeline_tests.test_storage_contract import (  # noqa: F401 - fixtures
-    Backend,
-    backend,
-    early_tenant,
-    stress,
-)
 
 
 def _files(backend: Backend, day: dt.date) -> list[str]:

@@ -5,7 +5,6 @@ particular to one backend (the Delta log, a rename swap) is in `test_lake.py` an
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import os
 import signal
@@ -13,64 +12,16 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-from activity_pipeline.demo_tenant import DemoTenant, TenantSpec
 from activity_pipeline.ingest import ingest_day, top_up_day
-from activity_pipeline.storage.core import Dataset, Finding, TenantStore
-from activity_pipeline.storage.dataset import open_dataset
+from activity_pipeline.storage.core import Dataset, Finding
 from activity_pipeline.storage.errors import DayLockedError
 from activity_pipeline.storage.manifest import MANIFEST_VERSION
 from activity_pipeline.storage.schema import SCHEMA
-from activity_pipeline_testing.helpers import DAYS, REPO, STRESS_DAY, client_for, later, serve, stored
-from activity_pipeline_testing.object_storage import new_dataset_url
-
-BACKENDS = [
-    "local",
-    *(pytest.param(kind, marks=pytest.mark.object_storage) for kind in ("s3", "azure-blob", "azure-data-lake")),
-]
-
-
-@dataclasses.dataclass
-class Backend:
-    root: Path
-    url: str | None
-    env: dict[str, str]
-
-    @property
-    def dataset(self) -> Dataset:
-        return open_dataset(self.root, self.url)
-
-    def store(self, tenant: str = "contoso", root: Path | None = None) -> TenantStore:
-        return open_dataset(root or self.root, self.url).tenant(tenant)
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request, tmp_path, monkeypatch) -> Backend:
-    if request.param == "local":
-        return Backend(tmp_path, None, {})
-    endpoint = request.getfixturevalue("emulators")("s3" if request.param == "s3" else "azure")
-    url, env = new_dataset_url(request.param, endpoint)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    return Backend(tmp_path, url, env)
-
-
-@pytest.fixture(scope="module")
-def stress() -> DemoTenant:
-    """The tests' three days, the last with a tie of 6000 records on one timestamp; every late record arrived."""
-    t = DemoTenant(TenantSpec(days=DAYS, activities_per_day=12_000, stress_days=frozenset({STRESS_DAY})))
-    t.set_now(later(10))
-    return t
-
-
-def early_tenant(activities: int) -> DemoTenant:
-    """STRESS_DAY at 02:00 the next morning: its late records still to come (`tenant.advance` brings them)."""
-    tenant = DemoTenant(TenantSpec(days=(STRESS_DAY,), activities_per_day=activities))
-    tenant.set_now(dt.datetime.combine(STRESS_DAY + dt.timedelta(days=1), dt.time(2), dt.UTC))
-    return tenant
+from activity_pipeline_testing.backends import Backend, early_tenant
+from activity_pipeline_testing.helpers import DAYS, REPO, STRESS_DAY, client_for, serve, stored
 
 
 def ids(dataset: Dataset, tenant: str, day: dt.date) -> list[str]:
