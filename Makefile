@@ -15,10 +15,10 @@ PORT ?= 3000
 
 # With no tenant configured, the demo, the UI and headless runs read two built-in demo tenants side by side.
 ifeq ($(strip $(ACTIVITY_TENANTS_FILE)$(MDCA_API_URL)),)
-demo ui run backfill tenants: export ACTIVITY_TENANTS_FILE := $(CURDIR)/deploy/local/demo-tenants.yaml
+demo ui run backfill compact tenants: export ACTIVITY_TENANTS_FILE := $(CURDIR)/deploy/local/demo-tenants.yaml
 endif
 
-.PHONY: help demo test lint bench ui run backfill tenants clean
+.PHONY: help demo test lint bench ui run backfill compact tenants clean
 .DEFAULT_GOAL := help
 
 # `make` or `make help`: each target with the `##` note on its rule line.
@@ -68,18 +68,34 @@ ui: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml  ## the Dagster UI and daemo
 tenants: $(VENV)/.installed  ## check the configuration; list the tenants, one a line (with the API filters of those that have any)
 	@$(BIN)/python -m activity_pipeline.config
 
+# The tenants a target runs for (TENANT=, else every configured one), each checked, and DAY checked against
+# each one's partitions; leaves them in $$tenants.
+tenants_for_day = configured=$$($(BIN)/python -m activity_pipeline.config --names) || exit 2; tenants="$(TENANT)"; \
+	[ -n "$$tenants" ] || tenants="$$configured"; \
+	for t in $$tenants; do echo "$$configured" | grep -qx "$$t" || \
+	  { echo "no tenant named $$t; configured: "$$configured >&2; exit 2; }; done; \
+	$(BIN)/python -m activity_pipeline.defs.partitions $(DAY) $$tenants || exit 2;
+
 # One day of each tenant's daily job (scan, checks, views), headless, into the instance `make ui` shows;
 # TENANT= picks one:  make run DAY=2026-11-24 [TENANT=contoso]
 run: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml  ## DAY=YYYY-MM-DD [TENANT=name]: one day of each tenant's daily job (or one tenant's), headless
 	@test -n "$(DAY)" || { echo "usage: make run DAY=YYYY-MM-DD [TENANT=name]" >&2; exit 2; }
-	@configured=$$($(BIN)/python -m activity_pipeline.config --names) || exit 2; tenants="$(TENANT)"; \
-	[ -n "$$tenants" ] || tenants="$$configured"; \
-	for t in $$tenants; do echo "$$configured" | grep -qx "$$t" || \
-	  { echo "no tenant named $$t; configured: "$$configured >&2; exit 2; }; done; \
-	$(BIN)/python -m activity_pipeline.defs.partitions $(DAY) $$tenants || exit 2; \
+	@$(tenants_for_day) \
 	failed=""; for t in $$tenants; do \
 	  echo "== $$t $(DAY)"; $(BIN)/python -m activity_pipeline.launch $${t}_daily_activities $(DAY) --config-json '$(RUN_LOGS)' \
 	    || failed="$$failed $$t"; $(BIN)/python -m activity_pipeline.run_summary $${t}_daily_activities $(DAY) || true; \
+	done; \
+	if [ -n "$$failed" ]; then echo "failed:$$failed" >&2; exit 1; fi
+
+# One stored day of each tenant (or the one named) compacted now, whether or not it has settled: rewritten as one
+# file of large row groups ordered by timestamp, verified, swapped in (docs/operations.md#compaction):
+#   make compact DAY=2026-11-24 [TENANT=contoso]
+compact: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml  ## DAY=YYYY-MM-DD [TENANT=name]: compact one stored day of each tenant (or one tenant's)
+	@test -n "$(DAY)" || { echo "usage: make compact DAY=YYYY-MM-DD [TENANT=name]" >&2; exit 2; }
+	@$(tenants_for_day) \
+	failed=""; for t in $$tenants; do \
+	  echo "== $$t $(DAY) compaction"; $(BIN)/python -m activity_pipeline.launch $${t}_compact_day $(DAY) --config-json '$(RUN_LOGS)' \
+	    || failed="$$failed $$t"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "failed:$$failed" >&2; exit 1; fi
 

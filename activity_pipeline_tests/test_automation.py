@@ -94,6 +94,7 @@ def test_a_configured_tenants_schedule_and_sensors_run_by_default_unless_it_opts
         "contoso_daily_activities_schedule": "RUNNING",
         "contoso_late_arrivals": "RUNNING",
         "contoso_retention_rescue": "RUNNING",
+        "contoso_compaction": "RUNNING",
     }
     assert {v for k, v in statuses.items() if k.startswith("quiet")} == {"STOPPED"}
     # A demo tenant runs nightly too; its days are made again on demand, so there is nothing to rescue.

@@ -41,9 +41,11 @@ def test_dg_list_defs_shows_the_assets_checks_job_schedule_and_sensor():
             "no_days_leaving_retention_unstored",
         )
     }
-    assert [j["name"] for j in listed["jobs"]] == [JOB]
+    assert sorted(j["name"] for j in listed["jobs"]) == ["default_compact_day", JOB]
     assert [s["name"] for s in listed["schedules"]] == [f"{JOB}_schedule"]
-    assert sorted(s["name"] for s in listed["sensors"]) == ["default_late_arrivals", "default_retention_rescue"]
+    assert sorted(s["name"] for s in listed["sensors"]) == [
+        "default_compaction", "default_late_arrivals", "default_retention_rescue"
+    ]  # fmt: skip
 
 
 def test_with_a_real_tenant_configured_nothing_of_the_demo_tenant_is_imported():

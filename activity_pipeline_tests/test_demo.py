@@ -95,6 +95,26 @@ def test_make_run_lands_a_day_in_the_instance_the_ui_reads(demo):
     assert event.asset_materialization is not None and event.asset_materialization.partition == day
 
 
+def test_make_compact_compacts_one_day_of_one_tenant_and_the_ui_shows_it(demo):
+    home, data, _ = demo
+    day, tenant = last_days(3)[0], DEMO_TENANTS[0]
+    before = sorted(p.name for p in (data / "activities" / f"tenant={tenant}" / f"date={day}").glob("*.parquet"))
+    out = subprocess.run(
+        ["make", "-C", str(REPO), "compact", f"DAY={day}", f"TENANT={tenant}", f"DAGSTER_HOME={home}",
+         f"ACTIVITY_DATA_DIR={data}"],
+        env=clean_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    after = sorted(p.name for p in (data / "activities" / f"tenant={tenant}" / f"date={day}").glob("*.parquet"))
+    assert len(after) == 1 and after[0].startswith("compact-") and after != before
+    assert "rewritten and verified" in out.stdout + out.stderr
+    instance = dg.DagsterInstance.from_config(str(home))
+    (run,) = instance.get_runs(filters=dg.RunsFilter(job_name=f"{tenant}_compact_day"))
+    assert run.status == dg.DagsterRunStatus.SUCCESS and run.remote_job_origin is not None
+    records = instance.fetch_observations(dg.AssetKey([tenant, "activities"]), limit=5).records
+    assert any(r.asset_observation and r.asset_observation.partition == day.isoformat() for r in records)
+
+
 def test_make_backfill_runs_each_day_into_the_same_instance(demo):
     home, data, _ = demo
     first, second = last_days(3)[:2]
@@ -107,6 +127,7 @@ def test_make_backfill_runs_each_day_into_the_same_instance(demo):
     instance = dg.DagsterInstance.from_config(str(home))
     for day in (first, second):
         runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": day.isoformat()}))
+        runs = [r for r in runs if r.job_name.endswith("_daily_activities")]  # not make compact's
         # make demo's run and make backfill's, for each tenant.
         assert len(runs) == 4 and {r.job_name for r in runs[:2]} == {f"{t}_daily_activities" for t in DEMO_TENANTS}
         assert {r.status for r in runs[:2]} == {dg.DagsterRunStatus.SUCCESS}, day

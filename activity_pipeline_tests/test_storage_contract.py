@@ -21,7 +21,7 @@ from activity_pipeline.storage.errors import DayLockedError
 from activity_pipeline.storage.manifest import MANIFEST_VERSION
 from activity_pipeline.storage.schema import SCHEMA
 from activity_pipeline_testing.backends import Backend, early_tenant
-from activity_pipeline_testing.helpers import DAYS, REPO, STRESS_DAY, client_for, serve, stored
+from activity_pipeline_testing.helpers import DAYS, REPO, STRESS_DAY, client_for, later, serve, stored
 
 
 def ids(dataset: Dataset, tenant: str, day: dt.date) -> list[str]:
@@ -204,3 +204,20 @@ def test_quarantine_manifest_and_findings_round_trip(backend):
     assert backend.store("fabrikam").findings() == [], "findings are per tenant"
     sources = backend.dataset.view_sources()
     assert sources.findings is not None and sources.rows == {("contoso", day): 0}
+
+
+def test_a_day_deleted_on_purpose_is_gone_whole_with_its_finding_and_leaves_an_audit_record(backend, stress):
+    store = backend.store()
+    with serve(stress) as server:
+        for day in DAYS[:2]:
+            ingest_day(client_for(server.url), store, day)
+    store.record_finding(Finding.of(DAYS[0], at=later(1), source_total=1, rows_checked=1, passed=True))
+    rows = store.day_rows()[DAYS[0]]
+    with store.writer(DAYS[0], run_id="a-run"), pytest.raises(DayLockedError):
+        store.delete_day(DAYS[0], reason="keep_days 30", run_id="r")  # never beside a run of the day
+    record = store.delete_day(DAYS[0], reason="keep_days 30: older than 2026-11-22", run_id="r1")
+    assert record is not None and (record.day, record.rows, record.run_id) == (DAYS[0], rows, "r1")
+    assert store.days() == [DAYS[1]] and store.manifest(DAYS[0]) is None and store.finding(DAYS[0]) is None
+    assert ids(backend.dataset, "contoso", DAYS[0]) == [] and ids(backend.dataset, "contoso", DAYS[1])
+    assert [(d.day, d.rows, d.reason) for d in store.deleted_days()] == [(DAYS[0], rows, record.reason)]
+    assert store.delete_day(DAYS[0], reason="again", run_id="r2") is None, "nothing stored: nothing to delete"

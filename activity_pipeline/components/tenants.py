@@ -28,6 +28,7 @@ from activity_pipeline.defs.alerting import build_alert_sensors
 from activity_pipeline.defs.assets import build_activities, build_activities_duckdb
 from activity_pipeline.defs.automation import build_automation
 from activity_pipeline.defs.checks import build_checks
+from activity_pipeline.defs.lifecycle import build_lifecycle, build_vacuum
 from activity_pipeline.defs.partitions import daily_partitions
 from activity_pipeline.defs.resources import resources_for
 from activity_pipeline.storage.dataset import open_dataset
@@ -72,6 +73,14 @@ def tenants_definitions(settings: config.PipelineConfig, today: dt.date | None =
         jobs.append(automation.job)
         schedules.append(automation.schedule)
         sensors.extend(automation.sensors)
+        lifecycle = build_lifecycle(tenant, asset, partitions)
+        jobs.extend(lifecycle.jobs)
+        schedules.extend(lifecycle.schedules)
+        sensors.extend(lifecycle.sensors)
+    if settings.data_url is not None:
+        vacuum_job, vacuum_schedule = build_vacuum()
+        jobs.append(vacuum_job)
+        schedules.append(vacuum_schedule)
     sensors.extend(build_alert_sensors(settings.alerts, [(t.name, a, p, t.uses_demo_tenant) for t, p, a in built]))
     return dg.Definitions(
         assets=[*(asset for _, _, asset in built), duckdb_asset],

@@ -54,6 +54,11 @@ class TenantConfig:
     # The Activities API's own filters this tenant collects under (`mdca.filters.check_filters`, normalized);
     # empty: every activity.
     filters: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    # Days kept (`keep_days`): older days are deleted by the tenant's retention job, each with an audit record.
+    # None: kept forever.
+    keep_days: int | None = None
+    # Delete a day only once this other dataset (a folder, or an object-storage URL) holds it whole.
+    keep_copied_to: str | None = None
     # Where the tenant was defined, for messages: "tenant 'contoso' (line 4 of /etc/tenants.yaml)".
     origin: str = ""
 

@@ -26,7 +26,7 @@ FILE_VARIABLE_KEYS = {
 }
 FILE_KEYS = (
     "name", "api_url", *FILE_VARIABLE_KEYS, "authority_host", "requests_per_minute", "rate_window_seconds",
-    "start_date", "demo", "automation", "filters",
+    "start_date", "demo", "automation", "filters", "keep_days",
 )  # fmt: skip
 _DEMO_KEYS = ("seed", "activities_per_day")
 # Keys someone may write a secret under; the message then says where secrets go instead.
@@ -232,6 +232,7 @@ def _file_tenant(
         lines = filters_lines or {}
         at = lines.get(exc.filter or "", lines.get("", line))
         raise ConfigError(f"{who}: `filters`, line {at}: {exc}") from None
+    keep_days, copied_to = _keep_days(entry.get("keep_days"), fail)
     first = entry.get("start_date", start_date)
     if isinstance(first, str):
         try:
@@ -251,8 +252,40 @@ def _file_tenant(
         demo=settings,
         automation=automation,
         filters=filters,
+        keep_days=keep_days,
+        keep_copied_to=copied_to,
         origin=who,
     )
+
+
+def _keep_days(value: Any, fail: Any) -> tuple[int | None, str | None]:
+    """`keep_days: 400`, or `keep_days: {days: 400, copied_to: s3://archive/activities}`."""
+    if value is None:
+        return None, None
+    copied_to = None
+    days = value
+    if isinstance(value, dict):
+        if set(value) - {"days", "copied_to"} or "days" not in value:
+            raise fail("`keep_days` takes a number of days, or a mapping with `days` and `copied_to`")
+        days, copied_to = value["days"], value.get("copied_to")
+        if not isinstance(copied_to, str) or not copied_to.strip():
+            raise fail(
+                "`keep_days.copied_to` names the other copy a day must be in before it is deleted here: a folder "
+                "(another deployment's ACTIVITY_DATA_DIR) or an object-storage URL like s3://archive/activities"
+            )
+        if "://" in copied_to:
+            from activity_pipeline.storage.delta import DataUrlError, parse_data_url
+
+            try:
+                copied_to = parse_data_url(copied_to)
+            except DataUrlError as exc:
+                raise fail(f"`keep_days.copied_to`: {str(exc).replace('ACTIVITY_DATA_URL', 'the URL')}") from None
+    if isinstance(days, bool) or not isinstance(days, int) or days < 1:
+        raise fail(
+            f"`keep_days` must be a whole number of days of at least 1 (days older are deleted, each with an audit "
+            f"record); leave it out to keep every day; got {days!r}"
+        )
+    return days, copied_to
 
 
 def _looks_like_secret(text: str) -> bool:

@@ -14,17 +14,24 @@ from activity_pipeline.retention import first_retained_day
 from activity_pipeline.storage.core import TenantStore
 
 
+def first_kept_day(tenant: TenantConfig, today: dt.date) -> dt.date | None:
+    """The oldest day a tenant with `keep_days` keeps on `today` (older ones are deleted); None: it keeps all."""
+    return today - dt.timedelta(days=tenant.keep_days) if tenant.keep_days else None
+
+
 def start_date(tenant: TenantConfig, store: TenantStore, today: dt.date) -> dt.date:
     """The tenant's `start_date` (or ACTIVITY_START_DATE); unset, the oldest day the service still keeps on
     `today`, or the tenant's oldest stored day if that is earlier. So the default never offers a day that can no
-    longer be scanned, and never drops one that was kept beyond the service's retention.
+    longer be scanned, and never drops one that was kept beyond the service's retention. With `keep_days`, never
+    earlier than the oldest day kept (`first_kept_day`).
 
     The stored days are asked of the storage backend when the definitions load (on object storage, one read of
     the table's log). If it cannot answer then, the definitions still load, from the service's retention: a
     storage outage must not take the UI down with it; the runs themselves say what is wrong.
     """
+    kept = first_kept_day(tenant, today) or dt.date.min
     if tenant.start_date is not None:
-        return tenant.start_date
+        return max(tenant.start_date, kept)
     try:
         oldest = store.days()[:1]
     except Exception as exc:  # any backend's failure: obstore and delta-rs share no base class with OSError
@@ -33,7 +40,8 @@ def start_date(tenant: TenantConfig, store: TenantStore, today: dt.date) -> dt.d
             "partitions start at the oldest day the service keeps until they can"
         )
         oldest = []
-    return min([first_retained_day(today), *oldest])
+    # Days before the tenant's `keep_days` are deleted on purpose: not partitions, so never missing.
+    return max(kept, min([first_retained_day(today), *oldest]))
 
 
 def out_of_range(partition_key: str, first: str | None, last: str | None) -> str:

@@ -81,6 +81,11 @@ class Compacted:
     manifest: Manifest
 
 
+def is_compacted(names: Sequence[str]) -> bool:
+    """Whether a day whose files are `names` is one compaction's output (a top-up since adds a file)."""
+    return len(names) == 1 and names[0].startswith(f"{COMPACTED_PREFIX}-")
+
+
 def layout(paths: Sequence[Path]) -> Layout:
     groups = rows = 0
     for path in paths:

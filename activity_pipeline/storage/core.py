@@ -55,6 +55,32 @@ class Finding(msgspec.Struct, kw_only=True):
 _FINDING = msgspec.json.Decoder(Finding)
 
 
+class DeletedDay(msgspec.Struct, kw_only=True):
+    """The audit record of a day deleted on purpose (the tenant's `keep_days`), kept where the day's findings are,
+    for the `deleted_days` view. Its JSON is what the view reads: keep the field names."""
+
+    tenant: str
+    day: dt.date
+    rows: int
+    files: int
+    bytes: int
+    deleted_at: str
+    reason: str
+    run_id: str
+    # The version that was deleted (its manifest's run).
+    version: str
+
+
+_DELETED = msgspec.json.Decoder(DeletedDay)
+
+
+def decode_deleted(data: bytes | str) -> DeletedDay | None:
+    try:
+        return _DELETED.decode(data)
+    except msgspec.DecodeError:
+        return None
+
+
 def encode_finding(finding: Finding) -> bytes:
     return msgspec.json.encode(finding)
 
@@ -153,6 +179,10 @@ class TenantStore(abc.ABC):
         """Every stored day and its rows, without reading the days (an index, or the table's log)."""
 
     @abc.abstractmethod
+    def files_by_day(self) -> dict[dt.date, list[str]]:
+        """Every stored day's Parquet file names, without reading them (a listing, or the table's log)."""
+
+    @abc.abstractmethod
     def facts(self, day: dt.date) -> DayFacts:
         """What the checks need from the day's files (absent day: `exists` is False)."""
 
@@ -172,6 +202,15 @@ class TenantStore(abc.ABC):
     @abc.abstractmethod
     def finding(self, day: dt.date) -> Finding | None:
         """The last finding on `day`, or None."""
+
+    @abc.abstractmethod
+    def delete_day(self, day: dt.date, *, reason: str, run_id: str) -> DeletedDay | None:
+        """Delete the stored `day` on purpose, in one step (under the day's lock, so never beside a run of it), with
+        its finding, and keep an audit record of it (written first). None when the day is not stored."""
+
+    @abc.abstractmethod
+    def deleted_days(self) -> list[DeletedDay]:
+        """The audit records of the tenant's deleted days."""
 
     def days(self) -> list[dt.date]:
         """The stored days, oldest first."""
@@ -213,6 +252,8 @@ class ViewSources:
     stored: str
     # Rows per (tenant, day), from indexes or the table's log.
     rows: Mapping[tuple[str, dt.date], int]
+    # The glob of the deleted days' audit records; None: none yet.
+    deleted: str | None = None
 
 
 class Dataset(abc.ABC):

@@ -22,6 +22,7 @@ TABLE = "activities"
 MANIFESTS = "_manifests"
 QUARANTINES = "_quarantine"
 HEALTH = "_health"
+DELETED = "_deleted"
 PARTITION_BY = ["tenant", "date"]
 # The table's schema: the Parquet columns, then the partition columns (kept in the paths, not the files).
 TABLE_SCHEMA = pa.schema([*SCHEMA, pa.field("tenant", pa.string(), nullable=False), pa.field("date", pa.date32())])
@@ -135,6 +136,12 @@ class Lake:
     def get_json(self, key: str) -> Any:
         data = self.get(key)
         return None if data is None else json.loads(data)
+
+    def delete(self, keys: list[str]) -> None:
+        import obstore
+
+        if keys:
+            obstore.delete(self.store, keys)
 
     def keys(self, prefix: str) -> list[str]:
         import obstore

@@ -220,11 +220,11 @@ def _build(dataset: Dataset, target: Path, start_dates: Mapping[str, dt.date]) -
     source = sources.activities or _typed_empty()
     health_view = _health_view(sources.findings)
     risk_view = _retention_risk_view(start_dates, sources.stored)
-    views = ["activities", *ANALYTIC_VIEWS, "partition_health", "retention_risk"]
+    views = ["activities", *ANALYTIC_VIEWS, "partition_health", "retention_risk", "deleted_days"]
     import duckdb
 
     try:
-        _write(tmp, target, sources.setup, source, health_view, risk_view)
+        _write(tmp, target, sources.setup, source, health_view, risk_view, _deleted_view(sources.deleted))
         if sources.script is not None:
             script = root / "activities.sql"
             lines = [f"-- duckdb -init {script} {target}", *(f"{sql};" for sql in sources.script)]
@@ -245,7 +245,26 @@ def _build(dataset: Dataset, target: Path, start_dates: Mapping[str, dt.date]) -
     return Database(target, views, len(stored), sum(stored.values()), _at_risk(dataset, start_dates, stored))
 
 
-def _write(tmp: Path, target: Path, setup: list[str], source: str, health_view: str, risk_view: str) -> None:
+def _deleted_view(glob: str | None) -> str:
+    """`deleted_days`: the audit records of the days deleted for a tenant's `keep_days`."""
+    columns = (
+        "tenant: 'VARCHAR', day: 'DATE', rows: 'BIGINT', files: 'BIGINT', bytes: 'BIGINT', "
+        "deleted_at: 'TIMESTAMPTZ', reason: 'VARCHAR', run_id: 'VARCHAR', version: 'VARCHAR'"
+    )
+    if glob is None:
+        return (
+            "SELECT NULL::VARCHAR AS tenant, NULL::DATE AS date, NULL::BIGINT AS rows, NULL::TIMESTAMPTZ AS "
+            "deleted_at, NULL::VARCHAR AS reason, NULL::VARCHAR AS run_id WHERE false"
+        )
+    return (
+        "SELECT tenant, day AS date, rows, deleted_at, reason, run_id "
+        f"FROM read_json({_sql_string(glob)}, columns = {{{columns}}}) ORDER BY tenant, date"
+    )
+
+
+def _write(
+    tmp: Path, target: Path, setup: list[str], source: str, health_view: str, risk_view: str, deleted_view: str
+) -> None:
     """Write the views to `tmp` (renamed into `target`'s place by the caller)."""
     import duckdb
 
@@ -263,6 +282,7 @@ def _write(tmp: Path, target: Path, setup: list[str], source: str, health_view: 
         con.execute(f"CREATE VIEW activities AS {source}")
         con.execute(f"CREATE VIEW partition_health AS {health_view}")
         con.execute(f"CREATE VIEW retention_risk AS {risk_view}")
+        con.execute(f"CREATE VIEW deleted_days AS {deleted_view}")
         con.execute("CHECKPOINT")
 
 

@@ -33,8 +33,26 @@ from typing import Any
 
 import msgspec
 
-from activity_pipeline.storage.core import Dataset, Finding, TenantStore, ViewSources, decode_finding, encode_finding
-from activity_pipeline.storage.delta import HEALTH, MANIFESTS, Lake, partition
+from activity_pipeline.storage.core import (
+    Dataset,
+    DeletedDay,
+    Finding,
+    TenantStore,
+    ViewSources,
+    decode_deleted,
+    decode_finding,
+    encode_finding,
+)
+from activity_pipeline.storage.delta import (
+    DELETED,
+    HEALTH,
+    MANIFESTS,
+    PARTITION_BY,
+    QUARANTINES,
+    TABLE_SCHEMA,
+    Lake,
+    partition,
+)
 from activity_pipeline.storage.errors import DamagedDayError
 from activity_pipeline.storage.facts import DayFacts, query_rows
 from activity_pipeline.storage.lake_sql import duckdb_setup, duckdb_url
@@ -69,6 +87,9 @@ class LakeStore(TenantStore):
     def current_files(self) -> dict[dt.date, list[dict[str, Any]]]:
         """The tenant's files in the table's current version, per day: name, bytes, rows."""
         return {day: files for (tenant, day), files in self.lake.files().items() if tenant == self.tenant}
+
+    def files_by_day(self) -> dict[dt.date, list[str]]:
+        return {day: sorted(f["name"] for f in files) for day, files in self.current_files().items()}
 
     def day_files(self, day: dt.date) -> list[str]:
         """The URLs of the day's files in the current version (empty: the day is not stored)."""
@@ -126,6 +147,48 @@ class LakeStore(TenantStore):
             except duckdb.InvalidInputException as exc:
                 raise DamagedDayError(f"a stored file of {day} cannot be read ({str(exc)[:300]})") from None
 
+    def delete_day(self, day: dt.date, *, reason: str, run_id: str) -> DeletedDay | None:
+        """One Delta commit removes the day's files (a real deletion: `dataChange: true`); vacuum removes the files
+        themselves once no version within the table's retention needs them. The day's manifests, quarantine and
+        finding go at once."""
+        from deltalake.transaction import CommitProperties
+
+        with self.writer(day, run_id=run_id, prefix="delete"):
+            manifest = self.manifest(day)
+            if manifest is None:
+                return None
+            record = DeletedDay(
+                tenant=self.tenant, day=day, rows=manifest.rows, files=len(manifest.files), bytes=manifest.bytes,
+                deleted_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), reason=reason, run_id=run_id,
+                version=manifest.run_id,
+            )  # fmt: skip
+            self.lake.put(f"{DELETED}/tenant={self.tenant}/{day.isoformat()}.json", msgspec.json.encode(record))
+            self.lake.table().create_write_transaction(
+                [],
+                mode="overwrite",
+                schema=TABLE_SCHEMA,
+                partition_by=PARTITION_BY,
+                partition_filters=[("tenant", "=", self.tenant), ("date", "=", day.isoformat())],
+                commit_properties=CommitProperties(
+                    custom_metadata={"activity_pipeline.run_id": run_id, "activity_pipeline.deleted": reason}
+                ),
+            )
+            where = partition(self.tenant, day)
+            self.lake.delete(
+                [
+                    *self.lake.keys(f"{MANIFESTS}/{where}"),
+                    *self.lake.keys(f"{QUARANTINES}/{where}"),
+                    self._finding_key(day),
+                ]
+            )
+            return record
+
+    def deleted_days(self) -> list[DeletedDay]:
+        found = (self.lake.get(k) for k in self.lake.keys(f"{DELETED}/tenant={self.tenant}"))
+        return sorted(
+            (d for d in (decode_deleted(x) for x in found if x is not None) if d is not None), key=lambda d: d.day
+        )
+
     def _finding_key(self, day: dt.date) -> str:
         # The same names as on local disk (storage.layout.HEALTH), beside the table.
         return f"{HEALTH}/tenant={self.tenant}/{day.isoformat()}.json"
@@ -180,6 +243,7 @@ class LakeDataset(Dataset):
                 "hive_types = {'tenant': VARCHAR, 'date': DATE})"
             )
         findings = duckdb_url(f"{self.lake.url}/{HEALTH}/tenant=*/*.json") if self.lake.keys(HEALTH) else None
+        deleted = duckdb_url(f"{self.lake.url}/{DELETED}/tenant=*/*.json") if self.lake.keys(DELETED) else None
         pairs = sorted(files)
         stored = (
             "SELECT * FROM (VALUES "
@@ -196,6 +260,7 @@ class LakeDataset(Dataset):
             findings=findings,
             stored=stored,
             rows=rows,
+            deleted=deleted,
         )
 
 

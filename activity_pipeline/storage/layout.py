@@ -26,6 +26,8 @@ from activity_pipeline.storage.errors import StorageLocationError
 DATASET = "activities"
 STAGING = ".staging"
 HEALTH = "_health"
+# One audit record per day deleted for the tenant's `keep_days` (`storage.core.DeletedDay`).
+DELETED = "_deleted"
 INDEX = "_index"
 # Under a tenant's staging folder: scans that were not swapped in (see `StagedDay.keep_aside`).
 KEPT_ASIDE = "kept-aside"
@@ -71,6 +73,10 @@ class TenantPaths:
     @property
     def health(self) -> Path:
         return self.root / HEALTH / f"tenant={self.tenant}"
+
+    @property
+    def deleted(self) -> Path:
+        return self.root / DELETED / f"tenant={self.tenant}"
 
     @property
     def index(self) -> Path:

@@ -27,14 +27,24 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from activity_pipeline.storage import index
-from activity_pipeline.storage.core import Dataset, Finding, TenantStore, ViewSources, decode_finding, encode_finding
+from activity_pipeline.storage.core import (
+    Dataset,
+    DeletedDay,
+    Finding,
+    TenantStore,
+    ViewSources,
+    decode_deleted,
+    decode_finding,
+    encode_finding,
+)
 from activity_pipeline.storage.errors import DamagedDayError
 from activity_pipeline.storage.facts import DayFacts, query_rows, why
-from activity_pipeline.storage.layout import DATASET, HEALTH, TenantPaths, adopt_legacy_days, check_root
+from activity_pipeline.storage.layout import DATASET, DELETED, HEALTH, TenantPaths, adopt_legacy_days, check_root
 from activity_pipeline.storage.manifest import MANIFEST, Compaction, Manifest, dumps, loads
 from activity_pipeline.storage.schema import SCHEMA, TIMESTAMP
 from activity_pipeline.storage.staging import QUARANTINE, StagedDay
@@ -67,6 +77,14 @@ def _exchange(a: Path, b: Path) -> bool:
     if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
         return False
     raise OSError(err, f"could not swap {a} and {b}: {os.strerror(err)}")
+
+
+def _write_atomically(target: Path, data: bytes) -> None:
+    """One small file, replaced whole, so that a reader never sees half of one."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, target)
 
 
 class LocalDayWriter(StagedDay):
@@ -184,6 +202,13 @@ class LocalStore(TenantStore):
         found = self.paths.days.glob(f"date=*/{MANIFEST}")
         return sorted(dt.date.fromisoformat(p.parent.name.removeprefix("date=")) for p in found)
 
+    def files_by_day(self) -> dict[dt.date, list[str]]:
+        found: dict[dt.date, list[str]] = {}
+        for path in self.paths.days.glob(f"date=*/{MANIFEST}"):
+            day = dt.date.fromisoformat(path.parent.name.removeprefix("date="))
+            found[day] = sorted(p.name for p in path.parent.glob("*.parquet"))
+        return found
+
     def facts(self, day: dt.date) -> DayFacts:
         folder = self.paths.day_dir(day)
         files = sorted(folder.glob("*.parquet"))
@@ -225,14 +250,33 @@ class LocalStore(TenantStore):
             raise DamagedDayError(f"a stored file of {day} cannot be read ({str(exc)[:300]})") from None
         return table.column("id").to_pylist()
 
+    def delete_day(self, day: dt.date, *, reason: str, run_id: str) -> DeletedDay | None:
+        with self.writer(day, run_id=run_id, prefix="delete") as writer:
+            manifest = self.manifest(day)
+            if manifest is None:
+                return None
+            folder = self.paths.day_dir(day)
+            record = DeletedDay(
+                tenant=self.tenant, day=day, rows=manifest.rows, files=len(manifest.files), bytes=manifest.bytes,
+                deleted_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), reason=reason, run_id=run_id,
+                version=manifest.run_id,
+            )  # fmt: skip
+            _write_atomically(self.paths.deleted / f"{day.isoformat()}.json", msgspec.json.encode(record))
+            gone = writer.stage.with_name(writer.stage.name + ".deleted")
+            os.rename(folder, gone)  # one step: the day is there whole, or not at all
+            _fsync(folder.parent)
+            (self.paths.health / f"{day.isoformat()}.json").unlink(missing_ok=True)
+            shutil.rmtree(gone, ignore_errors=True)
+            return record
+
+    def deleted_days(self) -> list[DeletedDay]:
+        found = (decode_deleted(p.read_bytes()) for p in self.paths.deleted.glob("*.json"))
+        return sorted((d for d in found if d is not None), key=lambda d: d.day)
+
     def record_finding(self, finding: Finding) -> Path:
         """One small file per day, replaced atomically, so that a reader never sees half of one."""
-        folder = self.paths.health
-        folder.mkdir(parents=True, exist_ok=True)
-        target = folder / f"{finding.day.isoformat()}.json"
-        tmp = folder / f".{finding.day.isoformat()}.json.tmp"
-        tmp.write_bytes(encode_finding(finding))
-        os.replace(tmp, target)
+        target = self.paths.health / f"{finding.day.isoformat()}.json"
+        _write_atomically(target, encode_finding(finding))
         return target
 
     def findings(self) -> list[Finding]:
@@ -287,7 +331,11 @@ class LocalDataset(Dataset):
             for folder in sorted(days.glob("tenant=*"))
             for day, n in self.tenant(folder.name.removeprefix("tenant=")).day_rows().items()
         }
-        return ViewSources(setup=[], script=None, activities=activities, findings=findings, stored=stored, rows=rows)
+        deleted_dir = self.root / DELETED
+        deleted = str(deleted_dir / "tenant=*" / "*.json") if any(deleted_dir.glob("tenant=*/*.json")) else None
+        return ViewSources(
+            setup=[], script=None, activities=activities, findings=findings, stored=stored, rows=rows, deleted=deleted
+        )
 
 
 def _sql(value: str) -> str:
