@@ -10,7 +10,9 @@ few of them. Compaction rewrites the day once its late arrivals are in:
 2. They are rewritten in two streaming passes, so that memory is bounded by one row group, not by the day:
    rows go to temporary files by time window, then each window is sorted and written as one row group.
    A row group is as large as `ROW_GROUP_BYTES` of Arrow data allows (the `raw` column dominates), at most
-   `MAX_ROW_GROUP_ROWS`: writing a row group holds it in memory whole.
+   `MAX_ROW_GROUP_ROWS`: pyarrow writes a row group from one table held whole, so the 400 MB a run may use
+   bounds it (DuckDB's writer holds a row group whole too, and arrow-rs, which encodes as it goes, is reached
+   from Python only through DataFusion, whose sort alone needed 600 MB for a 1,000,000-activity day).
 3. The new file is verified against the old files: the same number of rows, and the same multiset of
    (`id`, `raw`) and of whole rows (two 64-bit hashes summed over the rows, in DuckDB). A mismatch leaves
    the day as it was.
@@ -25,11 +27,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import multiprocessing
+import json
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +46,11 @@ from activity_pipeline.storage.manifest import Compaction, Manifest
 from activity_pipeline.storage.schema import DICTIONARY_COLUMNS, SCHEMA
 
 # Arrow bytes a row group may hold while it is written. pyarrow writes a row group from one table, and the
-# process peaks at about five times that (the window read, sorted, encoded): 48 MiB keeps a compaction
-# within 400 MB. At the demo tenant's 3.7 KB a row (the `raw` column is most of it) that is 14,000 rows.
-ROW_GROUP_BYTES = 48 * 2**20
+# process peaks at about six times that (the window read, sorted, encoded): 36 MiB keeps a compaction within
+# 400 MB. At the demo tenant's 3.7 KB a row (the `raw` column is most of it) that is about 10,000 rows.
+ROW_GROUP_BYTES = 36 * 2**20
+# Reads go through a buffer of this size instead of whole column chunks at once.
+READ_BUFFER = 1 << 20
 MAX_ROW_GROUP_ROWS = 122_880
 MIN_ROW_GROUP_ROWS = 8_192
 COMPACTED_PREFIX = "compact"
@@ -112,7 +117,7 @@ def _windows(paths: Sequence[Path], target: int) -> np.ndarray:
     second. A window never splits a second, so one second busier than `target` is one larger window."""
     counts: dict[int, int] = {}
     for path in paths:
-        file = pq.ParquetFile(path)
+        file = pq.ParquetFile(path, buffer_size=READ_BUFFER)
         for g in range(file.metadata.num_row_groups):
             ts = file.read_row_group(g, columns=["timestamp"]).column(0).cast(pa.int64()).to_numpy()
             seconds, n = np.unique(ts // 1000, return_counts=True)
@@ -137,7 +142,7 @@ def rewrite_sorted(paths: Sequence[Path], out: Path, work: Path, rows_per_group:
     options = pa.ipc.IpcWriteOptions(compression="zstd")
     try:
         for path in paths:  # pass 1: each row group's rows to their window's file
-            file = pq.ParquetFile(path)
+            file = pq.ParquetFile(path, buffer_size=READ_BUFFER)
             for g in range(file.metadata.num_row_groups):
                 table = file.read_row_group(g).cast(SCHEMA)
                 ts = table.column("timestamp").cast(pa.int64()).to_numpy()
@@ -207,6 +212,26 @@ def _rewrite_and_verify(sources: list[Path], out: Path, work: Path) -> tuple[Lay
     return after, rows_per_group, same
 
 
+def _in_worker(sources: list[Path], out: Path, work: Path) -> tuple[Layout, int, bool]:
+    """`_rewrite_and_verify` in a fresh interpreter (`python -m activity_pipeline.storage.compaction`) that imports
+    only what it needs: a multiprocessing worker would import the caller's main module first (Dagster, in a run)."""
+    request = json.dumps({"sources": [str(p) for p in sources], "out": str(out), "work": str(work)})
+    proc = subprocess.run(
+        [sys.executable, "-m", "activity_pipeline.storage.compaction", request], capture_output=True, text=True
+    )
+    if proc.returncode:
+        raise CompactionError(f"the compaction's worker failed (exit {proc.returncode}): {proc.stderr.strip()[-1500:]}")
+    answer = json.loads(proc.stdout.strip().splitlines()[-1])
+    return Layout(**answer["after"]), answer["rows_per_group"], answer["same"]
+
+
+def _worker_main(request: str) -> None:
+    asked = json.loads(request)
+    after, rows_per_group, same = _rewrite_and_verify([Path(p) for p in asked["sources"]], Path(asked["out"]),
+                                                      Path(asked["work"]))  # fmt: skip
+    print(json.dumps({"after": dataclasses.asdict(after), "rows_per_group": rows_per_group, "same": same}))
+
+
 def compact_day(store: TenantStore, day: dt.date, *, run_id: str | None = None, logger: Any = None) -> Compacted:
     """Rewrite the stored `day` of `store` as one sorted file of large row groups, verified, and make it the day.
 
@@ -221,8 +246,7 @@ def compact_day(store: TenantStore, day: dt.date, *, run_id: str | None = None, 
         sources = writer.source_files(previous)
         before = layout(sources)
         out = writer.stage / f"{COMPACTED_PREFIX}-{writer.run_id}.parquet"
-        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            after, rows_per_group, same = pool.submit(_rewrite_and_verify, sources, out, writer.stage / "work").result()
+        after, rows_per_group, same = _in_worker(sources, out, writer.stage / "work")
         if not same or after.rows != before.rows:
             raise CompactionError(
                 f"{store.tenant} {day}: the rewritten file does not hold exactly the day's {before.rows:,} rows "
@@ -247,3 +271,7 @@ def compact_day(store: TenantStore, day: dt.date, *, run_id: str | None = None, 
         )
         manifest = writer.commit_rearranged(previous, [out], record)
     return Compacted(day, before, after, round(time.monotonic() - started, 1), manifest)
+
+
+if __name__ == "__main__":
+    _worker_main(sys.argv[1])

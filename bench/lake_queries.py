@@ -1,0 +1,227 @@
+"""The lake's layout (issue 24): queries over months of days, compacted against DuckDB's own rewrite of the same
+rows; bytes per activity before and after compaction; what a compaction of a large day costs.
+
+    python -m bench.lake_queries queries [--activities 1000000] [--days 90 180] [--rounds 3]
+    python -m bench.lake_queries compaction [--activities 10000000]
+
+`queries`: one day of the demo tenant is scanned as the pipeline stores it, compacted (`storage.compaction`),
+and rewritten by DuckDB itself (`ORDER BY timestamp`, 122,880-row groups, zstd). Each layout is then laid out
+as N days by hard links (the same rows under each day's folder: the disk holds one copy), and six
+investigations run over all N days of each, alternating, the median of `--rounds`. A Bloom-filter variant of
+the compacted day (on `user_name` and `ip_address`) answers whether that pays for one user, one IP.
+Target: each query on the compacted layout within 1.25x of DuckDB's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+
+from activity_pipeline.ingest import ingest_day
+from activity_pipeline.mdca import MdcaClient, MdcaSettings, RateLimiter
+from activity_pipeline.storage.compaction import compact_day, layout
+from activity_pipeline.storage.local import LocalStore
+from activity_pipeline.storage.schema import DICTIONARY_COLUMNS, SCHEMA
+from bench.common import TOKEN, demo_tenant_process
+
+TARGET = 1.25
+OWN = "DuckDB's own"
+TENANT = "bench"
+
+QUERIES = {
+    "one user's activities": "SELECT * FROM t WHERE user_name = $user",
+    "one IP": "SELECT * FROM t WHERE ip_address = $ip",
+    "failed sign-ins by user and day": "SELECT user_name, date, count(*) FROM t WHERE is_success = false "
+    "AND event_type ILIKE '%login%' GROUP BY ALL",
+    "apps per day (events, users)": "SELECT date, app_name, count(*), count(DISTINCT user_name) FROM t GROUP BY ALL",
+    "the last two hours": "SELECT app_name, count(*) FROM t WHERE date = $last AND timestamp >= $since GROUP BY ALL",
+    "a raw JSON field, one day": "SELECT json_extract_string(raw, '$.userAgent.deviceType') AS device, count(*) "
+    "FROM t WHERE date = $last GROUP BY ALL",
+}
+
+
+def _scan_day(url: str, root: Path, day: dt.date) -> LocalStore:
+    store = LocalStore(root, TENANT)
+    ingest_day(MdcaClient(MdcaSettings(api_url=url, api_token=TOKEN, requests_per_minute=0), limiter=RateLimiter(0)),
+               store, day)  # fmt: skip
+    return store
+
+
+def _copy_day(source: Path, target: Path) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for f in source.iterdir():
+        os.link(f, target / f.name)
+
+
+def _lay_out(files: list[Path], root: Path, days: list[dt.date]) -> str:
+    """`files` as each of `days` under `root` (hard links); the glob DuckDB reads."""
+    for day in days:
+        folder = root / f"tenant={TENANT}" / f"date={day}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for f in files:
+            os.link(f, folder / f.name)
+    return f"read_parquet('{root}/tenant=*/date=*/*.parquet', hive_partitioning = true)"
+
+
+def _bloom(source: Path, target: Path) -> None:
+    """The compacted file again, with Bloom filters on user_name and ip_address, row group for row group."""
+    file = pq.ParquetFile(source)
+    rows = file.metadata.num_rows
+    options = {"user_name": {"ndv": rows // 10, "fpp": 0.05}, "ip_address": {"ndv": rows // 10, "fpp": 0.05}}
+    with pq.ParquetWriter(target, SCHEMA, compression="zstd", compression_level=3, use_dictionary=DICTIONARY_COLUMNS,
+                          write_statistics=[c for c in SCHEMA.names if c != "raw"],
+                          bloom_filter_options=options) as writer:  # fmt: skip
+        for g in range(file.metadata.num_row_groups):
+            table = file.read_row_group(g)
+            writer.write_table(table, row_group_size=max(1, table.num_rows))
+
+
+def _time(con: duckdb.DuckDBPyConnection, sql: str, params: dict) -> float:
+    t0 = time.perf_counter()
+    con.execute(sql, {k: v for k, v in params.items() if f"${k}" in sql}).fetchall()
+    return time.perf_counter() - t0
+
+
+def queries(a: argparse.Namespace) -> None:
+    day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    with demo_tenant_process(a.activities) as url, tempfile.TemporaryDirectory(dir=a.tmp) as tmp:
+        root = Path(tmp)
+        t0 = time.perf_counter()
+        scanned = _scan_day(url, root / "scan", day)
+        print(f"scanned {a.activities:,} activities in {time.perf_counter() - t0:.0f} s")
+        stored_files = sorted(scanned.day_location(day).glob("*.parquet"))
+        before = layout(stored_files)
+        _copy_day(scanned.day_location(day), LocalStore(root / "compacted", TENANT).day_location(day))
+        done = compact_day(LocalStore(root / "compacted", TENANT), day)
+        compacted_files = sorted(LocalStore(root / "compacted", TENANT).day_location(day).glob("*.parquet"))
+        after = done.after
+        own = root / "own.parquet"
+        with duckdb.connect() as con:
+            con.execute(f"SET temp_directory = '{root / 'spill'}'")
+            listed = ", ".join(f"'{f}'" for f in stored_files)
+            con.execute(f"COPY (SELECT * FROM read_parquet([{listed}], hive_partitioning = false) ORDER BY timestamp) "
+                        f"TO '{own}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880)")  # fmt: skip
+        bloom = root / "bloom.parquet"
+        _bloom(compacted_files[0], bloom)
+        own_layout, bloom_layout = layout([own]), layout([bloom])
+        for name, lay in (("as scanned", before), ("compacted", after), ("DuckDB's own", own_layout),
+                          ("compacted + Bloom filters", bloom_layout)):  # fmt: skip
+            print(f"layout {name}: {lay.files} files, {lay.row_groups} row groups, {lay.bytes / lay.rows:.1f} bytes "
+                  f"per activity")  # fmt: skip
+        print(f"bytes per activity: {before.bytes / before.rows:.1f} as scanned, {after.bytes / after.rows:.1f} "
+              f"compacted ({after.bytes / before.bytes - 1:+.1%}); compaction took {done.seconds:.0f} s")  # fmt: skip
+        with duckdb.connect() as con:
+            src = f"read_parquet(['{compacted_files[0]}'])"
+            user = con.execute(
+                f"SELECT user_name FROM {src} GROUP BY 1 ORDER BY count(*) DESC LIMIT 1 OFFSET 50"
+            ).fetchone()[0]
+            ip = con.execute(
+                f"SELECT ip_address FROM {src} GROUP BY 1 ORDER BY count(*) DESC LIMIT 1 OFFSET 50"
+            ).fetchone()[0]
+            last_ts = con.execute(f"SELECT max(timestamp) FROM {src}").fetchone()[0]
+        params = {"user": user, "ip": ip, "last": day, "since": last_ts - dt.timedelta(hours=2)}
+        missed = 0
+        for n in a.days:
+            days = [day - dt.timedelta(days=k) for k in range(n)]
+            sides = {
+                "compacted": _lay_out(compacted_files, root / f"c{n}", days),
+                "DuckDB's own": _lay_out([own], root / f"o{n}", days),
+                "as scanned": _lay_out(stored_files, root / f"s{n}", days),
+                "compacted + Bloom": _lay_out([bloom], root / f"b{n}", days),
+            }
+            print(f"\n{n} days of {a.activities:,} activities ({n * a.activities:,} rows), median of {a.rounds}:")
+            with duckdb.connect() as con:
+                for name, sql in QUERIES.items():
+                    wanted = ["compacted", "DuckDB's own", "as scanned"]
+                    if name in ("one user's activities", "one IP"):
+                        wanted.append("compacted + Bloom")
+                    times: dict[str, list[float]] = {s: [] for s in wanted}
+                    for _ in range(a.rounds):
+                        for side in wanted:  # alternating, so that the machine's moods fall on both
+                            times[side].append(_time(con, sql.replace(" t ", f" {sides[side]} ", 1), params))
+                    med = {s: statistics.median(v) for s, v in times.items()}
+                    ratio = med["compacted"] / med["DuckDB's own"]
+                    missed += ratio > TARGET
+                    extra = (
+                        f", compacted + Bloom {med['compacted + Bloom']:.2f} s" if "compacted + Bloom" in med else ""
+                    )
+                    print(f"  {name}: compacted {med['compacted']:.2f} s, DuckDB's own {med[OWN]:.2f} s, "
+                          f"as scanned {med['as scanned']:.2f} s{extra}: {ratio:.2f}x of DuckDB's own "
+                          f"(target <= {TARGET}x): {'met' if ratio <= TARGET else 'MISSED'}")  # fmt: skip
+        print(f"\n{missed} of {len(QUERIES) * len(a.days)} query lines missed the target")
+
+
+def compaction(a: argparse.Namespace) -> None:
+    """A large day scanned, then compacted in a process of its own: the compaction's time, its peak RSS."""
+    import json
+    import subprocess
+    import sys
+
+    day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    with tempfile.TemporaryDirectory(dir=a.tmp) as tmp:
+        with demo_tenant_process(a.activities) as url:
+            t0 = time.perf_counter()
+            _scan_day(url, Path(tmp), day)
+            scanned = time.perf_counter() - t0
+        # The demo tenant is stopped: the compaction has the machine to itself.
+        out = subprocess.run([sys.executable, "-m", "bench.lake_queries", "compact-one", "--root", tmp,
+                              "--day", day.isoformat()], capture_output=True, text=True, check=True)  # fmt: skip
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        peak = max(r["self_mb"], r["worker_mb"])
+        print(f"{a.activities:,} activities: scanned in {scanned:.0f} s; compacted in {r['seconds']:.0f} s: "
+              f"{r['files_before']} files / {r['row_groups_before']} row groups became {r['files_after']} / "
+              f"{r['row_groups_after']}; {r['bytes_before'] / r['rows']:.1f} -> {r['bytes_after'] / r['rows']:.1f} "
+              "bytes per activity")  # fmt: skip
+        print(
+            f"peak RSS: the compaction's worker {r['worker_mb']:.0f} MB, the process that asked for it "
+            f"{r['self_mb']:.0f} MB (target <= 400 MB for the largest, as for the scan): "
+            f"{'met' if peak <= 400 else 'MISSED'}"
+        )
+
+
+def compact_one(a: argparse.Namespace) -> None:
+    import json
+
+    day = dt.date.fromisoformat(a.day)
+    done = compact_day(LocalStore(Path(a.root), TENANT), day)
+    mb = 1024 / 1e6  # ru_maxrss is in KiB
+    print(json.dumps({
+        "seconds": done.seconds, "rows": done.after.rows, "files_before": done.before.files,
+        "row_groups_before": done.before.row_groups, "bytes_before": done.before.bytes,
+        "files_after": done.after.files, "row_groups_after": done.after.row_groups, "bytes_after": done.after.bytes,
+        "self_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * mb,
+        "worker_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * mb,
+    }))  # fmt: skip
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("mode", choices=["queries", "compaction", "compact-one"])
+    p.add_argument("--root")
+    p.add_argument("--day")
+    p.add_argument("--activities", type=int)
+    p.add_argument("--days", type=int, nargs="*", default=[90, 180])
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--tmp", default=None, help="where the layouts are built (default: the system's temp dir)")
+    a = p.parse_args()
+    if a.mode == "queries":
+        a.activities = a.activities or 1_000_000
+        queries(a)
+    elif a.mode == "compact-one":
+        compact_one(a)
+    else:
+        a.activities = a.activities or 10_000_000
+        compaction(a)
+
+
+if __name__ == "__main__":
+    main()
