@@ -115,4 +115,4 @@ backfill: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml  ## FROM=YYYY-MM-DD TO
 	if [ -n "$$failed" ]; then echo "failed:$$failed (make run DAY=... TENANT=... re-runs one)" >&2; exit 1; fi
 
 clean:  ## remove the venv, the instance, the emulators and the data (not data/README.md)
-	rm -rf $(VENV) $(DAGSTER_HOME) .azurite data/activities data/_health data/_index data/.staging data/*.duckdb data/activities.sql
+	rm -rf $(VENV) $(DAGSTER_HOME) .azurite data/activities data/_health data/_index data/_deleted data/.staging data/*.duckdb data/activities.sql

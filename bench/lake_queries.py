@@ -87,7 +87,7 @@ def _bloom(source: Path, target: Path) -> None:
 
 def _time(con: duckdb.DuckDBPyConnection, sql: str, params: dict) -> float:
     t0 = time.perf_counter()
-    con.execute(sql, {k: v for k, v in params.items() if f"${k}" in sql}).fetchall()
+    con.execute(sql, {k: v for k, v in params.items() if f"${k}" in sql}).fetch_arrow_table()
     return time.perf_counter() - t0
 
 

@@ -123,6 +123,22 @@ BENCHMARKS: list[tuple[str, list[str], str]] = [
         "tenant and the asset: the upload's CPU is counted here, where a real bucket would cost network time.",
     ),
     (
+        "The lake's layout: queries over 90 and 180 days of 1,000,000 activities, compacted against DuckDB's own",
+        ["bench.lake_queries", "queries"],
+        "One day is scanned as the pipeline stores it, compacted, and rewritten by DuckDB itself (ORDER BY "
+        "timestamp, 122,880-row groups, zstd); each layout is then the same day under 90 (then 180) days' folders "
+        "by hard links, so the disk and the page cache hold one copy and what differs is the layout alone. The "
+        "queries run alternating, each layout in turn, the median of 3, results fetched as Arrow. 'The last two "
+        "hours' are the newest day's (a `date` and a `timestamp` bound, as an investigation writes it). Bloom "
+        "filters on user_name and ip_address are tried on the compacted day for the two lookups.",
+    ),
+    (
+        "Compaction of a 10,000,000-activity day: time and peak RSS",
+        ["bench.lake_queries", "compaction"],
+        "The day is scanned, the demo tenant stopped, then compacted as the compaction job does it: the rewrite "
+        "and its verification in a worker process of their own.",
+    ),
+    (
         "DuckDB over 30 days of 50,000 activities: pruning, and Parquet size against JSON",
         ["bench.duckdb_queries"],
         "",
