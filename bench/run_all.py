@@ -128,7 +128,8 @@ BENCHMARKS: list[tuple[str, list[str], str]] = [
         "One day is scanned as the pipeline stores it, compacted, and rewritten by DuckDB itself (ORDER BY "
         "timestamp, 122,880-row groups, zstd); each layout is then the same day under 90 (then 180) days' folders "
         "by hard links, so the disk and the page cache hold one copy and what differs is the layout alone. The "
-        "queries run alternating, each layout in turn, the median of 2, results fetched as Arrow; the layout as scanned is timed at 90 days only. 'The last two "
+        "queries run alternating, each layout in turn, the median of 2, results fetched as Arrow; the layout as "
+        "scanned is timed at 90 days only. 'The last two "
         "hours' are the newest day's (a `date` and a `timestamp` bound, as an investigation writes it). Bloom "
         "filters on user_name and ip_address are tried on the compacted day for the two lookups.",
     ),
