@@ -47,7 +47,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--port", type=int, default=3000)
     args = parser.parse_args(argv)
     dg = Path(sys.executable).with_name("dg")
-    proc = subprocess.Popen([str(dg), "dev", "--port", str(args.port)], start_new_session=True)
+    # SIGINT at its default for dg dev even when this runs as a background job (which ignores it, and an ignored
+    # signal is inherited): SIGINT is how it is asked to stop.
+    proc = subprocess.Popen(
+        [str(dg), "dev", "--port", str(args.port)],
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     received: list[int] = []
 
     def note(signum: int, frame: FrameType | None) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import subprocess
 from pathlib import Path
 
@@ -140,8 +141,12 @@ def test_make_backfill_names_what_is_wrong_with_its_dates():
     assert "expected two dates like 2026-11-01 2026-11-24" in out.stderr
 
 
+def _default_signals() -> None:
+    for number in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM):
+        signal.signal(number, signal.SIG_DFL)
+
+
 def test_make_ui_serves_the_instance_and_stops_whole_on_sigterm(demo, tmp_path):
-    import signal
     import time
 
     import requests
@@ -150,7 +155,10 @@ def test_make_ui_serves_the_instance_and_stops_whole_on_sigterm(demo, tmp_path):
     port = free_port()
     ui = subprocess.Popen(["make", "-C", str(REPO), "ui", f"PORT={port}", f"DAGSTER_HOME={home}",
                            f"ACTIVITY_DATA_DIR={data}"], env=clean_env(), stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+                          stderr=subprocess.DEVNULL, start_new_session=True,
+                          # As from a terminal: the signals at their defaults. A background job (nohup, `&`) ignores
+                          # SIGHUP, SIGINT and SIGQUIT, and an ignored signal is inherited across exec.
+                          preexec_fn=_default_signals)  # fmt: skip
     try:
         deadline, answered = time.monotonic() + 180, False
         while time.monotonic() < deadline and not answered:
