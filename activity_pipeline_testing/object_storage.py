@@ -60,6 +60,7 @@ def moto_server() -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        log.unlink(missing_ok=True)
 
 
 def azurite_binary() -> str | None:

@@ -42,6 +42,19 @@ def _layout(backend: Backend, day: dt.date) -> list[tuple[str, int]]:
         ]  # fmt: skip
 
 
+def _bloom_filtered(backend: Backend, day: dt.date) -> set[str]:
+    """The columns that have a Bloom filter in every row group of the day's files."""
+    with duckdb.connect() as con:
+        for sql in backend.dataset.view_sources().setup:
+            con.execute(sql)
+        rows = con.execute(
+            "SELECT path_in_schema FROM parquet_metadata(?) GROUP BY 1 "
+            "HAVING bool_and(bloom_filter_offset IS NOT NULL)",
+            [_files(backend, day)],
+        ).fetchall()
+    return {r[0] for r in rows}
+
+
 def _timestamps_in_file_order(backend: Backend, day: dt.date) -> list[int]:
     with duckdb.connect() as con:
         for sql in backend.dataset.view_sources().setup:
@@ -66,6 +79,7 @@ def test_compaction_is_exact_sorted_and_leaves_one_file_of_fewer_row_groups(back
     assert (result.before.files, result.after.files) == (len(files_before), 1)
     timestamps = _timestamps_in_file_order(backend, day)
     assert timestamps == sorted(timestamps), "ordered by timestamp"
+    assert _bloom_filtered(backend, day) == {"user_name", "ip_address"}, "every row group, those two columns"
     manifest = store.manifest(day)
     assert manifest.compacted and manifest.rows == len(after)
     record = manifest.compactions[-1]

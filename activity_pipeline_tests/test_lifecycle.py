@@ -13,6 +13,7 @@ import pytest
 
 from activity_pipeline import config
 from activity_pipeline.components.tenants import tenants_definitions
+from activity_pipeline.defs.lifecycle import COMPACTION_ATTEMPTS
 from activity_pipeline.defs.resources import ActivityStorage, resources_for
 from activity_pipeline.ingest import ingest_day
 from activity_pipeline.storage.dataset import open_dataset
@@ -43,11 +44,12 @@ def test_the_sensor_compacts_settled_days_once_and_checks_and_views_stay_green(t
     defs = project_defs(tenant_resource(server.url), tmp_path)
     sensor = defs.resolve_sensor_def(f"{TENANT}_compaction")
     resources = {"storage": ActivityStorage(data_dir=str(tmp_path))}
-    with dg.build_sensor_context(resources=resources, definitions=defs) as context:
+    instance = dg.DagsterInstance.ephemeral()
+    with dg.build_sensor_context(instance=instance, resources=resources, definitions=defs) as context:
         requests = sensor.evaluate_tick(context).run_requests
     assert [r.partition_key for r in requests] == [d.isoformat() for d in DAYS], "settled, not compacted: all three"
     job = defs.resolve_job_def(f"{TENANT}_compact_day")
-    result = job.execute_in_process(partition_key=DAYS[0].isoformat())
+    result = job.execute_in_process(partition_key=DAYS[0].isoformat(), tags=requests[0].tags, instance=instance)
     assert result.success
     (observation,) = _observations(result)
     assert observation.asset_key == ASSET and observation.partition == DAYS[0].isoformat()
@@ -55,7 +57,7 @@ def test_the_sensor_compacts_settled_days_once_and_checks_and_views_stay_green(t
     assert meta["compaction/files_after"] == 1 and meta["compaction/files_before"] >= 1
     assert meta["compaction/row_groups_after"] < meta["compaction/row_groups_before"]
     assert meta["compaction/rows"] == tenant.truth_count(DAYS[0])
-    with dg.build_sensor_context(resources=resources, definitions=defs) as context:
+    with dg.build_sensor_context(instance=instance, resources=resources, definitions=defs) as context:
         again = {r.partition_key for r in sensor.evaluate_tick(context).run_requests}
     assert again == {DAYS[1].isoformat(), DAYS[2].isoformat()}, "a compacted day is not asked for again"
     for name in ("count_matches_source", "ids_unique", "timestamps_in_partition", "schema_matches"):
@@ -64,6 +66,31 @@ def test_the_sensor_compacts_settled_days_once_and_checks_and_views_stay_green(t
     with duckdb.connect(str(database.path), read_only=True) as con:
         rows = con.execute("SELECT count(*), count(DISTINCT id) FROM activities WHERE date = ?", [DAYS[0]]).fetchone()
     assert rows == (tenant.truth_count(DAYS[0]),) * 2
+
+
+def test_a_failed_compaction_is_asked_for_again_up_to_its_attempts(tmp_path, server):
+    assert run_day(DAYS[0], tenant_resource(server.url), tmp_path).success
+    defs = project_defs(tenant_resource(server.url), tmp_path)
+    sensor = defs.resolve_sensor_def(f"{TENANT}_compaction")
+    job = defs.resolve_job_def(f"{TENANT}_compact_day")
+    storage = ActivityStorage(data_dir=str(tmp_path))
+    keys = []
+    with dg.DagsterInstance.ephemeral() as instance:
+        for _ in range(COMPACTION_ATTEMPTS):
+            with dg.build_sensor_context(instance=instance, resources={"storage": storage}, definitions=defs) as c:
+                (request,) = sensor.evaluate_tick(c).run_requests
+            keys.append(request.run_key)
+            # A run holds the day: the compaction fails, as it would beside a re-scan of the day.
+            with storage.tenant(TENANT).writer(DAYS[0], run_id="a-run"):
+                result = job.execute_in_process(partition_key=request.partition_key, tags=request.tags,
+                                                instance=instance, raise_on_error=False)  # fmt: skip
+            assert not result.success
+        with dg.build_sensor_context(instance=instance, resources={"storage": storage}, definitions=defs) as c:
+            given_up = sensor.evaluate_tick(c)
+    assert len(set(keys)) == COMPACTION_ATTEMPTS, "each attempt after a failure has a run key of its own"
+    assert not given_up.run_requests, f"not asked for after {COMPACTION_ATTEMPTS} failures"
+    assert f"failed {COMPACTION_ATTEMPTS} times" in str(given_up.skip_message)
+    assert storage.tenant(TENANT).manifest(DAYS[0]).compactions == [], "the day was left as it was"
 
 
 def _tenants(tmp_path: Path, keep: str) -> config.PipelineConfig:

@@ -73,7 +73,7 @@ def child_run(url: str, data_dir: str) -> dict[str, float]:
 
     import dagster as dg
 
-    from activity_pipeline_testing.helpers import ASSET, REPO, cli_env, launch
+    from activity_pipeline_testing.helpers import ASSET, REPO, TENANT, cli_env
 
     day, _, _ = yesterday()
     with tempfile.TemporaryDirectory() as home:
@@ -82,7 +82,9 @@ def child_run(url: str, data_dir: str) -> dict[str, float]:
         env.update(MDCA_API_TOKEN=TOKEN, ACTIVITY_START_DATE=(day - dt.timedelta(days=30)).isoformat())
         started = time.time()  # the clock the run's events are stamped with
         t0 = time.perf_counter()
-        proc = subprocess.run(launch(day, job=True), env=env, capture_output=True, text=True)
+        # What `make run` runs: the run made as the UI's code location makes it, executed in this process's child.
+        command = [sys.executable, "-m", "activity_pipeline.launch", f"{TENANT}_daily_activities", day.isoformat()]
+        proc = subprocess.run(command, env=env, capture_output=True, text=True, cwd=REPO)
         wall = time.perf_counter() - t0
         if proc.returncode:
             raise RuntimeError(proc.stderr[-3000:])
@@ -102,7 +104,7 @@ def child_run(url: str, data_dir: str) -> dict[str, float]:
         "run_seconds": ended - started,
         "wall_seconds": wall,
         "checks": checks,
-        # The run process: `dg launch` executes the job in its own process (the in-process executor).
+        # The run process: `activity_pipeline.launch` executes the job in its own process (in-process executor).
         "peak_rss_mib": rlimits.getrusage(rlimits.RUSAGE_CHILDREN).ru_maxrss / 1024,
     }
 
@@ -162,9 +164,10 @@ def whole_run(activities: int, rounds: int) -> None:
     print(f"{label}: medians of {rounds} runs each; whole run s: {seconds(runs, 'run_seconds')}; to the "
           f"command's exit s: {seconds(runs, 'wall_seconds')}; asset step s: {seconds(runs, 'asset_seconds')}; "
           f"seed loop s: {seconds(seeds, 'seconds')}")  # fmt: skip
-    print(f"{label}: {run['records']:,.0f} records; whole headless run (dg launch start to its last check and the "
-          f"views: the run's end) {run['run_seconds']:.1f}s, of which the asset's step {run['asset_seconds']:.1f}s; "
-          f"the command exits {run['wall_seconds'] - run['run_seconds']:.1f}s later (Python unloading); "
+    print(f"{label}: {run['records']:,.0f} records; whole headless run (make run's command start to its last check "
+          f"and the views: the run's end) {run['run_seconds']:.1f}s, of which the asset's step "
+          f"{run['asset_seconds']:.1f}s; the command exits {run['wall_seconds'] - run['run_seconds']:.1f}s later "
+          "(Python unloading); "
           f"{run['checks']:.0f} check verdicts; run process peak RSS {run['peak_rss_mib']:,.0f} MiB")  # fmt: skip
     print(f"{label}: seed loop: {seed['records']:,.0f} records into a list in {seed['seconds']:.1f}s")
     whole, step = seed["seconds"] / run["run_seconds"], seed["seconds"] / run["asset_seconds"]

@@ -50,9 +50,10 @@ BENCHMARKS: list[tuple[str, list[str], str]] = [
         "the scan's threads were capped at the pages in flight (4), 308 MiB since.",
     ),
     (
-        "The whole daily run, headless (200,000 activities, no rate limit): dg launch vs the seed loop",
+        "The whole daily run, headless (200,000 activities, no rate limit): make run vs the seed loop",
         ["bench.ingest", "run", "--rounds", "3"],
-        "The run is `make run`'s command for one tenant (`dg launch --job default_daily_activities`): Python and "
+        "The run is `make run`'s command for one tenant (`python -m activity_pipeline.launch "
+        "default_daily_activities DAY`): Python and "
         "Dagster start-up, the scan, the nine checks in one step, the DuckDB views, all in one process (the "
         "in-process executor). It is timed from the command's start to the run's end (RUN_SUCCESS, after the "
         "last check and the views), as the target reads; the command exits about 2 s later, Python unloading "
@@ -95,7 +96,8 @@ BENCHMARKS: list[tuple[str, list[str], str]] = [
     (
         "The whole daily run at 10,000,000 activities (scan, nine checks, views): peak RSS of the run process",
         ["bench.ingest", "run-memory", "--activities", "10000000"],
-        "The daily job as `make run` runs it (`dg launch`: scan, the nine checks, the DuckDB views, one process), "
+        "The daily job as `make run` runs it (`python -m activity_pipeline.launch`: scan, the nine checks, the "
+        "DuckDB views, one process), "
         "the demo tenant serving from 2 processes with no rate limit. The checks' DuckDB queries are capped at "
         "64 MB and spill to disk; duplicates are counted by a GROUP BY, which spills, not count(DISTINCT), "
         "which ran out of the cap at this size.",
@@ -129,9 +131,11 @@ BENCHMARKS: list[tuple[str, list[str], str]] = [
         "timestamp, 122,880-row groups, zstd); each layout is then the same day under 90 (then 180) days' folders "
         "by hard links, so the disk and the page cache hold one copy and what differs is the layout alone. The "
         "queries run alternating, each layout in turn, the median of 2, results fetched as Arrow; the layout as "
-        "scanned is timed at 90 days only. 'The last two "
-        "hours' are the newest day's (a `date` and a `timestamp` bound, as an investigation writes it). Bloom "
-        "filters on user_name and ip_address are tried on the compacted day for the two lookups.",
+        "scanned is timed at 90 days only. 'One user' and 'one IP' look up a typical one (the median of the "
+        "day's users or addresses by activities), as an investigation does, and fetch its whole rows. 'The last two "
+        "hours' are the newest day's (a `date` and a `timestamp` bound, as an investigation writes it). The "
+        "compacted day without its Bloom filters (on user_name and ip_address) shows what they pay in the two "
+        "lookups.",
     ),
     (
         "Compaction of a 10,000,000-activity day: time and peak RSS",

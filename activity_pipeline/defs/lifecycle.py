@@ -27,6 +27,11 @@ from activity_pipeline.storage.errors import DayChangedError, DayLockedError
 # A compaction sensor's tick asks for at most this many days, oldest first: a year of uncompacted days is
 # worked off over the following hours, without filling the run queue at once.
 COMPACTIONS_PER_TICK = 6
+# A version of a day (its files) whose compaction failed this many times is asked for no more: a day a run held
+# is asked for again at the next tick, a rewrite that does not verify is not rewritten every hour forever.
+COMPACTION_ATTEMPTS = 3
+# The tag that names the version of the day a compaction run was asked for.
+DAY_VERSION_TAG = "activity_pipeline/day_version"
 
 
 def compaction_job_name(tenant: str) -> str:
@@ -112,10 +117,39 @@ def build_lifecycle(
         due = [d for d in sorted(files) if d < settled_before and not is_compacted(files[d])]
         if not due:
             return dg.SkipReason(f"every settled day of {name} is compacted")
-        requests = [
-            dg.RunRequest(partition_key=d.isoformat(), run_key=f"compact:{name}:{d}:{_version(files[d])}")
-            for d in due[:COMPACTIONS_PER_TICK]
-        ]
+        requests, given_up = [], []
+        for day in due:
+            version = _version(files[day])
+            # A failed run's run key is spent: the next attempt needs a new one, counted by the failures so far.
+            failed = context.instance.get_runs_count(
+                dg.RunsFilter(
+                    job_name=compaction_job_name(name),
+                    statuses=[dg.DagsterRunStatus.FAILURE],
+                    tags={"dagster/partition": day.isoformat(), DAY_VERSION_TAG: version},
+                )
+            )
+            if failed >= COMPACTION_ATTEMPTS:
+                given_up.append(day.isoformat())
+                continue
+            requests.append(
+                dg.RunRequest(
+                    partition_key=day.isoformat(),
+                    run_key=f"compact:{name}:{day}:{version}:{failed}",
+                    tags={DAY_VERSION_TAG: version},
+                )
+            )
+            if len(requests) == COMPACTIONS_PER_TICK:
+                break
+        if given_up:
+            context.log.warning(
+                f"{len(given_up)} settled days of {name} failed to compact {COMPACTION_ATTEMPTS} times and are not "
+                f"asked for again until they change: {', '.join(given_up[:10])}. See those runs' logs; `make compact "
+                f"DAY=... TENANT={name}` tries one by hand."
+            )
+        if not requests:
+            return dg.SkipReason(
+                f"no settled day of {name} to compact: {len(given_up)} failed {COMPACTION_ATTEMPTS} times"
+            )
         return dg.SensorResult(run_requests=requests)
 
     lifecycle = TenantLifecycle(jobs=[compaction_job], sensors=[compaction], schedules=[])
@@ -149,11 +183,12 @@ def _build_retention(tenant: TenantConfig, asset: dg.AssetsDefinition) -> tuple[
         expired = [d for d in store.days() if d < first_kept]
         copy = open_copy(tenant.keep_copied_to, storage) if tenant.keep_copied_to else None
         copied = copy.tenant(name).day_rows() if copy is not None else {}
+        held = store.day_rows() if copy is not None else {}
         refused = []
         reason = f"keep_days {keep}: older than {first_kept}"
         for day in expired:
             if copy is not None:
-                rows = store.day_rows().get(day, 0)
+                rows = held.get(day, 0)
                 if copied.get(day, -1) < rows:
                     refused.append(f"{day} ({copied.get(day, 0):,} of its {rows:,} rows in {tenant.keep_copied_to})")
                     continue

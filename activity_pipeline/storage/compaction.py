@@ -53,6 +53,12 @@ ROW_GROUP_BYTES = 36 * 2**20
 READ_BUFFER = 1 << 20
 MAX_ROW_GROUP_ROWS = 122_880
 MIN_ROW_GROUP_ROWS = 8_192
+# The columns an investigation looks one value up in. A Bloom filter per row group lets a reader skip the row
+# groups that do not hold the value (min/max cannot: a user's or an address's rows are spread over the day).
+# Measured over 90 days of 1,000,000 activities, one typical user's or address's rows: 10-15% faster, for 0.1%
+# more bytes (`bench.lake_queries`).
+BLOOM_FILTER_COLUMNS = ("user_name", "ip_address")
+BLOOM_FILTER_FPP = 0.01
 COMPACTED_PREFIX = "compact"
 _POOL = pa.default_memory_pool()
 
@@ -134,7 +140,8 @@ def _windows(paths: Sequence[Path], target: int) -> np.ndarray:
 
 def rewrite_sorted(paths: Sequence[Path], out: Path, work: Path, rows_per_group: int) -> Layout:
     """Write the rows of `paths` to `out`, ordered by (timestamp, id), `rows_per_group` rows or so per row
-    group, with statistics on every column but `raw`. Temporary files go to `work` (removed)."""
+    group, with statistics on every column but `raw` and Bloom filters on BLOOM_FILTER_COLUMNS. Temporary files
+    go to `work` (removed)."""
     starts = _windows(paths, rows_per_group)
     work.mkdir(parents=True, exist_ok=True)
     buckets: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
@@ -168,6 +175,8 @@ def rewrite_sorted(paths: Sequence[Path], out: Path, work: Path, rows_per_group:
         compression_level=3,
         use_dictionary=DICTIONARY_COLUMNS,
         write_statistics=[c for c in SCHEMA.names if c != "raw"],
+        # Sized for a row group whose values all differ: the filter never saturates.
+        bloom_filter_options={c: {"ndv": rows_per_group, "fpp": BLOOM_FILTER_FPP} for c in BLOOM_FILTER_COLUMNS},
     )
     try:
         for k in sorted(buckets):  # pass 2: each window sorted, one row group
