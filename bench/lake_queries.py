@@ -29,9 +29,9 @@ import pyarrow.parquet as pq
 
 from activity_pipeline.ingest import ingest_day
 from activity_pipeline.mdca import MdcaClient, MdcaSettings, RateLimiter
-from activity_pipeline.storage.compaction import compact_day, layout
+from activity_pipeline.storage.compaction import compact_day, layout, writer_options
 from activity_pipeline.storage.local import LocalStore
-from activity_pipeline.storage.schema import DICTIONARY_COLUMNS, SCHEMA
+from activity_pipeline.storage.schema import SCHEMA
 from bench.common import TOKEN, demo_tenant_process
 
 TARGET = 1.25
@@ -76,8 +76,7 @@ def _lay_out(files: list[Path], root: Path, days: list[dt.date]) -> str:
 def _without_bloom(source: Path, target: Path) -> None:
     """The compacted file again, row group for row group, without its Bloom filters."""
     file = pq.ParquetFile(source)
-    with pq.ParquetWriter(target, SCHEMA, compression="zstd", compression_level=3, use_dictionary=DICTIONARY_COLUMNS,
-                          write_statistics=[c for c in SCHEMA.names if c != "raw"]) as writer:  # fmt: skip
+    with pq.ParquetWriter(target, SCHEMA, **writer_options(0, bloom_filters=False)) as writer:
         for g in range(file.metadata.num_row_groups):
             table = file.read_row_group(g)
             writer.write_table(table, row_group_size=max(1, table.num_rows))

@@ -55,8 +55,8 @@ MAX_ROW_GROUP_ROWS = 122_880
 MIN_ROW_GROUP_ROWS = 8_192
 # The columns an investigation looks one value up in. A Bloom filter per row group lets a reader skip the row
 # groups that do not hold the value (min/max cannot: a user's or an address's rows are spread over the day).
-# Measured over 90 days of 1,000,000 activities, one typical user's or address's rows: 10-15% faster, for 0.1%
-# more bytes (`bench.lake_queries`).
+# Measured over 90 and 180 days of 1,000,000 activities, a typical user's rows 14-17% faster, an address's 0-5%,
+# for 0.1% more bytes (`bench.lake_queries`).
 BLOOM_FILTER_COLUMNS = ("user_name", "ip_address")
 BLOOM_FILTER_FPP = 0.01
 COMPACTED_PREFIX = "compact"
@@ -138,6 +138,21 @@ def _windows(paths: Sequence[Path], target: int) -> np.ndarray:
     return np.array(starts or [0], dtype=np.int64)
 
 
+def writer_options(rows_per_group: int, *, bloom_filters: bool = True) -> dict[str, Any]:
+    """The `pq.ParquetWriter` options of a compacted file of `rows_per_group`-row row groups."""
+    options: dict[str, Any] = {
+        "compression": "zstd",
+        "compression_level": 3,
+        "use_dictionary": DICTIONARY_COLUMNS,
+        "write_statistics": [c for c in SCHEMA.names if c != "raw"],
+    }
+    if bloom_filters:
+        # Sized for a row group whose values all differ: the filter never saturates.
+        options["bloom_filter_options"] = {c: {"ndv": rows_per_group, "fpp": BLOOM_FILTER_FPP}
+                                           for c in BLOOM_FILTER_COLUMNS}  # fmt: skip
+    return options
+
+
 def rewrite_sorted(paths: Sequence[Path], out: Path, work: Path, rows_per_group: int) -> Layout:
     """Write the rows of `paths` to `out`, ordered by (timestamp, id), `rows_per_group` rows or so per row
     group, with statistics on every column but `raw` and Bloom filters on BLOOM_FILTER_COLUMNS. Temporary files
@@ -168,16 +183,7 @@ def rewrite_sorted(paths: Sequence[Path], out: Path, work: Path, rows_per_group:
     finally:
         for writer in buckets.values():
             writer.close()
-    writer = pq.ParquetWriter(
-        out,
-        SCHEMA,
-        compression="zstd",
-        compression_level=3,
-        use_dictionary=DICTIONARY_COLUMNS,
-        write_statistics=[c for c in SCHEMA.names if c != "raw"],
-        # Sized for a row group whose values all differ: the filter never saturates.
-        bloom_filter_options={c: {"ndv": rows_per_group, "fpp": BLOOM_FILTER_FPP} for c in BLOOM_FILTER_COLUMNS},
-    )
+    writer = pq.ParquetWriter(out, SCHEMA, **writer_options(rows_per_group))
     try:
         for k in sorted(buckets):  # pass 2: each window sorted, one row group
             bucket = work / f"window-{k:06d}.arrows"
