@@ -2,8 +2,10 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# Headless runs, `make ui` and the daemon share one instance: its run history, pools and schedules.
-export DAGSTER_HOME := $(CURDIR)/.dagster_home
+# Headless runs, `make ui` and the daemon share one instance: its run history, pools and schedules. The one
+# DAGSTER_HOME names (a production instance: deploy/dagster.yaml), else .dagster_home/ here.
+DEFAULT_DAGSTER_HOME := $(CURDIR)/.dagster_home
+export DAGSTER_HOME ?= $(DEFAULT_DAGSTER_HOME)
 # Absolute, so that the UI, the daemon and headless runs write the same folder wherever they start.
 export ACTIVITY_DATA_DIR ?= $(CURDIR)/data
 
@@ -15,10 +17,10 @@ PORT ?= 3000
 
 # With no tenant configured, the demo, the UI and headless runs read two built-in demo tenants side by side.
 ifeq ($(strip $(ACTIVITY_TENANTS_FILE)$(MDCA_API_URL)),)
-demo ui run backfill compact tenants: export ACTIVITY_TENANTS_FILE := $(CURDIR)/deploy/local/demo-tenants.yaml
+demo ui run backfill compact tenants verify: export ACTIVITY_TENANTS_FILE := $(CURDIR)/deploy/local/demo-tenants.yaml
 endif
 
-.PHONY: help demo test lint bench ui run backfill compact tenants clean
+.PHONY: help demo test lint bench ui run backfill compact tenants verify clean
 .DEFAULT_GOAL := help
 
 # `make` or `make help`: each target with the `##` note on its rule line.
@@ -41,11 +43,20 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 # The instance's settings live in deploy/local/, not at the top: Dagster warns about a dagster.yaml in the
 # folder it starts in whenever DAGSTER_HOME points elsewhere.
 # The instance's databases are created here, once: runs that start together on a new SQLite instance (two
-# tenants, say) would race to create them and one would fail.
-$(DAGSTER_HOME)/dagster.yaml: deploy/local/dagster.yaml | $(VENV)/.installed
+# tenants, say) would race to create them and one would fail. An instance DAGSTER_HOME names keeps its own
+# settings: they are written only where it has none.
+$(DAGSTER_HOME)/dagster.yaml: $(if $(filter $(DEFAULT_DAGSTER_HOME),$(DAGSTER_HOME)),deploy/local/dagster.yaml) | $(VENV)/.installed
 	mkdir -p $(DAGSTER_HOME)
 	cp deploy/local/dagster.yaml $@
 	$(BIN)/dagster instance migrate >/dev/null
+
+# One run, in the background of the recipe's shell so that a signal to make reaches it: make passes SIGTERM to
+# the shell, which passes it on (trap); on SIGINT make passes nothing and the run sees make stop by itself
+# (activity_pipeline.launch.stop_with_make). The run ends as interrupted, the day intact; the loop ends with it.
+launch_run = $(BIN)/python -m activity_pipeline.launch $(1) $(2) --config-json '$(RUN_LOGS)' $(3) & pid=$$!; \
+	trap 'kill -TERM $$pid 2>/dev/null; wait $$pid; exit 130' TERM INT HUP; wait $$pid; rc=$$?; trap - TERM INT HUP; \
+	[ $$rc -ne 130 ] || exit 130
+RUN_TAGS = $(if $(FULL_RESCAN),--tag activity_pipeline/full_rescan=true) $(if $(ALLOW_SHORTER),--tag activity_pipeline/allow_shorter=true)
 
 demo: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml  ## run the daily job for the last 3 days of the demo tenants (or yours), then show what landed
 	$(BIN)/python -m activity_pipeline.demo
@@ -77,13 +88,14 @@ tenants_for_day = configured=$$($(BIN)/python -m activity_pipeline.config --name
 	$(BIN)/python -m activity_pipeline.defs.partitions $(DAY) $$tenants || exit 2;
 
 # One day of each tenant's daily job (scan, checks, views), headless, into the instance `make ui` shows;
-# TENANT= picks one:  make run DAY=2026-11-24 [TENANT=contoso]
-run: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml  ## DAY=YYYY-MM-DD [TENANT=name]: one day of each tenant's daily job (or one tenant's), headless
-	@test -n "$(DAY)" || { echo "usage: make run DAY=YYYY-MM-DD [TENANT=name]" >&2; exit 2; }
+# TENANT= picks one; FULL_RESCAN=1 scans a stored day anew (ALLOW_SHORTER=1 lets it hold fewer activities):
+#   make run DAY=2026-11-24 [TENANT=contoso] [FULL_RESCAN=1 [ALLOW_SHORTER=1]]
+run: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml  ## DAY=YYYY-MM-DD [TENANT=name] [FULL_RESCAN=1]: one day of each tenant's daily job (or one tenant's), headless
+	@test -n "$(DAY)" || { echo "usage: make run DAY=YYYY-MM-DD [TENANT=name] [FULL_RESCAN=1]" >&2; exit 2; }
 	@$(tenants_for_day) \
 	failed=""; for t in $$tenants; do \
-	  echo "== $$t $(DAY)"; $(BIN)/python -m activity_pipeline.launch $${t}_daily_activities $(DAY) --config-json '$(RUN_LOGS)' \
-	    || failed="$$failed $$t"; $(BIN)/python -m activity_pipeline.run_summary $${t}_daily_activities $(DAY) || true; \
+	  echo "== $$t $(DAY)"; $(call launch_run,$${t}_daily_activities,$(DAY),$(RUN_TAGS)); \
+	  [ $$rc -eq 0 ] || failed="$$failed $$t"; $(BIN)/python -m activity_pipeline.run_summary $${t}_daily_activities $(DAY) || true; \
 	done; \
 	if [ -n "$$failed" ]; then echo "failed:$$failed" >&2; exit 1; fi
 
@@ -94,8 +106,8 @@ compact: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml  ## DAY=YYYY-MM-DD [TEN
 	@test -n "$(DAY)" || { echo "usage: make compact DAY=YYYY-MM-DD [TENANT=name]" >&2; exit 2; }
 	@$(tenants_for_day) \
 	failed=""; for t in $$tenants; do \
-	  echo "== $$t $(DAY) compaction"; $(BIN)/python -m activity_pipeline.launch $${t}_compact_day $(DAY) --config-json '$(RUN_LOGS)' \
-	    || failed="$$failed $$t"; \
+	  echo "== $$t $(DAY) compaction"; $(call launch_run,$${t}_compact_day,$(DAY)); \
+	  [ $$rc -eq 0 ] || failed="$$failed $$t"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "failed:$$failed" >&2; exit 1; fi
 
@@ -109,10 +121,15 @@ backfill: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml  ## FROM=YYYY-MM-DD TO
 	for t in $$tenants; do echo "$$configured" | grep -qx "$$t" || \
 	  { echo "no tenant named $$t; configured: "$$configured >&2; exit 2; }; done; \
 	failed=""; for day in $$days; do for t in $$tenants; do \
-	  echo "== $$t $$day"; $(BIN)/python -m activity_pipeline.launch $${t}_daily_activities $$day --config-json '$(RUN_LOGS)' \
-	    || failed="$$failed $$t:$$day"; $(BIN)/python -m activity_pipeline.run_summary $${t}_daily_activities $$day || true; \
+	  echo "== $$t $$day"; $(call launch_run,$${t}_daily_activities,$$day); \
+	  [ $$rc -eq 0 ] || failed="$$failed $$t:$$day"; $(BIN)/python -m activity_pipeline.run_summary $${t}_daily_activities $$day || true; \
 	done; done; \
 	if [ -n "$$failed" ]; then echo "failed:$$failed (make run DAY=... TENANT=... re-runs one)" >&2; exit 1; fi
 
-clean:  ## remove the venv, the instance, the emulators and the data (not data/README.md)
-	rm -rf $(VENV) $(DAGSTER_HOME) .azurite data/activities data/_health data/_index data/_deleted data/.staging data/*.duckdb data/activities.sql
+# Every stored day (or the one named) read again whole against the digests taken when it was written; exit 1
+# naming each damaged day and its repair:  make verify [DAY=2026-11-24] [TENANT=contoso]
+verify: $(VENV)/.installed  ## [DAY=YYYY-MM-DD] [TENANT=name]: read stored days again, against their digests; exit 1 naming each damaged day and its repair
+	@$(BIN)/python -m activity_pipeline.verify $(if $(DAY),--day $(DAY)) $(if $(TENANT),--tenant $(TENANT))
+
+clean:  ## remove the venv, the instance (.dagster_home/ only), the emulators and the data (not data/README.md)
+	rm -rf $(VENV) $(DEFAULT_DAGSTER_HOME) .azurite data/activities data/_health data/_index data/_deleted data/.staging data/*.duckdb data/activities.sql

@@ -38,7 +38,7 @@ def main() -> int:
         return 2
     from activity_pipeline.defs.automation import job_name
     from activity_pipeline.defs.checks import CHECKS
-    from activity_pipeline.launch import launch
+    from activity_pipeline.launch import INTERRUPTED, handle_stop_signals, launch, was_interrupted
     from activity_pipeline.run_summary import check_evaluations, run_line
 
     today = dt.datetime.now(dt.UTC).date()
@@ -47,6 +47,7 @@ def main() -> int:
     instance = dg.DagsterInstance.get()
     data_dir = settings.data_dir
     print(f"demo: tenants {', '.join(tenants)}, {days[0]} .. {days[-1]}, into {data_dir}", flush=True)
+    handle_stop_signals()
     outcomes: dict[tuple[str, dt.date], list[str]] = {}
     warnings: dict[str, int] = {}
     failed = 0
@@ -54,7 +55,13 @@ def main() -> int:
         for day in days:
             # A run of the code location `make ui` shows, so that it is on the UI's Overview timeline too.
             # Errors as they happen; one line per run below, and each warning once at the end.
-            run = launch(instance, job_name(tenant), day.isoformat(), ERRORS_ONLY)
+            try:
+                run = launch(instance, job_name(tenant), day.isoformat(), ERRORS_ONLY)
+            except KeyboardInterrupt:
+                run = None
+            if run is None or was_interrupted(instance, run):
+                print(f"  {tenant} {day}: interrupted; the day is as it was. make demo runs it again.", flush=True)
+                return INTERRUPTED
             failed += run.status != dg.DagsterRunStatus.SUCCESS
             print(f"  {run_line(instance, run, len(CHECKS))}", flush=True)
             for message in _warnings(instance, run.run_id):

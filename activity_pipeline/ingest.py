@@ -283,8 +283,85 @@ def ingest_day(
     >>> result.rows, result.source_total, result.path
     (19400, 19400, PosixPath('/.../data/activities/tenant=contoso/date=2026-11-24'))
     """
+    return collect_day(
+        client, store, day, mode="full", slices=slices, logger=logger, run_id=run_id, allow_shorter=allow_shorter
+    )
+
+
+def top_up_day(
+    client: MdcaClient,
+    store: TenantStore,
+    day: dt.date,
+    *,
+    logger: Any = None,
+    run_id: str | None = None,
+) -> IngestResult:
+    """Add to the stored `day` the records created since its watermark, as a new version of the day.
+
+    One count, then scan mode over the day's window with `created` at or after the stored watermark,
+    paged by `created`: requests in proportion to the late records, not to the day. Records that share the
+    watermark's millisecond, or were stored already, are dropped as duplicates of the day's ids from the
+    watermark on. A record created before the watermark means the server ignored the `created` filter: the
+    top-up stops (FilterIgnoredError) and stores nothing. The new version is the stored files (hard links)
+    plus one file of late records, swapped in whole like a full scan; the watermark moves to this scan's
+    start, less the margin.
+
+    Args: as `ingest_day`; the day must be stored with a `watermark_ms` (days stored before top-ups existed
+    have none: scan those in full).
+
+    >>> top_up_day(client, open_dataset("data").tenant("contoso"), dt.date(2026, 11, 24)).added  # doctest: +SKIP
+    269
+    """
+    return collect_day(client, store, day, mode="top-up", logger=logger, run_id=run_id)
+
+
+def collect_day(
+    client: MdcaClient,
+    store: TenantStore,
+    day: dt.date,
+    *,
+    mode: str = "auto",
+    slices: int | None = None,
+    logger: Any = None,
+    run_id: str | None = None,
+    allow_shorter: bool = False,
+) -> IngestResult:
+    """Collect `day` into the tenant's dataset: a full scan, or a top-up of the stored version.
+
+    Everything is decided under the day's lock, from what is committed when the lock is taken: whether the
+    day is stored (`mode` "auto": a day stored with a watermark is topped up, any other is scanned in full),
+    and the watermark a top-up starts from. Two runs of a day at once cannot both build on one version: the
+    second refuses (DayLockedError). Every new version is checked before it is swapped in (`DayWriter.commit`:
+    each id once, every row inside the day), whatever the server sent.
+
+    `mode`: "auto", "full" (scan in full even when stored) or "top-up" (only a stored day).
+    """
+    if mode not in ("auto", "full", "top-up"):
+        raise ValueError(f"mode is 'auto', 'full' or 'top-up', not {mode!r}")
     _return_page_buffers_to_the_os()
     started = time.monotonic()
+    with store.writer(day, run_id=run_id) as writer:
+        previous = store.manifest(day)
+        stored_with_watermark = previous is not None and previous.watermark_ms is not None
+        if mode == "top-up" and not stored_with_watermark:
+            raise ValueError(f"{day} is not stored with a watermark; scan it in full")
+        if mode == "top-up" or (mode == "auto" and stored_with_watermark):
+            assert previous is not None
+            result = _top_up(client, store, writer, day, previous, logger=logger, started=started)
+        else:
+            result = _scan(
+                client, writer, day, previous, slices=slices, logger=logger, allow_shorter=allow_shorter,
+                started=started,
+            )  # fmt: skip
+    _release_freed_memory()
+    return result
+
+
+def _scan(
+    client: MdcaClient, writer: DayWriter, day: dt.date, previous: Manifest | None, *, slices: int | None,
+    logger: Any, allow_shorter: bool, started: float,
+) -> IngestResult:  # fmt: skip
+    """The whole day, scanned into `writer` (the day's lock held) and committed in place of `previous`."""
     start, end = day_window(day)
     t0 = time.monotonic()
     source_total = client.count(start, end)
@@ -305,115 +382,86 @@ def ingest_day(
         logger=logger,
         pages_in_flight=pages_in_flight(source_total),
     )
-    with store.writer(day, run_id=run_id) as writer:
-        previous = store.manifest(day)
-        hourly, apps = _stream(scanner, writer, start)
-        _refuse_shorter(writer, day, previous, source_total, allow_shorter, filters=client.filters)
-        manifest = writer.commit(
-            window=Window(start, end),
-            source_total_at_scan=source_total,
-            scan_started_ms=scan_started,
-            watermark_ms=scan_started - WATERMARK_MARGIN_MS,
-            scan=_scan_figures(scanner, client),
-            top_ups=[],
-            hourly=hourly.tolist(),
-            # Rows per app_id ("None" for records without one), for the apps_still_reporting check.
-            apps=dict(sorted(apps.items())),
-            written_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            filters=client.filters,
-        )
-    _release_freed_memory()
+    hourly, apps = _stream(scanner, writer, start)
+    _refuse_shorter(writer, day, previous, source_total, allow_shorter, filters=client.filters)
+    manifest = writer.commit(
+        window=Window(start, end),
+        source_total_at_scan=source_total,
+        scan_started_ms=scan_started,
+        watermark_ms=scan_started - WATERMARK_MARGIN_MS,
+        scan=_scan_figures(scanner, client),
+        top_ups=[],
+        hourly=hourly.tolist(),
+        # Rows per app_id ("None" for records without one), for the apps_still_reporting check.
+        apps=dict(sorted(apps.items())),
+        written_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        filters=client.filters,
+    )
     return _result(day, writer, scanner, client, source_total, started, manifest, mode="full", added=writer.rows)
 
 
-def top_up_day(
-    client: MdcaClient,
-    store: TenantStore,
-    day: dt.date,
-    *,
-    logger: Any = None,
-    run_id: str | None = None,
-) -> IngestResult:
-    """Add to the stored `day` the records created since its watermark, as a new version of the day.
-
-    One count, then scan mode over the day's window with `created` at or after the stored watermark,
-    paged by `created`: requests in proportion to the late records, not to the day. Records that share the
-    watermark's millisecond, or were stored already, are dropped as duplicates of the day's ids from the
-    watermark on. The new version is the stored files (hard links) plus one file of late records, swapped
-    in whole like a full scan; the watermark moves to this scan's start, less the margin.
-
-    The stored version is read under the day's lock, so two top-ups of a day at once cannot both build on
-    the same version: the second refuses (DayLockedError), as two full scans do.
-
-    Args: as `ingest_day`; the day must be stored with a `watermark_ms` (days stored before top-ups existed
-    have none: scan those in full).
-
-    >>> top_up_day(client, open_dataset("data").tenant("contoso"), dt.date(2026, 11, 24)).added  # doctest: +SKIP
-    269
-    """
-    _return_page_buffers_to_the_os()
-    started = time.monotonic()
+def _top_up(
+    client: MdcaClient, store: TenantStore, writer: DayWriter, day: dt.date, previous: Manifest, *, logger: Any,
+    started: float,
+) -> IngestResult:  # fmt: skip
+    """What was created since `previous`'s watermark, added to it through `writer` (the day's lock held)."""
     start, end = day_window(day)
+    since = previous.watermark_ms
+    assert since is not None
+    if not collected_under(previous, client.filters):
+        raise FiltersChangedError(filters_changed_message(day, previous.filters, client.filters))
     source_total = client.count(start, end)
     scan_started = client.now_ms()
-    with store.writer(day, run_id=run_id, prefix="late") as writer:
-        previous = store.manifest(day)
-        since = previous.watermark_ms if previous is not None else None
-        if previous is None or since is None:
-            raise ValueError(f"{day} is not stored with a watermark; scan it in full")
-        if not collected_under(previous, client.filters):
-            raise FiltersChangedError(filters_changed_message(day, previous.filters, client.filters))
-        writer.prefix = f"late-{since}"
-        writer.carry_over(previous)
-        known = DigestSet()
-        try:
-            stored = store.ids_since(day, since)
-        except DamagedDayError as exc:
-            raise DamagedDayError(f"{exc}. A top-up builds on the stored files; {FULL_RESCAN_HINT}") from None
-        if stored:
-            known.add_new(stored)
-        del stored
-        scanner = Scanner(
-            client,
-            start,
-            end,
-            filters={"created": {"gte": since}},
-            sort_field="created",
-            known=known,
-            decoder=decode_activity,
-            convert=_to_table,
-            expected_total=max(0, source_total - writer.rows) or None,
-            label=f"activities {day} (top-up of what was created from {_utc(since)})",
-            logger=logger,
-        )
-        before = writer.rows
-        hourly, apps = _stream(scanner, writer, start)
-        added = writer.rows - before
-        top_up = TopUp(
-            run_id=writer.run_id,
-            from_ms=since,
-            scan_started_ms=scan_started,
-            added=added,
-            requests=client.stats.requests,
-            at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        )
-        merged_apps = dict(previous.apps)
-        for key, n in apps.items():
-            merged_apps[key] = merged_apps.get(key, 0) + n
-        manifest = writer.commit(
-            window=previous.window or Window(start, end),
-            source_total_at_scan=source_total,
-            scan_started_ms=scan_started,
-            watermark_ms=max(since, scan_started - WATERMARK_MARGIN_MS),
-            scan=_scan_figures(scanner, client),
-            top_ups=[*previous.top_ups, top_up],
-            hourly=((np.array(previous.hourly) if previous.hourly else 0) + hourly).tolist(),
-            apps=dict(sorted(merged_apps.items())),
-            written_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            filters=previous.filters,
-            compactions=previous.compactions,
-        )
-    _release_freed_memory()
+    writer.prefix = f"late-{since}"
+    writer.carry_over(previous)
+    known = DigestSet()
+    try:
+        stored = store.ids_since(day, since)
+    except DamagedDayError as exc:
+        raise DamagedDayError(f"{exc}. A top-up builds on the stored files; {FULL_RESCAN_HINT}") from None
+    if stored:
+        known.add_new(stored)
+    del stored
+    scanner = Scanner(
+        client,
+        start,
+        end,
+        filters={"created": {"gte": since}},
+        sort_field="created",
+        known=known,
+        decoder=decode_activity,
+        convert=_to_table,
+        expected_total=max(0, source_total - writer.rows) or None,
+        label=f"activities {day} (top-up of what was created from {_utc(since)})",
+        logger=logger,
+    )
+    before = writer.rows
+    hourly, apps = _stream(scanner, writer, start)
+    added = writer.rows - before
+    top_up = TopUp(
+        run_id=writer.run_id,
+        from_ms=since,
+        scan_started_ms=scan_started,
+        added=added,
+        requests=client.stats.requests,
+        at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    )
+    merged_apps = dict(previous.apps)
+    for key, n in apps.items():
+        merged_apps[key] = merged_apps.get(key, 0) + n
+    manifest = writer.commit(
+        window=previous.window or Window(start, end),
+        source_total_at_scan=source_total,
+        scan_started_ms=scan_started,
+        watermark_ms=max(since, scan_started - WATERMARK_MARGIN_MS),
+        scan=_scan_figures(scanner, client),
+        top_ups=[*previous.top_ups, top_up],
+        hourly=((np.array(previous.hourly) if previous.hourly else 0) + hourly).tolist(),
+        apps=dict(sorted(merged_apps.items())),
+        written_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        filters=previous.filters,
+        compactions=previous.compactions,
+    )
     return _result(day, writer, scanner, client, source_total, started, manifest, mode="top-up", added=added)
 
 

@@ -15,8 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -26,7 +29,7 @@ from dagster._core.remote_origin import InProcessCodeLocationOrigin
 from dagster._core.remote_representation.external import RemoteJob
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from dagster._utils.hosted_user_process import recon_job_from_origin
-from dagster._utils.interrupts import capture_interrupts
+from dagster._utils.interrupts import capture_interrupts, setup_interrupt_handlers
 
 MODULE = "activity_pipeline.definitions"
 # The code location's name wherever the UI loads it: pyproject's [tool.dg.project] code_location_name (dg dev)
@@ -36,7 +39,11 @@ REPOSITORY = "__repository__"
 
 
 def launch(
-    instance: dg.DagsterInstance, job_name: str, partition: str, run_config: Mapping[str, Any] | None = None
+    instance: dg.DagsterInstance,
+    job_name: str,
+    partition: str,
+    run_config: Mapping[str, Any] | None = None,
+    tags: Mapping[str, str] | None = None,
 ) -> dg.DagsterRun:
     """Create the run of `job_name` for `partition` as a run of the UI's code location, execute it here, and
     return it as it ended."""
@@ -53,7 +60,11 @@ def launch(
         recon_job = recon_job_from_origin(remote_job.get_python_origin())
         job_def = recon_job.get_definition()
         job_def.validate_partition_key(partition, selected_asset_keys=None, context=None)
-        tags = {**remote_job.tags, **job_def.get_tags_for_partition_key(partition, selected_asset_keys=None)}
+        tags = {
+            **remote_job.tags,
+            **job_def.get_tags_for_partition_key(partition, selected_asset_keys=None),
+            **(tags or {}),
+        }
         plan = location.get_execution_plan(
             remote_job, dict(run_config or {}), step_keys_to_execute=None, known_state=None, instance=instance
         ).execution_plan_snapshot
@@ -84,14 +95,104 @@ def launch(
     return ended
 
 
+# The signals that stop make (GNU make catches these and, on SIGINT or SIGHUP, waits for its children).
+_MAKE_STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# Exit status of a run that was interrupted: make's recipes stop their loops on it (128 + SIGINT).
+INTERRUPTED = 130
+
+
+def _signal_mask(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1], 16)
+    return 0
+
+
+def _make_ancestor() -> int | None:
+    """The `make` this process runs under (its parent, or the recipe shell's parent), if any (Linux)."""
+    pid = os.getppid()
+    for _ in range(3):
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip().endswith("make"):
+                return pid
+            pid = int(next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("PPid:"))
+                      .split()[1])  # fmt: skip
+        except (OSError, StopIteration, ValueError):
+            return None
+    return None
+
+
+def stop_with_make(on_stop: Callable[[], None], every: float = 0.5) -> threading.Event | None:
+    """Call `on_stop` once when the `make` this process runs under is told to stop, or dies.
+
+    A supervisor stops `make run` by signalling the PID it started: make's. GNU make passes SIGTERM to its
+    recipe's shell but not to the shell's children, and on SIGINT or SIGHUP waits for its children without
+    telling them; either way the run went on. make resets the signal it is handling to its default while it
+    waits (so it no longer catches it), and blocks it: both show in /proc, which this watches. Returns an event
+    that ends the watch; None when there is no make above this process (or no /proc).
+    """
+    make = _make_ancestor()
+    if make is None:
+        return None
+    fatal = sum(1 << (s - 1) for s in _MAKE_STOPS)
+    try:
+        caught = _signal_mask(make, "SigCgt") & fatal
+    except OSError:
+        return None
+    parent, done = os.getppid(), threading.Event()
+
+    def watch() -> None:
+        while not done.wait(every):
+            try:
+                handling = (caught & ~_signal_mask(make, "SigCgt")) or (_signal_mask(make, "SigBlk") & fatal)
+            except OSError:
+                handling = True  # make is gone
+            if handling or os.getppid() != parent:
+                on_stop()
+                return
+
+    threading.Thread(target=watch, name="stop-with-make", daemon=True).start()
+    return done
+
+
+def interrupt_this_process() -> None:
+    """What a Ctrl-C does: the run in this process ends as interrupted (`capture_interrupts`)."""
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+def handle_stop_signals() -> None:
+    """SIGINT, SIGTERM and SIGHUP end a run here as interrupted, even when this process was started in the
+    background, which ignores SIGINT (a recipe's shell starts it so, to pass make's signals on itself)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    setup_interrupt_handlers()  # SIGTERM as SIGINT
+    signal.signal(signal.SIGHUP, signal.getsignal(signal.SIGINT))
+    stop_with_make(interrupt_this_process)
+
+
+def was_interrupted(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
+    """Whether `run` failed because it was interrupted (a signal), not of itself."""
+    failures = instance.all_logs(
+        run.run_id, of_type={dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.RUN_FAILURE}
+    )
+    return any("interrupt" in repr(e.dagster_event).lower() for e in failures)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m activity_pipeline.launch", description=__doc__.splitlines()[0])
     parser.add_argument("job")
     parser.add_argument("partition")
     parser.add_argument("--config-json", default="{}", help="the run's config, as dg launch takes it")
+    parser.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="a run tag (repeatable)")
     args = parser.parse_args(argv)
-    run = launch(dg.DagsterInstance.get(), args.job, args.partition, json.loads(args.config_json))
-    return 0 if run.status == dg.DagsterRunStatus.SUCCESS else 1
+    tags = dict(t.split("=", 1) for t in args.tag if "=" in t)
+    handle_stop_signals()
+    try:
+        run = launch(dg.DagsterInstance.get(), args.job, args.partition, json.loads(args.config_json), tags)
+    except KeyboardInterrupt:
+        return INTERRUPTED  # before the run began: nothing was written
+    if run.status == dg.DagsterRunStatus.SUCCESS:
+        return 0
+    return INTERRUPTED if was_interrupted(dg.DagsterInstance.get(), run) else 1
 
 
 if __name__ == "__main__":

@@ -180,6 +180,41 @@ class Untidy(DemoTenant):
         return page
 
 
+class IgnoresCreated(DemoTenant):
+    """A server that ignores the `created` bound a client asks for (it still pages by `created` with the bounds it
+    hands out itself): a top-up gets the whole day back."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._issued: set[int] = set()
+
+    def scan(self, filters: dict[str, Any], **kw: Any) -> ServerPage:
+        f = copy.deepcopy(filters)
+        created = f.get("created")
+        if isinstance(created, dict) and created.get("gte") not in self._issued:
+            f.pop("created")
+        page = super().scan(f, **kw)
+        if page.next_filters and isinstance(page.next_filters.get("created"), dict):
+            self._issued.add(page.next_filters["created"]["gte"])
+        return page
+
+
+class RepeatsIds(DemoTenant):
+    """A server that adds the day's first records again to every page that starts after 20:00 (a scan by
+    timestamp): repeats too far apart for a scan's memory of recent pages (a 1-slice scan of a day of 5 pages)."""
+
+    def scan(self, filters: dict[str, Any], **kw: Any) -> ServerPage:
+        page = super().scan(filters, **kw)
+        window = filters.get("date") or {}
+        start = window.get("gte")
+        if isinstance(start, int) and start % DAY_MS > 20 * 3_600_000:
+            day = start - start % DAY_MS
+            first = super().scan({"date": {"gte": day, "lte": day + DAY_MS - 1}}, limit=500, sort_field="date",
+                                 direction="asc")  # fmt: skip
+            page.records = [*page.records, *first.records[:3]]
+        return page
+
+
 class LosesRecords(DemoTenant):
     """A server that silently leaves out every 1000th record of its scan pages (its counts still hold them)."""
 

@@ -210,14 +210,18 @@ def test_quarantined_records_are_reported_as_such_by_the_count_check(tmp_path, r
     assert not evaluations["no_quarantined_records"].passed
 
 
-def _interrupt(tmp_path: Path, recent: object, command: list[str], how: signal.Signals) -> tuple[float, str]:
-    """Start `command` on a slow server, let it reach the scan, signal it; (seconds to exit, its output)."""
+def _interrupt(
+    tmp_path: Path, recent: object, command: list[str], how: signal.Signals, *, pid_only: bool = False
+) -> tuple[float, str]:
+    """Start `command` on a slow server, let it reach the scan, signal it (`pid_only`: its PID alone, as a
+    supervisor stops the process it started); (seconds to exit, its output)."""
     data = tmp_path / "data"
     slow = serve(recent, latency_ms=800)
     proc = None
     try:
         proc = subprocess.Popen(
-            command, env=cli_env(slow.url, data, tmp_path / "home"), cwd=tmp_path, stdout=subprocess.PIPE,
+            command, env=cli_env(slow.url, data, tmp_path / "home"), cwd=REPO if pid_only else tmp_path,
+            stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, start_new_session=True,
         )  # fmt: skip
         deadline = time.monotonic() + 120
@@ -226,7 +230,7 @@ def _interrupt(tmp_path: Path, recent: object, command: list[str], how: signal.S
         assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
         signalled = time.monotonic()
         # SIGTERM to the process, as Kubernetes sends it; SIGINT to the group, as a terminal's Ctrl-C does.
-        os.kill(proc.pid, how) if how == signal.SIGTERM else os.killpg(proc.pid, how)
+        os.kill(proc.pid, how) if how == signal.SIGTERM or pid_only else os.killpg(proc.pid, how)
         output, _ = proc.communicate(timeout=120)
         return time.monotonic() - signalled, output
     finally:
@@ -238,20 +242,29 @@ def _interrupt(tmp_path: Path, recent: object, command: list[str], how: signal.S
 @pytest.mark.parametrize(
     ("how", "launcher"),
     [(signal.SIGTERM, "dg launch"), (signal.SIGINT, "dg launch"), (signal.SIGTERM, "dagster job execute"),
-     (signal.SIGTERM, "make run"), (signal.SIGINT, "make run")],
+     (signal.SIGTERM, "make run"), (signal.SIGINT, "make run"),
+     (signal.SIGTERM, "make run's PID"), (signal.SIGINT, "make run's PID"), (signal.SIGINT, "make backfill's PID")],
 )  # fmt: skip
 def test_an_interruption_stops_the_run_without_a_retry_and_cleans_staging(tmp_path, recent, how, launcher):
     if launcher == "dg launch":
         command = launch(DAY, job=True)
     elif launcher == "make run":  # its command for one tenant and day
         command = [sys.executable, "-m", "activity_pipeline.launch", "default_daily_activities", DAY.isoformat()]
+    elif launcher.startswith("make"):  # make itself, signalled at its own PID only
+        what = ["run", f"DAY={DAY}"] if "run" in launcher else ["backfill", f"FROM={DAY}", f"TO={RECENT[1]}"]
+        command = ["make", "-s", *what]
     else:
         dagster = str(Path(sys.executable).with_name("dagster"))
         command = [dagster, "job", "execute", "-m", "activity_pipeline.definitions", "-j", "default_daily_activities",
                    "--tags", json.dumps({"dagster/partition": DAY.isoformat()})]  # fmt: skip
-    seconds, output = _interrupt(tmp_path, recent, command, how)
+    seconds, output = _interrupt(tmp_path, recent, command, how, pid_only=launcher.endswith("PID"))
     print(f"{launcher} {how.name}: run ended {seconds:.1f}s after the signal")
     assert seconds < 30
+    left = subprocess.run(["pgrep", "-f", f"activity_pipeline.launch default_daily_activities {DAY}"],
+                          capture_output=True, text=True).stdout.split()  # fmt: skip
+    assert not left, f"the run's process went on after the signal: {left}"
+    if launcher.startswith("make backfill"):
+        assert f"default {RECENT[1]}" not in output, "the backfill stopped with the interrupted run"
     assert "RUN_SUCCESS" not in output and "STEP_UP_FOR_RETRY" not in output
     assert not tenant_data(tmp_path / "data").paths.days.exists(), "nothing swapped in"
     assert not [p for p in tenant_data(tmp_path / "data").staging.glob("date=*") if p.is_dir()], "staging cleaned"

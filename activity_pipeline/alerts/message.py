@@ -26,6 +26,9 @@ RUNBOOK = {
     "then run the day again",
     "apps_still_reporting": "an app that reported every day stopped: check that app's connector in the portal "
     "(missing_app_ids names it)",
+    "stored_files_intact": "a stored file is no longer what was written: each damaged day's line names its repair "
+    "(a full re-scan while the service holds the day, else the keep_days.copied_to copy); then make verify DAY=<day> "
+    "TENANT=<tenant>",
     "no_days_leaving_retention_unstored": "days near the end of the service's retention are not stored whole: see "
     "why the retention rescue's runs fail, then make backfill FROM=... TO=... with the days listed",
 }

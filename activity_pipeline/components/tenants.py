@@ -1,7 +1,7 @@
 """`ActivityTenants`: a Dagster component that builds every tenant's definitions from the configuration.
 
 For each tenant of ACTIVITY_TENANTS_FILE (or the one tenant of the MDCA_* variables, or the demo tenant):
-the asset `[name, "activities"]` with its own daily partitions and pool `mdca_api/<name>`, its nine checks,
+the asset `[name, "activities"]` with its own daily partitions and pool `mdca_api/<name>`, its ten checks,
 the job `<name>_daily_activities`, its schedule, and its `late_arrivals` and `retention_rescue` sensors.
 One `activities_duckdb` asset covers them all. Each tenant's resource is `mdca_<name>`
 (`defs.resources.resources_for`).
@@ -31,6 +31,7 @@ from activity_pipeline.defs.checks import build_checks
 from activity_pipeline.defs.lifecycle import build_lifecycle, build_vacuum
 from activity_pipeline.defs.partitions import daily_partitions
 from activity_pipeline.defs.resources import resources_for
+from activity_pipeline.defs.verification import build_verification
 from activity_pipeline.storage.dataset import open_dataset
 
 
@@ -77,6 +78,9 @@ def tenants_definitions(settings: config.PipelineConfig, today: dt.date | None =
         jobs.extend(lifecycle.jobs)
         schedules.extend(lifecycle.schedules)
         sensors.extend(lifecycle.sensors)
+    verification_job, verification_schedule = build_verification(settings.tenants, {t.name: a for t, _, a in built})
+    jobs.append(verification_job)
+    schedules.append(verification_schedule)
     if settings.data_url is not None:
         vacuum_job, vacuum_schedule = build_vacuum()
         jobs.append(vacuum_job)

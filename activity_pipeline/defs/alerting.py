@@ -25,6 +25,7 @@ from activity_pipeline.alerts import Alert, AlertDeliveryError, Destination
 from activity_pipeline.alerts.message import RETENTION_RUNBOOK, RUN_RUNBOOK, RUNBOOK
 from activity_pipeline.defs.automation import rescue_requests
 from activity_pipeline.defs.resources import ActivityStorage
+from activity_pipeline.defs.verification import JOB as VERIFICATION_JOB
 from activity_pipeline.ingest import SETTLE_DAYS
 from activity_pipeline.mdca.redact import redact
 from activity_pipeline.retention import RESCUE_MARGIN_DAYS
@@ -79,6 +80,8 @@ def run_failure_alert(context: dg.RunFailureSensorContext) -> Alert | None:
     """The alert for a failed run of a tenant's day; None for runs that are not a tenant's, or will be retried."""
     run = context.dagster_run
     tenant = _tenant_of(run)
+    if tenant is None and run.job_name == VERIFICATION_JOB:
+        tenant = "every tenant"  # the failure names each damaged tenant and day
     if tenant is None or run.tags.get("dagster/will_retry", "").lower() == "true":
         return None
     day = run.tags.get("dagster/partition")
@@ -91,8 +94,8 @@ def run_failure_alert(context: dg.RunFailureSensorContext) -> Alert | None:
         steps.append(f"{event.step_key}: {' '.join((text or '').split())[:1500]}")
     checks = _failed_checks(context.instance, run.run_id)
     details = "; ".join(steps) or context.failure_event.message or "the run failed"
-    runbook = RUN_RUNBOOK
-    what = "the run failed"
+    runbook = RUNBOOK["stored_files_intact"] if run.job_name == VERIFICATION_JOB else RUN_RUNBOOK
+    what = "stored days are damaged" if run.job_name == VERIFICATION_JOB else "the run failed"
     if checks:
         what = "check failed: " + ", ".join(name for name, _ in checks)
         details = " ".join(f"{name}: {text}" for name, text in checks) + (f" ({details})" if steps else "")

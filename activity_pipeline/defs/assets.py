@@ -19,8 +19,7 @@ from activity_pipeline.ingest import (
     FiltersChangedError,
     IngestResult,
     ShorterScanError,
-    ingest_day,
-    top_up_day,
+    collect_day,
 )
 from activity_pipeline.mdca import (
     ConfigError,
@@ -32,7 +31,12 @@ from activity_pipeline.mdca import (
 )
 from activity_pipeline.retention import RESCUE_MARGIN_DAYS, check_retention
 from activity_pipeline.storage.duckdb_views import DatabaseBusyError, DatabaseWriteError, build_database
-from activity_pipeline.storage.errors import DamagedDayError, DayLockedError, StorageLocationError
+from activity_pipeline.storage.errors import (
+    DamagedDayError,
+    DayLockedError,
+    StorageLocationError,
+    UnsafeVersionError,
+)
 from activity_pipeline.storage.schema import COLUMNS
 
 # Filesystem errors that another attempt a minute later will meet again, each with what to do about it.
@@ -62,6 +66,7 @@ _FINAL = (
     FiltersChangedError,
     DamagedDayError,
     StorageLocationError,
+    UnsafeVersionError,
 )
 
 COLUMN_SCHEMA = dg.TableSchema(
@@ -157,17 +162,14 @@ def _materialize_day(
         # Retention is relative to the service's now: the run's start time stands in for it.
         check_retention(day, run_start(context))
         storage.check_location()
-        previous = store.manifest(day)
-        full = _tag(context, FULL_RESCAN_TAG)
         with mdca.client(context.log) as client:
-            if previous is not None and previous.watermark_ms is not None and not full:
-                # Stored already: add what was created since its watermark, not the whole day again.
-                result = top_up_day(client, store, day, logger=context.log, run_id=run_id)
-            else:
-                result = ingest_day(
-                    client, store, day, slices=mdca.slices or None, logger=context.log, run_id=run_id,
-                    allow_shorter=_tag(context, ALLOW_SHORTER_TAG),
-                )  # fmt: skip
+            # A stored day is topped up with what was created since its watermark, not scanned again; the
+            # choice is made under the day's lock, from what is committed then.
+            result = collect_day(
+                client, store, day, mode="full" if _tag(context, FULL_RESCAN_TAG) else "auto",
+                slices=mdca.slices or None, logger=context.log, run_id=run_id,
+                allow_shorter=_tag(context, ALLOW_SHORTER_TAG),
+            )  # fmt: skip
     except _FINAL as exc:
         raise dg.Failure(description=f"tenant {tenant}: {exc}", allow_retries=False) from None
     except OSError as exc:

@@ -1,6 +1,6 @@
 """Partition-aware checks on a tenant's `activities`: is each stored day complete, unique, in range and well formed?
 
-The nine checks run as one step that reads the day once (`@dg.multi_asset_check`, `can_subset=True`).
+The ten checks run as one step that reads the day once (`@dg.multi_asset_check`, `can_subset=True`).
 Each reports `actual`, `expected` and `diff` in its metadata. A check with nothing to judge yields no
 result: Dagster shows it as Skipped, and the step's log says why. The two ERROR checks marked blocking stop
 `activities_duckdb` in the same run when they fail.
@@ -24,6 +24,7 @@ from activity_pipeline.mdca.filters import describe
 from activity_pipeline.retention import RESCUE_MARGIN_DAYS, RETENTION_DAYS, DayAtRisk, at_risk
 from activity_pipeline.storage.core import TenantStore
 from activity_pipeline.storage.facts import DayFacts
+from activity_pipeline.storage.integrity import Verification
 from activity_pipeline.storage.manifest import Manifest
 
 TRAILING_DAYS = 7
@@ -51,6 +52,8 @@ class Evidence:
     at_risk: list[DayAtRisk] | None = None
     # The tenant's API filters now (`mdca.filters`); each stored day's manifest says which it was collected under.
     filters: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # The day's last verification (`make verify`, the weekly activities_verification job), if any.
+    verification: Verification | None = None
 
 
 @dataclasses.dataclass
@@ -261,6 +264,26 @@ def no_days_leaving_retention_unstored(e: Evidence) -> Verdict | str:
     return Verdict(not risky, WARN, metadata, note)
 
 
+def stored_files_intact(e: Evidence) -> Verdict | str:
+    """The day's last verification, when it read the version stored now."""
+    manifest, v = e.facts.manifest, e.verification
+    if manifest is None:
+        return _missing(e.facts.day, ERROR)
+    if v is None or v.version != manifest.run_id:
+        return (
+            f"the version stored now (written by run {manifest.run_id}) has not been read again since it was written "
+            "(it was checked before its commit); the weekly activities_verification job reads it, or make verify "
+            f"DAY={e.facts.day} TENANT={e.tenant} now"
+        )
+    return Verdict(v.intact, ERROR, verification_metadata(v), "; ".join(v.problems) or None)
+
+
+def verification_metadata(v: Verification) -> dict[str, Any]:
+    """What stored_files_intact shows of a verification, from the daily job's checks and the verification job."""
+    return {"actual": len(v.problems), "expected": 0, "diff": len(v.problems), "verified_at": v.verified_at,
+            "files": v.files, "rows": v.rows, "written_before_digests": v.undigested}  # fmt: skip
+
+
 # name: (judge, blocking, what passing means: the UI's description)
 CHECKS: dict[str, tuple[Judge, bool, str]] = {
     "count_matches_source": (count_matches_source, True,
@@ -286,6 +309,9 @@ CHECKS: dict[str, tuple[Judge, bool, str]] = {
     "no_days_leaving_retention_unstored": (no_days_leaving_retention_unstored, False,
         f"No day of the tenant leaves the service's {RETENTION_DAYS}-day retention within {RESCUE_MARGIN_DAYS} days "
         "while missing or incomplete (the tenant's risk as of the run, shown on every day's checks)."),
+    "stored_files_intact": (stored_files_intact, False,
+        "When the day was last read again (make verify, the weekly activities_verification job), every file was "
+        "as written: the same bytes (SHA-256), every column decoding, the rows its manifest records."),
 }  # fmt: skip
 _HISTORY = {"no_unexpected_silent_hours", "apps_still_reporting"}
 _RETENTION = "no_days_leaving_retention_unstored"
@@ -294,7 +320,7 @@ _RETENTION = "no_days_leaving_retention_unstored"
 def build_checks(
     tenant: str, asset: dg.AssetsDefinition, partitions: dg.DailyPartitionsDefinition, *, watch_retention: bool = True
 ) -> dg.AssetChecksDefinition:
-    """The tenant's nine checks on `asset`, in one step; they reach its tenant through `mdca_<name>`.
+    """The tenant's ten checks on `asset`, in one step; they reach its tenant through `mdca_<name>`.
     `watch_retention` False (a demo tenant, whose days are made again on demand): no day is ever at risk."""
     resource = mdca_key(tenant)
 
@@ -305,7 +331,7 @@ def build_checks(
         ],
         can_subset=True,
         name=f"{tenant}_activities_checks",
-        description=f"The nine checks of a day of tenant {tenant}, in one step that reads the stored day once.",
+        description=f"The ten checks of a day of tenant {tenant}, in one step that reads the stored day once.",
         required_resource_keys={resource, "storage"},
     )
     def activities_checks(context: dg.AssetCheckExecutionContext) -> Iterator[dg.AssetCheckResult]:
@@ -322,6 +348,7 @@ def build_checks(
             storage=storage,
             at_risk=_at_risk(context, store, partitions) if watch_retention and _RETENTION in wanted else [],
             filters=mdca.filters,
+            verification=store.verifications().get(day) if "stored_files_intact" in wanted else None,
         )
         for name, (judge, _, _) in CHECKS.items():
             if name not in wanted:

@@ -61,3 +61,10 @@ class EndpointError(MdcaError):
     On a scan's first request this is a configuration error (a mistyped MDCA_API_URL, a firewall, a proxy
     that intercepts TLS), which no retry fixes.
     """
+
+
+class FilterIgnoredError(ProtocolError):
+    """The server answered with records the request's own filters exclude (a `created` bound it ignored, say).
+
+    Such an answer cannot be trusted to be the set asked for, so nothing of it is stored.
+    """

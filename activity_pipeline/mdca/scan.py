@@ -28,7 +28,7 @@ import msgspec
 
 from activity_pipeline.mdca.client import MdcaClient, window_filters
 from activity_pipeline.mdca.dedupe import DigestSet, RecentIds
-from activity_pipeline.mdca.errors import ScanStalledError
+from activity_pipeline.mdca.errors import FilterIgnoredError, ScanStalledError
 from activity_pipeline.mdca.paging import ServerCursor
 from activity_pipeline.mdca.slices import Slice, WorkQueue
 from activity_pipeline.pagebody import PageBody
@@ -41,6 +41,7 @@ class RecordKeys(msgspec.Struct, gc=False):  # untracked, like ActivityRecord (s
 
     id: str | None = msgspec.field(default=None, name="_id")
     timestamp: int | None = None
+    created: int | None = None
 
 
 @dataclasses.dataclass
@@ -165,6 +166,7 @@ class Scanner:
         self._in_flight_limit = max(1, pages_in_flight)
         self._in_flight = threading.BoundedSemaphore(self._in_flight_limit)
         self._slice_held: dict[int, int] = {}
+        self._created_bounds = _bounds(self.filters.get("created"))
 
     # Per page, in the worker thread.
     def _fetch_slice(
@@ -205,6 +207,7 @@ class Scanner:
             raws: list[msgspec.Raw] = []
             rows: list[Any] = []
             malformed: list[msgspec.Raw] = []
+            outside_filter: list[int | None] = []
             passed_end = dropped_out = dups = 0
             beyond = False
             for raw in page.data:
@@ -226,8 +229,13 @@ class Scanner:
                     beyond = beyond or (ts >= end and by_timestamp)
                     dropped_out += 1
                     continue
+                if self._created_bounds is not None and not _within(row.created, self._created_bounds):
+                    outside_filter.append(row.created)
+                    continue
                 raws.append(raw)
                 rows.append(row)
+            if outside_filter:
+                self._refuse(outside_filter, len(page.data), cursor.label)
             # A page that brings nothing new to this scan means the cursor is going round; one of ids stored
             # already (a top-up's) does not.
             moved = bool(malformed)
@@ -275,6 +283,24 @@ class Scanner:
                     f"duplicates, {dropped_out} outside the window) but hasNext is true; stopping rather than looping"
                 )
             cursor.advance()
+
+    def _refuse(self, created: list[int | None], received: int, label: str) -> None:
+        """Stop the scan: the server answered with records its request's `created` filter excludes."""
+        lo, hi = self._created_bounds or (None, None)
+        asked = " and ".join(
+            f"{word} {_utc(bound)}" for word, bound in (("from", lo), ("before", hi)) if bound is not None
+        )
+        known = sorted(c for c in created if c is not None)
+        seen = f"created from {_utc(known[0])} to {_utc(known[-1])}" if known else "without a `created` time"
+        if known and len(known) < len(created):
+            seen += f" (and {len(created) - len(known)} without one)"
+        raise FilterIgnoredError(
+            f"{label}: the server answered a request for records created {asked} with {len(created)} of "
+            f"{received} records {seen}: it ignored the request's `created` filter. Its answers are not the set "
+            "that was asked for, so nothing of this scan is stored and the stored day is unchanged. The service "
+            "(or a proxy at its address) must honour `created`; until it does, collect the day with a full scan "
+            "(the tag activity_pipeline/full_rescan=true), which needs no `created` filter."
+        )
 
     def _take_turn(self, stop: threading.Event) -> None:
         """Wait for a page's turn (see `pages_in_flight`), or give up when the scan is being torn down."""
@@ -392,6 +418,35 @@ class Scanner:
                 f"{self.client.stats.retries} retries, {st.seconds:.1f}s"
             )
         self.log.info(line)
+
+
+def _bounds(spec: Any) -> tuple[int | None, int | None] | None:
+    """The [low, high) bounds, epoch ms, that a `created` filter sets; None when there is none to check."""
+    if not isinstance(spec, dict):
+        return None
+    lo = hi = None
+    if "gte" in spec:
+        lo = spec["gte"]
+    if "gt" in spec:
+        lo = spec["gt"] + 1
+    if "lte" in spec:
+        hi = spec["lte"] + 1
+    if "lt" in spec:
+        hi = spec["lt"]
+    return (lo, hi) if lo is not None or hi is not None else None
+
+
+def _within(value: int | None, bounds: tuple[int | None, int | None]) -> bool:
+    lo, hi = bounds
+    if value is None or isinstance(value, bool):
+        return False
+    return (lo is None or value >= lo) and (hi is None or value < hi)
+
+
+def _utc(ms: int) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 class _Stopped(Exception):

@@ -27,6 +27,7 @@ import msgspec
 import pyarrow as pa
 
 from activity_pipeline.storage.facts import DayFacts
+from activity_pipeline.storage.integrity import Verification
 from activity_pipeline.storage.manifest import Compaction, Manifest
 
 
@@ -211,6 +212,37 @@ class TenantStore(abc.ABC):
     @abc.abstractmethod
     def deleted_days(self) -> list[DeletedDay]:
         """The audit records of the tenant's deleted days."""
+
+    @abc.abstractmethod
+    def _verify_version(self, day: dt.date, manifest: Manifest) -> Verification:
+        """Read every file of the version `manifest` describes again, whole (`storage.integrity.verify_files`)."""
+
+    @abc.abstractmethod
+    def record_verification(self, verification: Verification) -> None:
+        """Keep what a verification found on a day (replacing the last)."""
+
+    @abc.abstractmethod
+    def verifications(self) -> dict[dt.date, Verification]:
+        """The last verification of every verified day."""
+
+    def verify_day(self, day: dt.date) -> Verification | None:
+        """Verify the stored `day`'s current version and keep what was found; None when the day is not stored.
+
+        Without the day's lock (runs of the day go on meanwhile): a version replaced while it was read is read
+        again, as the new version, so a swap is never taken for damage.
+        """
+        for _ in range(3):
+            manifest = self.manifest(day)
+            if manifest is None:
+                return None
+            verification = self._verify_version(day, manifest)
+            now = self.manifest(day)
+            if verification.intact or now is None or now.run_id == manifest.run_id:
+                break
+        if self.manifest(day) is None:
+            return None
+        self.record_verification(verification)
+        return verification
 
     def days(self) -> list[dt.date]:
         """The stored days, oldest first."""

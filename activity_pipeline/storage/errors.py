@@ -22,3 +22,14 @@ class DamagedDayError(RuntimeError):
 class DayChangedError(RuntimeError):
     """Another run replaced a day while a top-up of it ran (object storage, where day locks are per machine).
     A retry tops up the new version."""
+
+
+class UnsafeVersionError(RuntimeError):
+    """A new version of a day failed the check made before every commit (an id twice, a row outside the day): it
+    was kept aside, never swapped in. The stored day is unchanged.
+
+    `path`: where the refused files are, for a person to look at."""
+
+    def __init__(self, message: str, path: object) -> None:
+        super().__init__(message)
+        self.path = path

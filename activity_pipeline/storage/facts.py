@@ -174,3 +174,25 @@ def _query_rows(facts: DayFacts, paths: list[str], setup: list[str], spill: Path
     facts.duplicate_ids, facts.min_ms, facts.max_ms, facts.outside = int(dups), lo, hi, int(outside)
     facts.rows_at_watermark = int(at_watermark) if facts.watermark_ms is not None else None
     return int(rows)
+
+
+def version_problems(day: dt.date, paths: list[str], setup: list[str], spill: Path, rows: int) -> DayFacts:
+    """The facts of a new version of `day` (its files at `paths`, `rows` rows) before it is committed: the writer
+    refuses it when `unsafe(facts)` says anything (`DayWriter.commit`)."""
+    facts = DayFacts(day, exists=True, rows=rows)
+    facts.rows = query_rows(facts, paths, setup, spill)
+    return facts
+
+
+def unsafe(facts: DayFacts, expected_rows: int) -> list[str]:
+    """What makes a version unfit to be the day: ids twice, rows outside it, files that do not read, rows lost."""
+    problems = []
+    if facts.duplicate_ids:
+        problems.append(f"{facts.duplicate_ids:,} rows repeat an id the version already holds")
+    if facts.outside:
+        problems.append(f"{facts.outside:,} rows have a timestamp outside {facts.day}")
+    if facts.unreadable:
+        problems.append(f"{len(facts.unreadable)} file(s) do not read back ({'; '.join(facts.unreadable.values())})")
+    elif facts.rows != expected_rows:
+        problems.append(f"its files hold {facts.rows:,} rows where {expected_rows:,} were written")
+    return problems

@@ -28,6 +28,7 @@ identity); never from this project's settings.
 from __future__ import annotations
 
 import datetime as dt
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -49,15 +50,23 @@ from activity_pipeline.storage.delta import (
     MANIFESTS,
     PARTITION_BY,
     QUARANTINES,
+    TABLE,
     TABLE_SCHEMA,
     Lake,
     partition,
 )
 from activity_pipeline.storage.errors import DamagedDayError
 from activity_pipeline.storage.facts import DayFacts, query_rows
+from activity_pipeline.storage.integrity import (
+    CHUNK,
+    Verification,
+    decode_verification,
+    encode_verification,
+    verify_files,
+)
 from activity_pipeline.storage.lake_sql import duckdb_setup, duckdb_url
 from activity_pipeline.storage.lake_writer import LakeDayWriter
-from activity_pipeline.storage.layout import TenantPaths, check_root
+from activity_pipeline.storage.layout import VERIFIED, TenantPaths, check_root
 from activity_pipeline.storage.manifest import Manifest, loads
 
 Files = dict[tuple[str, dt.date], list[dict[str, Any]]]
@@ -188,6 +197,35 @@ class LakeStore(TenantStore):
         return sorted(
             (d for d in (decode_deleted(x) for x in found if x is not None) if d is not None), key=lambda d: d.day
         )
+
+    def _verify_version(self, day: dt.date, manifest: Manifest) -> Verification:
+        """Each file downloaded to the staging folder, verified, and removed, one at a time."""
+        import obstore
+
+        present = sorted(f["name"] for f in self.current_files().get(day, []))
+        where = partition(self.tenant, day)
+        self.staging.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self.staging, prefix=f"verify-{day.isoformat()}.") as folder:
+            files = {}
+            for name in manifest.files:
+                path = Path(folder) / name
+                try:
+                    with open(path, "wb") as out:
+                        for chunk in obstore.get(self.lake.store, f"{TABLE}/{where}/{name}").stream(CHUNK):
+                            out.write(chunk)
+                except FileNotFoundError:
+                    path.unlink(missing_ok=True)
+                    continue
+                files[name] = path
+            return verify_files(self.tenant, manifest, files, present=present)
+
+    def record_verification(self, verification: Verification) -> None:
+        self.lake.put(f"{VERIFIED}/tenant={self.tenant}/{verification.day.isoformat()}.json",
+                      encode_verification(verification))  # fmt: skip
+
+    def verifications(self) -> dict[dt.date, Verification]:
+        found = (self.lake.get(k) for k in self.lake.keys(f"{VERIFIED}/tenant={self.tenant}"))
+        return {v.day: v for v in (decode_verification(d) for d in found if d is not None) if v is not None}
 
     def _finding_key(self, day: dt.date) -> str:
         # The same names as on local disk (storage.layout.HEALTH), beside the table.

@@ -26,6 +26,8 @@ from activity_pipeline.storage.delta import (
     partition,
 )  # fmt: skip
 from activity_pipeline.storage.errors import DayChangedError
+from activity_pipeline.storage.integrity import file_digests
+from activity_pipeline.storage.lake_sql import duckdb_setup
 from activity_pipeline.storage.manifest import Compaction, Manifest, dumps
 from activity_pipeline.storage.schema import SCHEMA
 from activity_pipeline.storage.staging import QUARANTINE, StagedDay
@@ -96,13 +98,22 @@ class LakeDayWriter(StagedDay):
         # Names no other version uses: the run's id in each.
         uploads = {f"{p.stem}-{self.run_id}.parquet": p for p in local}
         where = partition(self.tenant, self.day)
+        if local:
+            carried_urls = [f"{self.target}/{name}" for name in (carried.files if carried is not None else [])]
+            self._guard([*carried_urls, *(str(p) for p in local)], duckdb_setup(self.lake.url))
+        taken = file_digests(local)
+        digests = {name: taken[path.name] for name, path in uploads.items()}
         quarantines = list(carried.quarantine_files if carried is not None else [])
         if (self.stage / QUARANTINE).exists():
             quarantines.append(f"{QUARANTINES}/{where}/{self.run_id}.jsonl")
         manifest = self._manifest(
             sorted([*(carried.files if carried is not None else []), *uploads]),
             (carried.bytes if carried is not None else 0) + sum(p.stat().st_size for p in local),
-            {"quarantine_files": quarantines, **figures},
+            {
+                "quarantine_files": quarantines,
+                "digests": {**(carried.digests if carried is not None else {}), **digests},
+                **figures,
+            },
         )
         store = self.lake.store
         for name, path in uploads.items():
@@ -147,7 +158,7 @@ class LakeDayWriter(StagedDay):
         import obstore
 
         files = list(files)
-        manifest = self._rearranged(previous, [p.name for p in files], sum(p.stat().st_size for p in files), compaction)
+        manifest = self._rearranged(previous, files, compaction)
         where = partition(self.tenant, self.day)
         for path in files:
             obstore.put(self.lake.store, f"{TABLE}/{where}/{path.name}", path)

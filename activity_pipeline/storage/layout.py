@@ -3,6 +3,7 @@
     activities/tenant=<name>/date=YYYY-MM-DD/    the tenant's days (`storage.local`), hive-style, so any
                                                  engine reads `tenant` and `date` as columns
     _health/tenant=<name>/YYYY-MM-DD.json        the count check's last word on each day
+    _verified/tenant=<name>/YYYY-MM-DD.json      the last verification of each day (`make verify`)
     _index/tenant=<name>.json                    the tenant's days and their rows (`storage.index`)
     .staging/tenant=<name>/                      work in progress and day locks, for both backends; never
                                                  under activities/
@@ -29,6 +30,8 @@ HEALTH = "_health"
 # One audit record per day deleted for the tenant's `keep_days` (`storage.core.DeletedDay`).
 DELETED = "_deleted"
 INDEX = "_index"
+# The last verification of each stored day (`storage.integrity.Verification`), beside the findings.
+VERIFIED = "_verified"
 # Under a tenant's staging folder: scans that were not swapped in (see `StagedDay.keep_aside`).
 KEPT_ASIDE = "kept-aside"
 
@@ -77,6 +80,10 @@ class TenantPaths:
     @property
     def deleted(self) -> Path:
         return self.root / DELETED / f"tenant={self.tenant}"
+
+    @property
+    def verified(self) -> Path:
+        return self.root / VERIFIED / f"tenant={self.tenant}"
 
     @property
     def index(self) -> Path:

@@ -44,6 +44,12 @@ from activity_pipeline.storage.core import (
 )
 from activity_pipeline.storage.errors import DamagedDayError
 from activity_pipeline.storage.facts import DayFacts, query_rows, why
+from activity_pipeline.storage.integrity import (
+    Verification,
+    decode_verification,
+    encode_verification,
+    verify_files,
+)
 from activity_pipeline.storage.layout import DATASET, DELETED, HEALTH, TenantPaths, adopt_legacy_days, check_root
 from activity_pipeline.storage.manifest import MANIFEST, Compaction, Manifest, dumps, loads
 from activity_pipeline.storage.schema import SCHEMA, TIMESTAMP
@@ -94,6 +100,7 @@ class LocalDayWriter(StagedDay):
         super().__init__(store.tenant, store.staging, day, run_id=run_id, prefix=prefix)
         self.store = store
         self._target = store.day_location(day)
+        self._carried: Manifest | None = None
 
     @property
     def target(self) -> Path:
@@ -113,10 +120,13 @@ class LocalDayWriter(StagedDay):
         if quarantine.exists():
             shutil.copy2(quarantine, self.stage / QUARANTINE)  # copied: this version may append to it
         self.rows, self.quarantined = manifest.rows, manifest.quarantined
+        self._carried = manifest
 
     def commit(self, **figures: Any) -> Manifest:
         """Finish the files, write the manifest, and swap the staged day into place."""
         staged = self._close_stage()
+        self._guard([str(p) for p in staged])
+        figures = {"digests": self._digests(staged, self._carried), **figures}
         manifest = self._manifest([p.name for p in staged], sum(p.stat().st_size for p in staged), figures)
         return self._swap_in(manifest)
 
@@ -136,7 +146,7 @@ class LocalDayWriter(StagedDay):
         if (self.target / QUARANTINE).exists():
             shutil.copy2(self.target / QUARANTINE, self.stage / QUARANTINE)
         files = list(files)
-        manifest = self._rearranged(previous, [p.name for p in files], sum(p.stat().st_size for p in files), compaction)
+        manifest = self._rearranged(previous, files, compaction)
         return self._swap_in(manifest)
 
     def _swap_in(self, manifest: Manifest) -> Manifest:
@@ -272,6 +282,20 @@ class LocalStore(TenantStore):
     def deleted_days(self) -> list[DeletedDay]:
         found = (decode_deleted(p.read_bytes()) for p in self.paths.deleted.glob("*.json"))
         return sorted((d for d in found if d is not None), key=lambda d: d.day)
+
+    def _verify_version(self, day: dt.date, manifest: Manifest) -> Verification:
+        folder = self.paths.day_dir(day)
+        files = {name: folder / name for name in manifest.files if (folder / name).is_file()}
+        present = [p.name for p in folder.glob("*.parquet")]
+        return verify_files(self.tenant, manifest, files, present=present)
+
+    def record_verification(self, verification: Verification) -> None:
+        target = self.paths.verified / f"{verification.day.isoformat()}.json"
+        _write_atomically(target, encode_verification(verification))
+
+    def verifications(self) -> dict[dt.date, Verification]:
+        found = (decode_verification(p.read_bytes()) for p in self.paths.verified.glob("*.json"))
+        return {v.day: v for v in found if v is not None}
 
     def record_finding(self, finding: Finding) -> Path:
         """One small file per day, replaced atomically, so that a reader never sees half of one."""

@@ -6,6 +6,8 @@ defaults, and fields this code does not know are ignored.
 
     version 1   (no `manifest_version` field) every manifest written before this module
     version 2   the same fields, with `manifest_version`
+    version 3   `filters` and `compactions`
+    version 4   `digests`: each file's rows, bytes and SHA-256 as written (`storage.integrity`)
 
 >>> m = Manifest(day=dt.date(2026, 11, 24), rows=3, files=["part-000000000.parquet"])
 >>> loads(dumps(m)).rows, loads(b'{"day": "2026-11-24", "rows": 5}').manifest_version
@@ -20,8 +22,8 @@ from typing import Any
 import msgspec
 
 # 3: `filters`, the API filters the day was collected under (2 and earlier were collected unfiltered), and
-# `compactions`.
-MANIFEST_VERSION = 3
+# `compactions`. 4: `digests`, each file's size, rows and SHA-256, for `make verify`.
+MANIFEST_VERSION = 4
 # The name of a local day's manifest file.
 MANIFEST = "_manifest.json"
 
@@ -45,6 +47,14 @@ class Compaction(msgspec.Struct, frozen=True):
     files: list[str]
     row_groups: int
     bytes: int
+
+
+class FileDigest(msgspec.Struct, frozen=True):
+    """What one stored file was when it was written: `make verify` reads it again and compares."""
+
+    rows: int
+    bytes: int
+    sha256: str
 
 
 class TopUp(msgspec.Struct, frozen=True):
@@ -91,6 +101,8 @@ class Manifest(msgspec.Struct, kw_only=True):
     filters: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
     # Each compaction of the day; the day is compacted while its files are the last one's.
     compactions: list[Compaction] = msgspec.field(default_factory=list)
+    # Each file's digest (by name), taken as it was written; empty in manifests before version 4.
+    digests: dict[str, FileDigest] = msgspec.field(default_factory=dict)
     manifest_version: int = 1
 
     @property

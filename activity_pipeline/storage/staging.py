@@ -26,9 +26,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from activity_pipeline.storage.core import DayWriter
-from activity_pipeline.storage.errors import DayLockedError
+from activity_pipeline.storage.errors import DayLockedError, UnsafeVersionError
+from activity_pipeline.storage.facts import unsafe, version_problems
+from activity_pipeline.storage.integrity import file_digests
 from activity_pipeline.storage.layout import KEPT_ASIDE
-from activity_pipeline.storage.manifest import MANIFEST_VERSION, Compaction, Manifest
+from activity_pipeline.storage.manifest import MANIFEST_VERSION, Compaction, FileDigest, Manifest
 from activity_pipeline.storage.schema import DICTIONARY_COLUMNS, SCHEMA, SCHEMA_VERSION
 
 QUARANTINE = "_quarantine.jsonl"
@@ -91,6 +93,8 @@ class StagedDay(DayWriter):
                 use_dictionary=DICTIONARY_COLUMNS,
                 # Min/max of `raw` would copy two whole records per row group into the footer, to no use.
                 write_statistics=[c for c in SCHEMA.names if c != "raw"],
+                # A CRC per page, checked by `make verify`: a flipped byte is found, not decoded into garbage.
+                write_page_checksum=True,
             )
             self._writers[slice_start_ms] = writer
         if table.num_rows:
@@ -133,6 +137,31 @@ class StagedDay(DayWriter):
         self._close_files()
         return sorted(self.stage.glob("*.parquet"))
 
+    def _guard(self, paths: Sequence[str], setup: Sequence[str] = ()) -> None:
+        """Refuse the new version unless every id in it is once, every row inside the day and every file reads
+        back with the rows written: checked on the version's own files (`paths`, readable by DuckDB after the
+        `setup` SQL), after they are closed and before anything is swapped in. A refused version is kept aside
+        and UnsafeVersionError raised; the stored day stays as it was."""
+        facts = version_problems(self.day, list(paths), list(setup), self.staging_root / "duckdb-spill", self.rows)
+        problems = unsafe(facts, self.rows)
+        if not problems:
+            return
+        aside = self.keep_aside()
+        raise UnsafeVersionError(
+            f"The new version of {self.day} was refused before it was swapped in: {'; '.join(problems)}. The stored "
+            f"day is unchanged; the refused files are kept aside in {aside}. The server repeated records or answered "
+            "outside the day that was asked for: run the day again later, and if it happens again, keep the kept-"
+            "aside files and the run's log for whoever runs the service (or the proxy in front of it).",
+            aside,
+        )
+
+    @staticmethod
+    def _digests(staged: Sequence[Path], carried: Manifest | None = None) -> dict[str, FileDigest]:
+        """The digests of the version's files: the carried ones' from the version they come from, the rest taken
+        now from the staged files (closed, so as they will be stored)."""
+        known = dict(carried.digests) if carried is not None else {}
+        return {**known, **file_digests([p for p in staged if p.name not in known])}
+
     def _manifest(self, files: list[str], size: int, figures: dict[str, Any]) -> Manifest:
         """The version's manifest: what the writer knows, then the caller's figures."""
         return Manifest(
@@ -148,13 +177,16 @@ class StagedDay(DayWriter):
             **figures,
         )
 
-    def _rearranged(self, previous: Manifest, names: list[str], size: int, compaction: Compaction) -> Manifest:
-        """The manifest of a rearranged version: `previous`, with its files now `names`."""
+    def _rearranged(self, previous: Manifest, files: Sequence[Path], compaction: Compaction) -> Manifest:
+        """The manifest of a rearranged version: `previous`, with its files now `files`."""
         self._files_closed = True
         self.rows, self.quarantined = previous.rows, previous.quarantined
+        names = [p.name for p in files]
+        size = sum(p.stat().st_size for p in files)
         return msgspec.structs.replace(
             previous,
             files=sorted(names),
+            digests=file_digests(list(files)),
             bytes=size,
             run_id=self.run_id,
             written_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

@@ -1,0 +1,187 @@
+"""Whether a stored day is still what was written: each file's digest taken at write time, and read again later.
+
+Every writer of a day (a scan, a top-up, a compaction) records in the day's manifest each file's rows, bytes and
+SHA-256 (`Manifest.digests`). `verify_files` reads every file of a day again, whole: its bytes against the
+digest, and every column of every row group decoded (with Parquet's page checksums, written since manifest
+version 4). A file without a recorded digest (written before) is decoded and each `raw` parsed as JSON whose
+`_id` is the row's `id`: what can still be proved without one.
+
+No Dagster here; `storage.core.TenantStore.verify_day` feeds it the day's files on either backend, and
+`activity_pipeline.verify` (`make verify`) and the weekly verification job report what it finds.
+
+>>> digests = file_digests([Path("part-000000000.parquet")])          # doctest: +SKIP
+>>> verify_files(manifest, {"part-000000000.parquet": path}).problems  # doctest: +SKIP
+[]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+import msgspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from activity_pipeline.storage.manifest import FileDigest, Manifest
+
+# Read this much at a time, to hash and to download: a few of these are all a verification holds of a file.
+CHUNK = 4 << 20
+# Rows decoded at a time from a row group: bounds the Arrow memory of a verification (raw is ~3.5 KB a row).
+BATCH_ROWS = 8_192
+
+
+def sha256_stream(stream: BinaryIO) -> tuple[str, int]:
+    """The SHA-256 (hex) and length of what `stream` holds, read in chunks."""
+    digest = hashlib.sha256()
+    size = 0
+    while chunk := stream.read(CHUNK):
+        digest.update(chunk)
+        size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def file_digests(paths: Sequence[Path]) -> dict[str, FileDigest]:
+    """Each file's rows (from its footer), bytes and SHA-256, by name: what its manifest records."""
+    found = {}
+    for path in paths:
+        with open(path, "rb") as fh:
+            sha, size = sha256_stream(fh)
+        found[path.name] = FileDigest(rows=pq.read_metadata(path).num_rows, bytes=size, sha256=sha)
+    return found
+
+
+class Verification(msgspec.Struct, kw_only=True):
+    """What a verification found on one version of a day, kept beside the dataset (one small JSON per day,
+    replaced whole): the `intact` check and the weekly job read it back. Keep the field names."""
+
+    tenant: str
+    day: dt.date
+    # The version verified (its manifest's run), and when.
+    version: str
+    verified_at: str
+    intact: bool
+    files: int
+    rows: int
+    bytes: int
+    seconds: float
+    # One line per damaged or unexpected file, naming it; empty when intact.
+    problems: list[str] = msgspec.field(default_factory=list)
+    # Files that had no digest to compare with (written before digests existed): decoded and JSON-checked only.
+    undigested: int = 0
+
+
+_VERIFICATION = msgspec.json.Decoder(Verification)
+
+
+def encode_verification(v: Verification) -> bytes:
+    return msgspec.json.encode(v)
+
+
+def decode_verification(data: bytes | str) -> Verification | None:
+    try:
+        return _VERIFICATION.decode(data)
+    except msgspec.DecodeError:
+        return None
+
+
+@dataclasses.dataclass
+class FileCheck:
+    name: str
+    rows: int = 0
+    bytes: int = 0
+    problem: str | None = None
+
+
+class _Keys(msgspec.Struct, gc=False):
+    id: str | None = msgspec.field(default=None, name="_id")
+
+
+_keys = msgspec.json.Decoder(_Keys).decode
+
+
+def check_file(name: str, path: Path, expected: FileDigest | None) -> FileCheck:
+    """Read one stored file again: its bytes against `expected` (when there is one), then every column decoded
+    (page checksums verified where the file has them), and without a digest, every `raw` parsed."""
+    result = FileCheck(name)
+    try:
+        with open(path, "rb") as fh:
+            sha, result.bytes = sha256_stream(fh)
+    except OSError as exc:
+        result.problem = f"{name}: cannot be read ({exc.strerror or exc})"
+        return result
+    if expected is not None and (sha, result.bytes) != (expected.sha256, expected.bytes):
+        size = ""
+        if result.bytes != expected.bytes:
+            size = f", {result.bytes:,} bytes where {expected.bytes:,} were written"
+        result.problem = f"{name}: its bytes changed since it was written (SHA-256 differs{size})"
+    try:
+        parquet = pq.ParquetFile(path, page_checksum_verification=True)
+        for batch in parquet.iter_batches(batch_size=BATCH_ROWS, use_threads=False):
+            result.rows += batch.num_rows
+            if expected is None:
+                _check_raw(batch)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        text = " ".join(str(exc).split())[:300]
+        result.problem = result.problem or f"{name}: does not decode ({text})"
+        return result
+    if expected is not None and result.rows != expected.rows and result.problem is None:
+        result.problem = f"{name}: {result.rows:,} rows where {expected.rows:,} were written"
+    return result
+
+
+def _check_raw(batch: pa.RecordBatch) -> None:
+    """Each row's `raw` is a JSON object whose `_id` is the row's `id` (raises ValueError naming the first that
+    is not)."""
+    ids = batch.column("id").to_pylist()
+    for k, raw in enumerate(batch.column("raw").to_pylist()):
+        try:
+            rid = _keys(raw).id
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise ValueError(f"the raw record of id {ids[k]!r} is not the JSON it was ({exc})") from None
+        if rid != ids[k]:
+            raise ValueError(f"the raw record of id {ids[k]!r} names another id ({rid!r})")
+
+
+def verify_files(
+    tenant: str, manifest: Manifest, files: Mapping[str, Path], *, present: Sequence[str] | None = None
+) -> Verification:
+    """Verify the version `manifest` describes from local copies of its files (`files`: name -> path, each named
+    by the manifest). `present`: every Parquet file the day's location holds now, when the backend can list them
+    (a file there that the manifest does not name is read by the views, so it is a problem too)."""
+    started = time.monotonic()
+    problems: list[str] = []
+    rows = size = undigested = 0
+    for name in sorted(manifest.files):
+        path = files.get(name)
+        if path is None:
+            problems.append(f"{name}: missing (the manifest lists it)")
+            continue
+        expected = manifest.digests.get(name)
+        undigested += expected is None
+        checked = check_file(name, path, expected)
+        rows, size = rows + checked.rows, size + checked.bytes
+        if checked.problem:
+            problems.append(checked.problem)
+    for name in sorted(set(present or ()) - set(manifest.files)):
+        problems.append(f"{name}: a file the manifest does not list (the views read it)")
+    if not problems and rows != manifest.rows:
+        problems.append(f"the files hold {rows:,} rows where the manifest says {manifest.rows:,}")
+    return Verification(
+        tenant=tenant,
+        day=manifest.day,
+        version=manifest.run_id,
+        verified_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        intact=not problems,
+        files=len(manifest.files),
+        rows=rows,
+        bytes=size,
+        seconds=round(time.monotonic() - started, 2),
+        problems=problems,
+        undigested=undigested,
+    )
