@@ -101,8 +101,10 @@ def test_a_duplicated_row_fires_ids_unique_and_blocks_the_duckdb_views(tmp_path,
     day = last_days(2)[0]
     broken = WideOverlap(TenantSpec(days=(day,), activities_per_day=12_000))
     broken.set_now(later(5))
-    # A dedupe bug upstream, so that duplicates reach the Parquet: the check is the safety net.
+    # A dedupe bug upstream and in the guard before the commit, so that duplicates reach the Parquet: the check
+    # is the last safety net.
     monkeypatch.setattr(RecentIds, "add_new", lambda self, ids, timestamps: np.ones(len(ids), bool))
+    monkeypatch.setattr("activity_pipeline.storage.staging.unsafe", lambda facts, rows: [])
     with serve(broken) as server:
         result = run_day(day, tenant_resource(server.url), tmp_path)
     checks = evaluations(result)
