@@ -233,3 +233,24 @@ def test_once_the_api_has_answered_a_lost_connection_is_retried(tenant):
     with pytest.raises(RetriesExhaustedError, match="after 3 attempts"):
         client.count(start, start + DAY_MS)
     assert client.stats.retries == 2
+
+
+@pytest.mark.parametrize("retry_after", [True, False])
+def test_a_429_that_never_ends_reports_its_own_wait_truly_and_whether_the_service_asked(tenant, retry_after):
+    server = serve(tenant, requests_per_minute=1, window_seconds=3600.0, retry_after=retry_after)
+    policy = RetryPolicy(max_attempts=50, max_seconds=4, backoff_first=0.01, backoff_max=1.0, throttle_default=0.5)
+    try:
+        client = client_for(server.url, retry=policy)
+        start = day_start_ms(DAYS[0])
+        client.count(start, start + DAY_MS)  # the one request of the hour
+        began = time.monotonic()
+        with pytest.raises(RetriesExhaustedError) as caught:
+            client.count(start, start + DAY_MS)
+        elapsed = time.monotonic() - began
+    finally:
+        server.stop()
+    message = str(caught.value)
+    said = "for as long as its Retry-After said" if retry_after else "backing off (it sent no Retry-After)"
+    assert said in message, message
+    waited = float(message.split("s of it waiting")[0].rsplit(", ", 1)[1])
+    assert 1 <= waited <= elapsed + 0.5, (waited, elapsed)

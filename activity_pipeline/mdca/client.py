@@ -51,6 +51,10 @@ ACTIVITIES_PATH = "/api/v1/activities/"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
+# A wait between attempts longer than this is announced, and announced again this often while it lasts.
+NOTICE_SECONDS = 60.0
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How long to keep trying one request. Every figure is a cap; the first success ends it.
@@ -132,6 +136,7 @@ class MdcaClient:
         self.retry = retry or RetryPolicy()
         self.timeout = (self.retry.connect_timeout, self.retry.read_timeout)
         self.stats = RequestStats()
+        self._call = threading.local()
         self.session = session or requests.Session()
         # Retries are ours (see the module docstring); urllib3 must not retry underneath them.
         adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
@@ -178,18 +183,22 @@ class MdcaClient:
             wait=self._wait,
             retry=tenacity.retry_if_exception_type(TransientError),
             before_sleep=self._before_sleep,
+            sleep=self._sleep,
             reraise=False,
         )
         started = time.monotonic()
-        waited_before = self.stats.throttle_wait_seconds
+        # This call's own waits after a 429 (other threads wait too, in their own calls), and whether the service
+        # said how long (Retry-After).
+        self._call.throttled, self._call.asked = 0.0, False
         try:
             return retrying(self._exchange, body, decode, path)
         except tenacity.RetryError as exc:
             last = exc.last_attempt.exception()
             assert isinstance(last, TransientError)
             attempts = exc.last_attempt.attempt_number
-            throttled = self.stats.throttle_wait_seconds - waited_before
-            waited = f", {throttled:.0f}s of it waiting as the service asked (429)" if throttled >= 1 else ""
+            throttled = self._call.throttled
+            how = "for as long as its Retry-After said" if self._call.asked else "backing off (it sent no Retry-After)"
+            waited = f", {throttled:.0f}s of it waiting after 429s, {how}" if throttled >= 1 else ""
             raise RetriesExhaustedError(
                 f"Gave up on POST {path} after {attempts} attempts in {time.monotonic() - started:.0f}s{waited}; "
                 f"the last one failed with {last.reason}. The retry budget is {self.retry.max_attempts} attempts "
@@ -365,9 +374,22 @@ class MdcaClient:
             # The limit is the tenant's, not this thread's: everyone waits.
             self.limiter.pause(delay)
             self.stats.add(throttled=1, throttle_wait_seconds=delay)
+            self._call.throttled += delay
+            self._call.asked = self._call.asked or exc.retry_after is not None
             return delay
         cap = min(self.retry.backoff_max, self.retry.backoff_first * 2 ** (n - 1))
         return min(self._jitter.uniform(0.0, cap), remaining)
+
+    def _sleep(self, seconds: float) -> None:
+        """Sleep between attempts, saying so at least every NOTICE_SECONDS of a long wait (a Retry-After of hours
+        would otherwise leave a run silent until its retry budget ends)."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            time.sleep(min(left, NOTICE_SECONDS))
+            left = end - time.monotonic()
+            if left > 0.5:
+                self.log.info(f"still waiting to retry: {left:.0f}s of {seconds:.0f}s left (the retry budget is "
+                              f"{self.retry.max_seconds:.0f}s)")  # fmt: skip
 
     def _before_sleep(self, state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -375,7 +397,8 @@ class MdcaClient:
         self.stats.add(retries=1)
         self.stats.add_reason(reason.split(" (")[0])
         sleep = state.next_action.sleep if state.next_action else 0.0
-        log.info("retrying after %s: attempt %d, waiting %.1fs", reason, state.attempt_number, sleep)
+        line = f"retrying after {reason}: attempt {state.attempt_number}, waiting {sleep:.1f}s"
+        (self.log.info if sleep >= NOTICE_SECONDS else log.info)(line)
 
     # The independent count.
     def count(
