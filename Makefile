@@ -95,7 +95,7 @@ run: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml  ## DAY=YYYY-MM-DD [TENANT=
 	@$(tenants_for_day) \
 	failed=""; for t in $$tenants; do \
 	  echo "== $$t $(DAY)"; $(call launch_run,$${t}_daily_activities,$(DAY),$(RUN_TAGS)); \
-	  [ $$rc -eq 0 ] || failed="$$failed $$t"; $(BIN)/python -m activity_pipeline.run_summary $${t}_daily_activities $(DAY) || true; \
+	  $(BIN)/python -m activity_pipeline.run_summary $${t}_daily_activities $(DAY) || rc=1; [ $$rc -eq 0 ] || failed="$$failed $$t"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "failed:$$failed" >&2; exit 1; fi
 
@@ -122,7 +122,7 @@ backfill: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml  ## FROM=YYYY-MM-DD TO
 	  { echo "no tenant named $$t; configured: "$$configured >&2; exit 2; }; done; \
 	failed=""; for day in $$days; do for t in $$tenants; do \
 	  echo "== $$t $$day"; $(call launch_run,$${t}_daily_activities,$$day); \
-	  [ $$rc -eq 0 ] || failed="$$failed $$t:$$day"; $(BIN)/python -m activity_pipeline.run_summary $${t}_daily_activities $$day || true; \
+	  $(BIN)/python -m activity_pipeline.run_summary $${t}_daily_activities $$day || rc=1; [ $$rc -eq 0 ] || failed="$$failed $$t:$$day"; \
 	done; done; \
 	if [ -n "$$failed" ]; then echo "failed:$$failed (make run DAY=... TENANT=... re-runs one)" >&2; exit 1; fi
 

@@ -5,6 +5,7 @@ No Dagster here; `defs/assets.py` calls `ingest_day` and turns the result into m
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import ctypes
 import dataclasses
@@ -88,8 +89,10 @@ class IngestResult:
         return self.rows / self.seconds if self.seconds > 0 else 0.0
 
 
-def _to_table(page: Page, body: PageBody) -> pa.Table | None:
-    return to_table(page.raws, page.rows, body) if page.rows else None
+def _to_table(page: Page, body: PageBody) -> tuple[pa.Table | None, dict[str, bytes]]:
+    """The page's rows as a table, and the bytes as received of those that were not valid UTF-8 (by id)."""
+    received: dict[str, bytes] = {}
+    return (to_table(page.raws, page.rows, body, received) if page.rows else None), received
 
 
 def _summarize(table: pa.Table, day_start: int) -> tuple[np.ndarray, dict[str, int]]:
@@ -124,14 +127,18 @@ SETTLE_DAYS = 3
 WATERMARK_MARGIN_MS = 5 * 60_000
 
 
-def _stream(scanner: Scanner, writer: DayWriter, day_start: int) -> tuple[np.ndarray, dict[str, int]]:
-    """Write every page the scanner yields; the rows per hour and per app of what was written."""
+def _stream(
+    scanner: Scanner, writer: DayWriter, day_start: int, received: dict[str, str]
+) -> tuple[np.ndarray, dict[str, int]]:
+    """Write every page the scanner yields; the rows per hour and per app of what was written. The bytes as
+    received of records that were not valid UTF-8 go into `received` (by id, base64), for the manifest."""
     hourly = np.zeros(24, dtype=np.int64)
     apps: dict[str, int] = {}
     # Parquet is written here while the workers fetch and decode the next pages.
     for page in scanner:
         writer.quarantine(page.malformed)
-        table = page.converted
+        table, exact = page.converted
+        received.update({rid: base64.b64encode(raw).decode() for rid, raw in exact.items()})
         if table is not None:
             writer.write(page.slice_start, table)
             page_hours, page_apps = _summarize(table, day_start)
@@ -382,7 +389,8 @@ def _scan(
         logger=logger,
         pages_in_flight=pages_in_flight(source_total),
     )
-    hourly, apps = _stream(scanner, writer, start)
+    received: dict[str, str] = {}
+    hourly, apps = _stream(scanner, writer, start, received)
     _refuse_shorter(writer, day, previous, source_total, allow_shorter, filters=client.filters)
     manifest = writer.commit(
         window=Window(start, end),
@@ -396,6 +404,7 @@ def _scan(
         apps=dict(sorted(apps.items())),
         written_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         filters=client.filters,
+        received_bytes=received,
     )
     return _result(day, writer, scanner, client, source_total, started, manifest, mode="full", added=writer.rows)
 
@@ -436,7 +445,8 @@ def _top_up(
         logger=logger,
     )
     before = writer.rows
-    hourly, apps = _stream(scanner, writer, start)
+    received = dict(previous.received_bytes)
+    hourly, apps = _stream(scanner, writer, start, received)
     added = writer.rows - before
     top_up = TopUp(
         run_id=writer.run_id,
@@ -461,6 +471,7 @@ def _top_up(
         written_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         filters=previous.filters,
         compactions=previous.compactions,
+        received_bytes=received,
     )
     return _result(day, writer, scanner, client, source_total, started, manifest, mode="top-up", added=added)
 

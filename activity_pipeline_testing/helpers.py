@@ -215,6 +215,36 @@ class RepeatsIds(DemoTenant):
         return page
 
 
+class OddRecords(DemoTenant):
+    """Records the service may send that are still usable: a byte that is not UTF-8 in a description, times sent as
+    strings of digits, fields of unexpected types; and, unusable, one without `_id` now and then."""
+
+    # Every record whose position on its page is one of these is changed, as named.
+    INVALID_BYTE, TIMESTAMP_TEXT, CREATED_TEXT, ODD_TYPES, NO_ID = 11, 13, 17, 19, 23
+
+    def scan(self, filters: dict[str, Any], **kw: Any) -> ServerPage:
+        page = super().scan(filters, **kw)
+        records = []
+        for k, text in enumerate(page.records):
+            record = json.loads(text)
+            kind = k % 400
+            if kind == self.TIMESTAMP_TEXT:
+                record["timestamp"] = str(record["timestamp"])
+            elif kind == self.CREATED_TEXT:
+                record["created"] = str(record["created"])
+            elif kind == self.ODD_TYPES:
+                record["location"], record["appId"] = ["not", "an", "object"], "eleven"
+            elif kind == self.NO_ID:
+                del record["_id"]
+            text = json.dumps(record, separators=(",", ":"), ensure_ascii=False)
+            if kind == self.INVALID_BYTE:
+                # A Latin-1 "é" and a stray 0xff inside the description: bytes as received, not UTF-8.
+                text = text.replace('"description":"', '"description":"caf\udce9 \udcff ', 1)
+            records.append(text)
+        page.records = records
+        return page
+
+
 class LosesRecords(DemoTenant):
     """A server that silently leaves out every 1000th record of its scan pages (its counts still hold them)."""
 

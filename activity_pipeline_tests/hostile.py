@@ -24,6 +24,7 @@ MODES = (
     "huge_length",  # a Content-Length of 10^15
     "trickle",  # the body one byte a second
     "silent",  # accepts, reads the request, never answers
+    "redirect",  # 307 to `redirect_to` (another address), as a load balancer or a moved tenant does
 )
 
 
@@ -33,8 +34,9 @@ class HostileServer:
     `counts_ok`: count requests (list mode, `limit` 1) get a sane `{"total": ...}`, so that the scan is reached.
     """
 
-    def __init__(self, mode: str, *, counts_ok: bool = True, total: int = 3) -> None:
+    def __init__(self, mode: str, *, counts_ok: bool = True, total: int = 3, redirect_to: str = "") -> None:
         self.mode = mode
+        self.redirect_to = redirect_to
         self.counts_ok = counts_ok
         self.total = total
         self.requests = 0
@@ -87,6 +89,8 @@ class HostileServer:
                 return h._send(200, page, "text/html")
             extra = {"Retry-After": "0"} if status == 429 else {}
             return h._send(status, json.dumps({"detail": text, "headers": echoed}).encode(), **extra)
+        if mode == "redirect":
+            return h._send(307, b"", "text/plain", Location=self.redirect_to)
         if mode == "html200":
             return h._send(200, b"<!DOCTYPE html><html><body>Sign in to continue</body></html>", "text/html")
         if mode == "data_not_list":

@@ -214,3 +214,38 @@ def test_the_digest_tells_a_changed_record_or_a_missing_row(tmp_path):
     assert digest([paths["reordered"]], spill) == same
     assert digest([paths["changed"]], spill) != same and digest([paths["missing"]], spill) != same
     assert digest([Path(paths["missing"]), paths["same"]], spill)[0] == 9
+
+
+def test_a_killed_worker_says_the_day_is_unchanged_and_to_compact_again(tmp_path, stress):
+    import threading
+
+    from activity_pipeline.storage.compaction import CompactionError
+    from activity_pipeline_testing.helpers import tenant_data
+
+    day, store = STRESS_DAY, tenant_data(tmp_path)
+    with serve(stress) as server:
+        first = ingest_day(client_for(server.url), store, day)
+    caught: list[BaseException] = []
+
+    def compact() -> None:
+        try:
+            compact_day(store, day)
+        except CompactionError as exc:
+            caught.append(exc)
+
+    thread = threading.Thread(target=compact)
+    thread.start()
+    deadline = time.monotonic() + 120
+    worker: list[str] = []
+    while time.monotonic() < deadline and not worker and thread.is_alive():
+        found = subprocess.run(["pgrep", "-f", "-P", str(os.getpid()), "activity_pipeline.storage.compaction"],
+                               capture_output=True, text=True).stdout.split()  # fmt: skip
+        worker = found if list(store.staging.glob("date=*/work")) else []
+        time.sleep(0.02)
+    assert worker, "the worker was running"
+    os.kill(int(worker[0]), signal.SIGKILL)
+    thread.join(timeout=60)
+    (error,) = caught
+    text = str(error)
+    assert "killed by signal 9" in text and "the day is unchanged" in text and "make compact" in text
+    assert store.manifest(day).run_id == first.manifest.run_id and not store.manifest(day).compacted

@@ -156,3 +156,24 @@ def test_redaction_removes_credential_shaped_values(text, gone):
 
 def test_redaction_removes_the_configured_secret_wherever_it_stands():
     assert "my-secret-value" not in redact("x my-secret-valuey", secrets=["my-secret-value"])
+
+
+def test_a_redirect_is_named_and_never_followed_with_the_credentials():
+    with HostileServer("silent", counts_ok=False) as elsewhere:
+        target = f"{elsewhere.url}/api/v1/activities/"
+        with HostileServer("redirect", counts_ok=False, redirect_to=target) as server:
+            error, seconds = _scan(server)
+        reached = elsewhere.requests
+    assert isinstance(error, MdcaHTTPError) and not isinstance(error, AuthenticationError)
+    text = str(error)
+    assert "redirect (HTTP 307)" in text and target in text and "not followed" in text
+    assert f"If {elsewhere.url} is the tenant's portal, set MDCA_API_URL to it" in text, "names where it points"
+    assert reached == 0, "nothing, the token least of all, went to the other address"
+    assert TOKEN not in text and seconds < 10
+
+
+@pytest.mark.parametrize(("status", "fix"), [(400, "filters"), (418, "check that MDCA_API_URL")])
+def test_a_400_or_an_unknown_status_says_what_to_check(status, fix):
+    with HostileServer(f"echo:{status}", counts_ok=False) as server:
+        error, _ = _scan(server)
+    assert fix in str(error) and "Nothing" in str(error)

@@ -176,7 +176,14 @@ def no_quarantined_records(e: Evidence) -> Verdict | str:
     if not facts.exists:
         return _missing(facts.day, ERROR)
     n = facts.quarantined
-    return _none_found(n, f"{n} records kept in _quarantine.jsonl, not in the table" if n else None)
+    where = f"{facts.manifest.tenant or ''} {facts.day}".strip() if facts.manifest is not None else str(facts.day)
+    return _none_found(
+        n,
+        f"{n:,} records of {where} had no usable _id or timestamp: kept exactly as received in the day's "
+        "_quarantine.jsonl, not in the table or the views"
+        if n
+        else None,
+    )
 
 
 def schema_matches(e: Evidence) -> Verdict | str:

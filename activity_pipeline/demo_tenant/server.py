@@ -391,7 +391,8 @@ class _Handler(BaseHTTPRequestHandler):
             tail = b'],"hasNext":' + (b"true" if page.has_next else b"false")
             if page.has_next:
                 tail += b',"nextQueryFilters":' + json.dumps(page.next_filters, separators=(",", ":")).encode()
-            return 200, b"".join((head, ",".join(page.records).encode(), tail, b"}"))
+            # surrogateescape: a record may carry bytes that are not UTF-8, as a real answer can (tests send some).
+            return 200, b"".join((head, ",".join(page.records).encode("utf-8", "surrogateescape"), tail, b"}"))
         skip = body.get("skip", 0)
         if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:
             raise BadRequest(f"'skip' must be a non-negative integer, got {skip!r}")
@@ -402,4 +403,4 @@ class _Handler(BaseHTTPRequestHandler):
         page = tenant.list(filters, limit=limit, skip=skip, sort_field=sort_field, direction=direction)
         head = b'{"total":' + str(page.total).encode() + b',"hasNext":' + (b"true" if page.has_next else b"false")
         head += b',"max":' + str(LIST_WINDOW_MAX).encode() + b',"moreThanTotal":false,"data":['
-        return 200, head + ",".join(page.records).encode() + b"]}"
+        return 200, head + ",".join(page.records).encode("utf-8", "surrogateescape") + b"]}"

@@ -228,6 +228,8 @@ class MdcaClient:
                 auth=self.auth,
                 timeout=self.timeout,
                 stream=True,
+                # Never followed: a redirect elsewhere would carry the credentials there, or drop them.
+                allow_redirects=False,
             )
             deadline.watch(response)
             content = wire.read_body(response)
@@ -336,7 +338,16 @@ class MdcaClient:
     def _raise_for(self, status: int, response: requests.Response, path: str) -> None:
         detail = wire.detail(response, self._secrets)
         if status == 400:
-            raise BadRequestError(f"The API refused the request to {path} (400): {detail}", status=400, path=path)
+            raise BadRequestError(
+                f"The API refused the request to {path} (400): {detail}. The request carries the day's window and "
+                "the tenant's own API filters (`filters:` in the tenants file, MDCA_FILTERS): check those against the "
+                "filters the API takes (docs/configuration.md); if they are right, the service changed what it "
+                "accepts: report it with this message. Nothing was stored or changed.",
+                status=400,
+                path=path,
+            )
+        if 300 <= status < 400:
+            raise self._redirected(status, response, path)
         if status == 401:
             raise AuthenticationError(
                 f"The API rejected the credentials (401: {detail}) at {path}; {self.auth.hint}",
@@ -358,7 +369,36 @@ class MdcaClient:
                 status=404,
                 path=path,
             )
-        raise MdcaHTTPError(f"Unexpected HTTP {status} from {path}: {detail}", status=status, path=path)
+        raise MdcaHTTPError(
+            f"Unexpected HTTP {status} from {path}: {detail}. The Activities API does not answer so: check that "
+            "MDCA_API_URL is the portal's base URL (like https://contoso.eu2.portal.cloudappsecurity.com) and what "
+            "answers there (a proxy, a gateway). Nothing was retried, stored or changed.",
+            status=status,
+            path=path,
+        )
+
+    def _redirected(self, status: int, response: requests.Response, path: str) -> MdcaHTTPError:
+        """A redirect, named as one: never followed, so the credentials go nowhere else (nor get dropped on the way
+        and the token blamed)."""
+        from urllib.parse import urljoin, urlsplit
+
+        location = server_text(response.headers.get("Location") or "")[:300]
+        where = urlsplit(urljoin(self.settings.api_url + path, location)) if location else None
+        target = f"{where.scheme}://{where.netloc}{where.path}" if where is not None else "nowhere (no Location)"
+        moved = where is not None and where.netloc and where.netloc != urlsplit(self.settings.api_url).netloc
+        hint = (
+            f" If {where.scheme}://{where.netloc} is the tenant's portal, set MDCA_API_URL to it."
+            if moved and where is not None
+            else ""
+        )
+        return MdcaHTTPError(
+            f"{self.host} answered {path} with a redirect (HTTP {status}) to {target}, not the API's answer. It was "
+            "not followed: a redirect would carry the credentials to another address, or drop them (and the "
+            "service would then refuse them). MDCA_API_URL must be the API's own base URL, like "
+            f"https://contoso.eu2.portal.cloudappsecurity.com, with nothing in front of it that redirects.{hint}",
+            status=status,
+            path=path,
+        )
 
     def _wait(self, state: tenacity.RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None

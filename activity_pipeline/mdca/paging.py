@@ -22,6 +22,13 @@ from activity_pipeline.pagebody import PageBody
 PAGE_LIMIT = 5000
 
 
+# What to do about a cursor that does not move (said in each such error).
+CURSOR_FIX = (
+    "Nothing of the day was stored or changed. Run the day again later; if it happens again, the service (or a "
+    "proxy that rewrites its answers) is broken: report it with this message"
+)
+
+
 class ScanResponse(msgspec.Struct):
     """One scan-mode answer: the records (undecoded views into the page body) and the way on."""
 
@@ -81,11 +88,11 @@ class ServerCursor:
         if self._next in (b"", b"null"):
             raise ScanStalledError(
                 f"{self.label}: the server said hasNext but sent no nextQueryFilters (page {self.pages}); "
-                "stopping rather than guessing a cursor"
+                f"stopping rather than guessing a cursor. {CURSOR_FIX}"
             )
         if self._next == self._filters:
             raise ScanStalledError(
                 f"{self.label}: the server sent back the same nextQueryFilters it was given (page {self.pages}); "
-                "the scan would repeat this page forever"
+                f"the scan would repeat this page forever. {CURSOR_FIX}"
             )
         self._filters, self._next = self._next, b""

@@ -29,7 +29,7 @@ import msgspec
 from activity_pipeline.mdca.client import MdcaClient, window_filters
 from activity_pipeline.mdca.dedupe import DigestSet, RecentIds
 from activity_pipeline.mdca.errors import FilterIgnoredError, ScanStalledError
-from activity_pipeline.mdca.paging import ServerCursor
+from activity_pipeline.mdca.paging import CURSOR_FIX, ServerCursor
 from activity_pipeline.mdca.slices import Slice, WorkQueue
 from activity_pipeline.pagebody import PageBody
 
@@ -280,7 +280,8 @@ class Scanner:
             if not moved:
                 raise ScanStalledError(
                     f"{cursor.label}: page {cursor.pages} added no new record ({received} records, {dups} "
-                    f"duplicates, {dropped_out} outside the window) but hasNext is true; stopping rather than looping"
+                    f"duplicates, {dropped_out} outside the window) but hasNext is true; stopping rather than looping. "
+                    f"{CURSOR_FIX}"
                 )
             cursor.advance()
 

@@ -237,7 +237,16 @@ def _in_worker(sources: list[Path], out: Path, work: Path) -> tuple[Layout, int,
         [sys.executable, "-m", "activity_pipeline.storage.compaction", request], capture_output=True, text=True
     )
     if proc.returncode:
-        raise CompactionError(f"the compaction's worker failed (exit {proc.returncode}): {proc.stderr.strip()[-1500:]}")
+        code = proc.returncode
+        how = f"was killed by signal {-code}" if code < 0 else f"failed (exit {code})"
+        if code in (-9, 137):
+            how += " (SIGKILL: often the kernel's out-of-memory killer; see `dmesg`)"
+        told = " ".join(proc.stderr.strip().split())[-1500:]
+        raise CompactionError(
+            f"the compaction's worker {how}{': ' + told if told else ''}. Nothing was swapped in: the day is unchanged "
+            "and still reads as before. Compact it again (make compact DAY=... TENANT=..., or the compaction sensor "
+            "asks again at its next tick)."
+        )
     answer = json.loads(proc.stdout.strip().splitlines()[-1])
     return Layout(**answer["after"]), answer["rows_per_group"], answer["same"]
 

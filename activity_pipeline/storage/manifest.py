@@ -7,7 +7,8 @@ defaults, and fields this code does not know are ignored.
     version 1   (no `manifest_version` field) every manifest written before this module
     version 2   the same fields, with `manifest_version`
     version 3   `filters` and `compactions`
-    version 4   `digests`: each file's rows, bytes and SHA-256 as written (`storage.integrity`)
+    version 4   `digests`: each file's rows, bytes and SHA-256 as written (`storage.integrity`), and
+                `received_bytes`: the exact bytes of records that were not valid UTF-8
 
 >>> m = Manifest(day=dt.date(2026, 11, 24), rows=3, files=["part-000000000.parquet"])
 >>> loads(dumps(m)).rows, loads(b'{"day": "2026-11-24", "rows": 5}').manifest_version
@@ -103,6 +104,9 @@ class Manifest(msgspec.Struct, kw_only=True):
     compactions: list[Compaction] = msgspec.field(default_factory=list)
     # Each file's digest (by name), taken as it was written; empty in manifests before version 4.
     digests: dict[str, FileDigest] = msgspec.field(default_factory=dict)
+    # Records whose bytes were not valid UTF-8, by id: their bytes exactly as received, base64 (their `raw` holds
+    # them with each invalid byte as U+FFFD, which a string column must). Empty for nearly every day.
+    received_bytes: dict[str, str] = msgspec.field(default_factory=dict)
     manifest_version: int = 1
 
     @property

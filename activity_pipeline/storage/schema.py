@@ -127,26 +127,46 @@ def _as(value: Any, kind: type) -> Any:
     return value if isinstance(value, kind) else None
 
 
+def _as_ms(value: Any) -> int | None:
+    """Epoch milliseconds: a number, or a string of digits (as some exports send them)."""
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    return _as(value, int)
+
+
 def decode_activity(raw: bytes | msgspec.Raw) -> ActivityRecord:
-    """Decode what the columns need. A field of an unexpected type becomes null instead of failing the record.
+    """Decode what the columns need. A field of an unexpected type becomes null instead of failing the record, a
+    time sent as a string of digits is read as the number, and a record whose bytes are not valid UTF-8 is read
+    with each invalid byte as U+FFFD (its bytes as received are kept apart: `to_table`'s `received`).
 
     Raises msgspec.DecodeError (or ValueError) only when the record is not a JSON object at all.
 
     >>> decode_activity(b'{"_id": "a", "timestamp": 1, "appId": "not a number"}').appId is None
     True
+    >>> decode_activity(b'{"_id": "a", "timestamp": "1764547200000"}').timestamp
+    1764547200000
+    >>> decode_activity(b'{"_id": "a", "timestamp": 1, "description": "caf\\xe9"}').description
+    'caf\ufffd'
     """
     try:
         return _typed(raw)
     except msgspec.ValidationError:
         pass
+    except msgspec.DecodeError:
+        text = bytes(raw)
+        try:
+            text.decode("utf-8")
+        except UnicodeDecodeError:
+            return decode_activity(text.decode("utf-8", "replace").encode())
+        raise
     obj = _generic(raw)
     if not isinstance(obj, dict):
         raise ValueError("an activity must be a JSON object")
     result = _get(obj, "mainInfo", "activityResult")
     return ActivityRecord(
         id=_as(obj.get("_id"), str),
-        timestamp=_as(obj.get("timestamp"), int),
-        created=_as(obj.get("created"), int),
+        timestamp=_as_ms(obj.get("timestamp")),
+        created=_as_ms(obj.get("created")),
         appId=_as(obj.get("appId"), int),
         appName=_as(obj.get("appName"), str),
         eventTypeName=_as(obj.get("eventTypeName"), str),
@@ -169,12 +189,17 @@ def decode_activity(raw: bytes | msgspec.Raw) -> ActivityRecord:
     )
 
 
-def _raw_array(raws: Sequence[bytes | msgspec.Raw], body: PageBody | None = None) -> pa.Array:
+def _raw_array(
+    raws: Sequence[bytes | msgspec.Raw], body: PageBody | None = None, received: dict[int, bytes] | None = None
+) -> pa.Array:
     """A string array of the records' bytes as received: never decoded, never re-encoded.
 
     When `body` is the writable page body the raws are views into (see `PageBody` for the contract), the
     records are moved together inside it and the array points into it, so a page is never held twice. The
     raws are spent then (they point at moved bytes). Otherwise the records are joined into a new buffer.
+
+    A record whose bytes are not valid UTF-8 cannot be a string: with `received`, it is stored with each invalid
+    byte as U+FFFD, and its bytes as received go into `received` (by row); without, ArrowInvalid is raised.
     """
     lengths = np.fromiter(map(len, raws), dtype=np.int64, count=len(raws))
     offsets = np.zeros(len(raws) + 1, dtype=np.int64)
@@ -186,8 +211,27 @@ def _raw_array(raws: Sequence[bytes | msgspec.Raw], body: PageBody | None = None
         array = pa.StringArray.from_buffers(len(raws), pa.py_buffer(offsets.astype(np.int32)), data)
     else:
         array = pa.LargeStringArray.from_buffers(len(raws), pa.py_buffer(offsets), data)
-    array.validate(full=True)  # the API sends UTF-8; a record that is not would be caught here
+    try:
+        array.validate(full=True)  # the API sends UTF-8; a record that is not is caught here
+    except pa.ArrowInvalid:
+        if received is None:
+            raise
+        array = _repaired(np.frombuffer(data, dtype=np.uint8), offsets, received)
     return array if array.type == pa.string() else array.cast(pa.string())
+
+
+def _repaired(data: np.ndarray, offsets: np.ndarray, received: dict[int, bytes]) -> pa.Array:
+    """The rows of `data` (cut at `offsets`) as strings, each invalid UTF-8 byte as U+FFFD; the rows that had
+    any, as received, into `received`. A rare path: only pages with such a record take it."""
+    texts = []
+    for k in range(len(offsets) - 1):
+        row = data[offsets[k] : offsets[k + 1]].tobytes()
+        try:
+            texts.append(row.decode("utf-8"))
+        except UnicodeDecodeError:
+            received[k] = row
+            texts.append(row.decode("utf-8", "replace"))
+    return pa.array(texts, pa.string())
 
 
 def _compact_in_place(
@@ -216,12 +260,18 @@ def _compact_in_place(
 
 
 def to_table(
-    raws: Sequence[bytes | msgspec.Raw], rows: Sequence[ActivityRecord], body: PageBody | None = None
+    raws: Sequence[bytes | msgspec.Raw],
+    rows: Sequence[ActivityRecord],
+    body: PageBody | None = None,
+    received: dict[str, bytes] | None = None,
 ) -> pa.Table:
     """Rows (decoded) and their raw bytes, same order, as a table of SCHEMA.
 
-    With `body`, the page buffer the raws point into, the `raw` column reuses it (see `_raw_array`).
+    With `body`, the page buffer the raws point into, the `raw` column reuses it (see `_raw_array`). With
+    `received`, a record whose bytes are not valid UTF-8 is stored with U+FFFD for each invalid byte, and its
+    bytes as received go into `received` by id (the day's manifest keeps them: `Manifest.received_bytes`).
     """
+    by_row: dict[int, bytes] | None = {} if received is not None else None
     dev = [r.device for r in rows]
     loc = [r.location for r in rows]
     ua = [r.userAgent for r in rows]
@@ -247,6 +297,8 @@ def to_table(
         pa.array([x.isSuccess if x else None for x in result], pa.bool_()),
         pa.array([bool(i and i.type == "admin") for i in info], pa.bool_()),
         pa.array([r.source for r in rows], pa.int32()),
-        _raw_array(raws, body),
+        _raw_array(raws, body, by_row),
     ]
+    if by_row and received is not None:
+        received.update({rows[k].id: raw for k, raw in by_row.items()})  # type: ignore[misc]
     return pa.Table.from_arrays(columns, schema=SCHEMA)
