@@ -5,6 +5,7 @@ backend, name the day, the file and the repair, and fail."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -153,3 +154,19 @@ def test_the_weekly_job_reads_only_days_not_read_lately(tmp_path):
         again = check_evaluations(instance, job.execute_in_process(instance=instance).run_id)
     assert len(first) == len(DAYS) and not again
     assert {Path(p).name for p in (data / "_verified" / "tenant=default").iterdir()} == {f"{d}.json" for d in DAYS}
+
+
+def test_a_day_written_before_digests_is_decoded_and_its_raw_json_checked(tmp_path):
+    store = tenant_data(tmp_path)
+    with serve(_tenant()) as server:
+        ingest_day(client_for(server.url), store, DAYS[0])
+    path = store.day_location(DAYS[0]) / "_manifest.json"
+    old = json.loads(path.read_text())
+    old.pop("digests")
+    old["manifest_version"] = 3
+    path.write_text(json.dumps(old))
+    verified = store.verify_day(DAYS[0])
+    assert verified.intact and verified.undigested == len(old["files"])
+    _flip(store, DAYS[0], "raw")
+    damaged = store.verify_day(DAYS[0])
+    assert not damaged.intact and damaged.undigested and "part-" in damaged.problems[0]

@@ -2,8 +2,9 @@
 
 Every writer of a day (a scan, a top-up, a compaction) records in the day's manifest each file's rows, bytes and
 SHA-256 (`Manifest.digests`). `verify_files` reads every file of a day again, whole: its bytes against the
-digest, and every column of every row group decoded (with Parquet's page checksums, written since manifest
-version 4). A file without a recorded digest (written before) is decoded and each `raw` parsed as JSON whose
+digest, and every column of every row group decoded (by DuckDB, in a session capped at 64 MB). Files written
+since manifest version 4 also carry Parquet's page checksums, for other readers: the digest covers every byte
+here. A file without a recorded digest (written before) is decoded and each `raw` parsed as JSON whose
 `_id` is the row's `id`: what can still be proved without one.
 
 No Dagster here; `storage.core.TenantStore.verify_day` feeds it the day's files on either backend, and
@@ -25,15 +26,12 @@ from pathlib import Path
 from typing import BinaryIO
 
 import msgspec
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from activity_pipeline.storage.manifest import FileDigest, Manifest
 
 # Read this much at a time, to hash and to download: a few of these are all a verification holds of a file.
 CHUNK = 4 << 20
-# Rows decoded at a time from a row group: bounds the Arrow memory of a verification (raw is ~3.5 KB a row).
-BATCH_ROWS = 8_192
 
 
 def sha256_stream(stream: BinaryIO) -> tuple[str, int]:
@@ -98,16 +96,9 @@ class FileCheck:
     problem: str | None = None
 
 
-class _Keys(msgspec.Struct, gc=False):
-    id: str | None = msgspec.field(default=None, name="_id")
-
-
-_keys = msgspec.json.Decoder(_Keys).decode
-
-
 def check_file(name: str, path: Path, expected: FileDigest | None) -> FileCheck:
-    """Read one stored file again: its bytes against `expected` (when there is one), then every column decoded
-    (page checksums verified where the file has them), and without a digest, every `raw` parsed."""
+    """Read one stored file again: its bytes against `expected` (when there is one), then every column decoded,
+    and without a digest, every `raw` parsed as JSON whose `_id` is the row's `id`."""
     result = FileCheck(name)
     try:
         with open(path, "rb") as fh:
@@ -121,36 +112,54 @@ def check_file(name: str, path: Path, expected: FileDigest | None) -> FileCheck:
             size = f", {result.bytes:,} bytes where {expected.bytes:,} were written"
         result.problem = f"{name}: its bytes changed since it was written (SHA-256 differs{size})"
     try:
-        parquet = pq.ParquetFile(path, page_checksum_verification=True)
-        # A row group at a time, its columns decoded on every core: a row group is a page's rows as scanned
-        # (~20 MB of Arrow) or at most 48 MiB compacted, so that bounds the memory, not the day.
-        for k in range(parquet.num_row_groups):
-            group = parquet.read_row_group(k, use_threads=True)
-            result.rows += group.num_rows
-            if expected is None:
-                for batch in group.to_batches(BATCH_ROWS):
-                    _check_raw(batch)
-            del group
-    except (pa.ArrowException, OSError, ValueError) as exc:
+        result.rows, bad_raw = _decode(path, json_check=expected is None)
+    except Exception as exc:  # duckdb.Error, and what a damaged file makes of it
+        if type(exc).__name__ == "OutOfMemoryException":
+            raise
         text = " ".join(str(exc).split())[:300]
         result.problem = result.problem or f"{name}: does not decode ({text})"
         return result
+    if bad_raw and result.problem is None:
+        result.problem = f"{name}: {bad_raw:,} rows whose raw is not the JSON it was (not JSON, or another _id)"
     if expected is not None and result.rows != expected.rows and result.problem is None:
         result.problem = f"{name}: {result.rows:,} rows where {expected.rows:,} were written"
     return result
 
 
-def _check_raw(batch: pa.RecordBatch) -> None:
-    """Each row's `raw` is a JSON object whose `_id` is the row's `id` (raises ValueError naming the first that
-    is not)."""
-    ids = batch.column("id").to_pylist()
-    for k, raw in enumerate(batch.column("raw").to_pylist()):
-        try:
-            rid = _keys(raw).id
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise ValueError(f"the raw record of id {ids[k]!r} is not the JSON it was ({exc})") from None
-        if rid != ids[k]:
-            raise ValueError(f"the raw record of id {ids[k]!r} names another id ({rid!r})")
+def _decode(path: Path, *, json_check: bool) -> tuple[int, int]:
+    """Every column of the file decoded by DuckDB (an aggregate over each, so that every page is read), in a
+    session capped at 64 MB; (rows, rows whose raw is not a JSON object naming the row's id, when `json_check`)."""
+    import duckdb
+
+    from activity_pipeline.storage.schema import SCHEMA
+
+    every = ", ".join(f"max({c})" for c in SCHEMA.names if c not in ("raw", "id")) + ", max(strlen(raw)), max(id)"
+    settings = {"memory_limit": "64MB", "threads": 2, "preserve_insertion_order": False}
+    with duckdb.connect(config=settings) as con:
+        row = con.execute(f"SELECT count(*), {every} FROM read_parquet(?)", [str(path)]).fetchone()
+    assert row is not None
+    return int(row[0]), _bad_raw(path) if json_check else 0
+
+
+class _Keys(msgspec.Struct, gc=False):
+    id: str | None = msgspec.field(default=None, name="_id")
+
+
+_keys = msgspec.json.Decoder(_Keys).decode
+# Rows parsed at a time: bounds the memory of the JSON check (raw is ~3.5 KB a row).
+BATCH_ROWS = 8_192
+
+
+def _bad_raw(path: Path) -> int:
+    """Rows whose `raw` is not a JSON object whose `_id` is the row's `id`."""
+    bad = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS, columns=["id", "raw"]):
+        for rid, raw in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True):
+            try:
+                bad += _keys(raw).id != rid
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                bad += 1
+    return bad
 
 
 def verify_files(
