@@ -89,6 +89,7 @@ def main() -> int:
     print(f"\nTry it yourself:\n  .venv/bin/duckdb {database}")
     print(f"  make run DAY={days[-1]} TENANT={tenants[-1]}   # one day again, headless, into the same instance")
     print("  make ui                       # the Dagster UI over the same instance, http://127.0.0.1:3000")
+    print("  make verify                   # read every stored day again against the digests taken as it was written")
     if failed:
         print(f"{failed} run(s) failed; see the logs above.")
     return 1 if failed else 0

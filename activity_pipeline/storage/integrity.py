@@ -98,32 +98,42 @@ class FileCheck:
 
 def check_file(name: str, path: Path, expected: FileDigest | None) -> FileCheck:
     """Read one stored file again: its bytes against `expected` (when there is one), then every column decoded,
-    and without a digest, every `raw` parsed as JSON whose `_id` is the row's `id`."""
+    and without a digest, every `raw` parsed as JSON whose `_id` is the row's `id`. The hashing (which lets go of
+    the GIL) runs beside the decoding."""
+    from concurrent.futures import ThreadPoolExecutor
+
     result = FileCheck(name)
-    try:
-        with open(path, "rb") as fh:
-            sha, result.bytes = sha256_stream(fh)
-    except OSError as exc:
-        result.problem = f"{name}: cannot be read ({exc.strerror or exc})"
-        return result
+    with ThreadPoolExecutor(1, thread_name_prefix="sha256") as pool:
+        hashing = pool.submit(_sha256_of, path)
+        try:
+            result.rows, bad_raw = _decode(path, json_check=expected is None)
+            undecodable = None
+        except Exception as exc:  # duckdb.Error, and what a damaged file makes of it
+            if type(exc).__name__ == "OutOfMemoryException":
+                raise
+            undecodable, bad_raw = " ".join(str(exc).split())[:300], 0
+        try:
+            sha, result.bytes = hashing.result()
+        except OSError as exc:
+            result.problem = f"{name}: cannot be read ({exc.strerror or exc})"
+            return result
     if expected is not None and (sha, result.bytes) != (expected.sha256, expected.bytes):
         size = ""
         if result.bytes != expected.bytes:
             size = f", {result.bytes:,} bytes where {expected.bytes:,} were written"
         result.problem = f"{name}: its bytes changed since it was written (SHA-256 differs{size})"
-    try:
-        result.rows, bad_raw = _decode(path, json_check=expected is None)
-    except Exception as exc:  # duckdb.Error, and what a damaged file makes of it
-        if type(exc).__name__ == "OutOfMemoryException":
-            raise
-        text = " ".join(str(exc).split())[:300]
-        result.problem = result.problem or f"{name}: does not decode ({text})"
-        return result
-    if bad_raw and result.problem is None:
+    elif undecodable is not None:
+        result.problem = f"{name}: does not decode ({undecodable})"
+    elif bad_raw:
         result.problem = f"{name}: {bad_raw:,} rows whose raw is not the JSON it was (not JSON, or another _id)"
-    if expected is not None and result.rows != expected.rows and result.problem is None:
+    elif expected is not None and result.rows != expected.rows:
         result.problem = f"{name}: {result.rows:,} rows where {expected.rows:,} were written"
     return result
+
+
+def _sha256_of(path: Path) -> tuple[str, int]:
+    with open(path, "rb") as fh:
+        return sha256_stream(fh)
 
 
 def _decode(path: Path, *, json_check: bool) -> tuple[int, int]:
