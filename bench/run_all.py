@@ -148,9 +148,12 @@ BENCHMARKS: list[tuple[str, list[str], str]] = [
         ["bench.verify"],
         "One day is scanned as the pipeline stores it and laid out as 90 days by hard links (each day its own "
         "manifest), so both sides read from the page cache and what differs is the work: verification hashes each "
-        "file (SHA-256) and decodes every column with page checksums checked, one file at a time; DuckDB reads every "
-        "column once (the max of each, the length of raw), best of 2. Each side is a fresh process; its peak RSS is "
-        "its own.",
+        "file (SHA-256, beside the decoding) and decodes every column with DuckDB, one file at a time in a session "
+        "capped at 64 MB; DuckDB reads every column once (the max of each, the length of raw) over all the days in "
+        "one query, best of 2. Each side is a fresh process; its peak RSS is its own. The speed target is missed: "
+        "verification does DuckDB's whole read of every file and hashes its bytes besides (22.9 GB at 1.6 GB/s on "
+        "this machine), so it cannot be faster than the read it contains; the decode is what proves the files "
+        "still read, and is kept. It went from 2.85x (pyarrow, one row group at a time) to 1.15x this session.",
     ),
     (
         "DuckDB over 30 days of 50,000 activities: pruning, and Parquet size against JSON",
