@@ -254,3 +254,26 @@ def test_a_429_that_never_ends_reports_its_own_wait_truly_and_whether_the_servic
     assert said in message, message
     waited = float(message.split("s of it waiting")[0].rsplit(", ", 1)[1])
     assert 1 <= waited <= elapsed + 0.5, (waited, elapsed)
+
+
+def test_a_long_wait_after_a_429_is_announced_at_once_and_again_while_it_lasts(tenant):
+    server = serve(tenant, requests_per_minute=1, window_seconds=4.0, retry_after=True)
+    policy = RetryPolicy(max_attempts=5, max_seconds=30, backoff_first=0.01, throttle_default=0.5, notice_every=1.0)
+    lines: list[str] = []
+
+    class Log:
+        def info(self, text: str) -> None:
+            lines.append(text)
+
+    try:
+        client = client_for(server.url, retry=policy)
+        client.log = Log()
+        start = day_start_ms(DAYS[0])
+        first = client.count(start, start + DAY_MS)
+        assert client.count(start, start + DAY_MS) == first, "it waited out the 429 and got the answer"
+    finally:
+        server.stop()
+    announced = [line for line in lines if line.startswith("retrying after HTTP 429")]
+    still = [line for line in lines if line.startswith("still waiting to retry")]
+    assert announced and len(still) >= 2, lines
+    assert TOKEN not in " ".join(lines)

@@ -51,10 +51,6 @@ ACTIVITIES_PATH = "/api/v1/activities/"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
-# A wait between attempts longer than this is announced, and announced again this often while it lasts.
-NOTICE_SECONDS = 60.0
-
-
 @dataclass(frozen=True)
 class RetryPolicy:
     """How long to keep trying one request. Every figure is a cap; the first success ends it.
@@ -74,6 +70,9 @@ class RetryPolicy:
     read_timeout: float = 30.0
     # The longest one attempt may take, connection, headers and body together.
     request_deadline: float = 45.0
+    # A wait between attempts this long or longer is announced in the run's log, and again this often while it
+    # lasts (a Retry-After of hours would otherwise leave a run silent until its budget ends).
+    notice_every: float = 60.0
 
 
 @dataclass
@@ -421,11 +420,10 @@ class MdcaClient:
         return min(self._jitter.uniform(0.0, cap), remaining)
 
     def _sleep(self, seconds: float) -> None:
-        """Sleep between attempts, saying so at least every NOTICE_SECONDS of a long wait (a Retry-After of hours
-        would otherwise leave a run silent until its retry budget ends)."""
+        """Sleep between attempts, saying so at least every `RetryPolicy.notice_every` of a long wait."""
         end = time.monotonic() + seconds
         while (left := end - time.monotonic()) > 0:
-            time.sleep(min(left, NOTICE_SECONDS))
+            time.sleep(min(left, self.retry.notice_every))
             left = end - time.monotonic()
             if left > 0.5:
                 self.log.info(f"still waiting to retry: {left:.0f}s of {seconds:.0f}s left (the retry budget is "
@@ -438,7 +436,7 @@ class MdcaClient:
         self.stats.add_reason(reason.split(" (")[0])
         sleep = state.next_action.sleep if state.next_action else 0.0
         line = f"retrying after {reason}: attempt {state.attempt_number}, waiting {sleep:.1f}s"
-        (self.log.info if sleep >= NOTICE_SECONDS else log.info)(line)
+        (self.log.info if sleep >= self.retry.notice_every else log.info)(line)
 
     # The independent count.
     def count(
