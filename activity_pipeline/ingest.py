@@ -6,8 +6,6 @@ No Dagster here; `defs/assets.py` calls `ingest_day` and turns the result into m
 from __future__ import annotations
 
 import base64
-import contextlib
-import ctypes
 import dataclasses
 import datetime as dt
 import time
@@ -21,43 +19,11 @@ import pyarrow.compute as pc
 from activity_pipeline.days import HOUR_MS, day_window
 from activity_pipeline.mdca import DigestSet, MdcaClient, Page, PageBody, Scanner, ScanStats, choose_slices
 from activity_pipeline.mdca.filters import describe
-from activity_pipeline.mdca.scan import PAGES_IN_FLIGHT
+from activity_pipeline.memory import pages_in_flight, release_freed_memory, return_page_buffers_to_the_os
 from activity_pipeline.storage.core import DayWriter, TenantStore
 from activity_pipeline.storage.errors import FULL_RESCAN_HINT, DamagedDayError
 from activity_pipeline.storage.manifest import Manifest, TopUp, Window
 from activity_pipeline.storage.schema import decode_activity, to_table
-
-_M_MMAP_THRESHOLD = -3
-
-
-def _return_page_buffers_to_the_os() -> None:
-    """Have glibc mmap blocks of 512 KiB and more (and unmap them on free) instead of reusing per-thread arenas.
-
-    Pages are ~17 MB buffers (mdca/client.py reads each into one numpy array), allocated and freed several
-    times a second by worker threads. glibc's adaptive threshold moves such blocks into per-thread arenas
-    after the first free, and those arenas keep their high-water mark: peak RSS then grows with the number of
-    threads rather than with the pages in flight. A fixed threshold keeps them out (measured on a
-    1,000,000-record day: 4 MiB -> 512 KiB took about 15 MiB off the peak). Elsewhere than glibc this does
-    nothing.
-    """
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, 512 << 10)
-    # Arrow's jemalloc pool hands freed column buffers back sooner than its default mimalloc. The package
-    # chooses it at import (activity_pipeline/__init__.py), which also covers Parquet's writer; this covers a
-    # process that imported pyarrow first. Not every pyarrow build has it.
-    with contextlib.suppress(NotImplementedError, AttributeError):
-        pa.set_memory_pool(pa.jemalloc_memory_pool())
-
-
-def _release_freed_memory() -> None:
-    """Hand what the scan freed back to the OS before the checks run in the same process: Arrow's pool keeps
-    freed buffers for reuse, and glibc the top of its heaps. Measured on a 10,000,000-activity day: without this
-    the checks' DuckDB queries grew the run process 36 MiB above the scan's peak."""
-    with contextlib.suppress(AttributeError, NotImplementedError):
-        pa.default_memory_pool().release_unused()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 @dataclasses.dataclass
@@ -101,21 +67,6 @@ def _summarize(table: pa.Table, day_start: int) -> tuple[np.ndarray, dict[str, i
     hours = np.bincount((ts - day_start) // HOUR_MS, minlength=24)
     apps = {str(item["values"]): item["counts"] for item in pc.value_counts(table.column("app_id")).to_pylist()}
     return hours, apps
-
-
-# A day this large holds one page fewer in flight (see `pages_in_flight`).
-LARGE_DAY = 3_000_000
-
-
-def pages_in_flight(source_total: int) -> int:
-    """How many pages the scan of a day of `source_total` records may hold at once.
-
-    A large day is scanned in more slices (work-stealing splits them), each with its open file and its recent
-    ids, so its working set is larger: a 10,000,000-activity day's run process (`dg launch`, no rate limit)
-    peaked at 411 MiB with 4 pages in flight, 369 MiB with 3, its scan 4 % slower (148 s, 155 s). Smaller days
-    keep 4, what 4 slices need at high latency; at the service's 30 requests a minute one slice is enough.
-    """
-    return PAGES_IN_FLIGHT - 1 if source_total >= LARGE_DAY else PAGES_IN_FLIGHT
 
 
 # Late records (Power BI, Dynamics 365, lagging connectors) arrive up to three days after they happened: the
@@ -345,7 +296,7 @@ def collect_day(
     """
     if mode not in ("auto", "full", "top-up"):
         raise ValueError(f"mode is 'auto', 'full' or 'top-up', not {mode!r}")
-    _return_page_buffers_to_the_os()
+    return_page_buffers_to_the_os()
     started = time.monotonic()
     with store.writer(day, run_id=run_id) as writer:
         previous = store.manifest(day)
@@ -360,7 +311,7 @@ def collect_day(
                 client, writer, day, previous, slices=slices, logger=logger, allow_shorter=allow_shorter,
                 started=started,
             )  # fmt: skip
-    _release_freed_memory()
+    release_freed_memory()
     return result
 
 

@@ -39,10 +39,11 @@ def test_dg_list_defs_shows_the_assets_checks_job_schedule_and_sensor():
             "apps_still_reporting",
             "collected_under_current_filters",
             "no_days_leaving_retention_unstored",
+            "stored_files_intact",
         )
     }
-    assert sorted(j["name"] for j in listed["jobs"]) == ["default_compact_day", JOB]
-    assert [s["name"] for s in listed["schedules"]] == [f"{JOB}_schedule"]
+    assert sorted(j["name"] for j in listed["jobs"]) == ["activities_verification", "default_compact_day", JOB]
+    assert sorted(s["name"] for s in listed["schedules"]) == ["activities_verification_schedule", f"{JOB}_schedule"]
     assert sorted(s["name"] for s in listed["sensors"]) == [
         "default_compaction", "default_late_arrivals", "default_retention_rescue"
     ]  # fmt: skip

@@ -32,17 +32,14 @@ import tenacity
 from activity_pipeline.mdca import wire
 from activity_pipeline.mdca.auth import EntraAuth, TokenAuth, auth_for
 from activity_pipeline.mdca.errors import (
-    AuthenticationError,
-    BadRequestError,
     EndpointError,
-    MdcaHTTPError,
-    PermissionDeniedError,
     ProtocolError,
     RetriesExhaustedError,
 )
 from activity_pipeline.mdca.ratelimit import RateLimiter
 from activity_pipeline.mdca.redact import server_text
 from activity_pipeline.mdca.settings import MdcaSettings
+from activity_pipeline.mdca.statuses import status_error
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -267,8 +264,10 @@ class MdcaClient:
             raise TransientError(
                 f"HTTP {status} ({wire.detail(response, self._secrets)})", status=status, retry_after=retry_after
             )
-        self._raise_for(status, response, path)
-        raise AssertionError("unreachable")
+        raise status_error(
+            status, response, path, api_url=self.settings.api_url, host=self.host, hint=self.auth.hint,
+            detail=wire.detail(response, self._secrets),
+        )  # fmt: skip
 
     def _decode(self, response: requests.Response, content: bytes | np.ndarray, decode: Callable[[bytes], T]) -> T:
         """The answer decoded. A body cut short is retried; one that is not the API's JSON is final."""
@@ -333,71 +332,6 @@ class MdcaClient:
     def now_ms(self) -> int:
         """The service's time as of its latest answer, else this machine's (epoch ms)."""
         return self.server_time_ms if self.server_time_ms is not None else int(time.time() * 1000)
-
-    def _raise_for(self, status: int, response: requests.Response, path: str) -> None:
-        detail = wire.detail(response, self._secrets)
-        if status == 400:
-            raise BadRequestError(
-                f"The API refused the request to {path} (400): {detail}. The request carries the day's window and "
-                "the tenant's own API filters (`filters:` in the tenants file, MDCA_FILTERS): check those against the "
-                "filters the API takes (docs/configuration.md); if they are right, the service changed what it "
-                "accepts: report it with this message. Nothing was stored or changed.",
-                status=400,
-                path=path,
-            )
-        if 300 <= status < 400:
-            raise self._redirected(status, response, path)
-        if status == 401:
-            raise AuthenticationError(
-                f"The API rejected the credentials (401: {detail}) at {path}; {self.auth.hint}",
-                status=401,
-                path=path,
-            )
-        if status == 403:
-            raise PermissionDeniedError(
-                f"The credentials are valid but not allowed to read activities (403: {detail}) at {path}. "
-                "Grant the Investigation.read permission: to the API token's user, or as an application "
-                "permission with admin consent to the Entra ID app.",
-                status=403,
-                path=path,
-            )
-        if status == 404:
-            raise MdcaHTTPError(
-                f"{self.settings.api_url}{path} does not exist (404: {detail}); check that MDCA_API_URL is the "
-                "portal's base URL, like https://contoso.eu2.portal.cloudappsecurity.com",
-                status=404,
-                path=path,
-            )
-        raise MdcaHTTPError(
-            f"Unexpected HTTP {status} from {path}: {detail}. The Activities API does not answer so: check that "
-            "MDCA_API_URL is the portal's base URL (like https://contoso.eu2.portal.cloudappsecurity.com) and what "
-            "answers there (a proxy, a gateway). Nothing was retried, stored or changed.",
-            status=status,
-            path=path,
-        )
-
-    def _redirected(self, status: int, response: requests.Response, path: str) -> MdcaHTTPError:
-        """A redirect, named as one: never followed, so the credentials go nowhere else (nor get dropped on the way
-        and the token blamed)."""
-        from urllib.parse import urljoin, urlsplit
-
-        location = server_text(response.headers.get("Location") or "")[:300]
-        where = urlsplit(urljoin(self.settings.api_url + path, location)) if location else None
-        target = f"{where.scheme}://{where.netloc}{where.path}" if where is not None else "nowhere (no Location)"
-        moved = where is not None and where.netloc and where.netloc != urlsplit(self.settings.api_url).netloc
-        hint = (
-            f" If {where.scheme}://{where.netloc} is the tenant's portal, set MDCA_API_URL to it."
-            if moved and where is not None
-            else ""
-        )
-        return MdcaHTTPError(
-            f"{self.host} answered {path} with a redirect (HTTP {status}) to {target}, not the API's answer. It was "
-            "not followed: a redirect would carry the credentials to another address, or drop them (and the "
-            "service would then refuse them). MDCA_API_URL must be the API's own base URL, like "
-            f"https://contoso.eu2.portal.cloudappsecurity.com, with nothing in front of it that redirects.{hint}",
-            status=status,
-            path=path,
-        )
 
     def _wait(self, state: tenacity.RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None

@@ -14,6 +14,7 @@ order): that form goes into every request, each stored day's manifest and `parti
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import difflib
 import ipaddress
 import json
@@ -185,3 +186,36 @@ def describe(filters: dict[str, dict[str, Any]]) -> str:
     '{"service":{"neq":[20893]}}'
     """
     return json.dumps(filters, separators=(",", ":"), sort_keys=True) if filters else ""
+
+
+def bounds(spec: Any) -> tuple[int | None, int | None] | None:
+    """The [low, high) bounds, epoch ms, that a time filter's `gte`/`gt`/`lte`/`lt` set; None when there are none.
+
+    >>> bounds({"gte": 10}), bounds({"gt": 10, "lte": 20}), bounds({"range": []})
+    ((10, None), (11, 21), None)
+    """
+    if not isinstance(spec, dict):
+        return None
+    lo = hi = None
+    if "gte" in spec:
+        lo = spec["gte"]
+    if "gt" in spec:
+        lo = spec["gt"] + 1
+    if "lte" in spec:
+        hi = spec["lte"] + 1
+    if "lt" in spec:
+        hi = spec["lt"]
+    return (lo, hi) if lo is not None or hi is not None else None
+
+
+def within(value: int | None, limits: tuple[int | None, int | None]) -> bool:
+    """Whether `value` (epoch ms) lies in `limits` ([low, high)); a missing value never does."""
+    lo, hi = limits
+    if value is None or isinstance(value, bool):
+        return False
+    return (lo is None or value >= lo) and (hi is None or value < hi)
+
+
+def utc(ms: int) -> str:
+    """Epoch milliseconds as a UTC time with milliseconds: 2026-11-25T02:10:00.000Z."""
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"

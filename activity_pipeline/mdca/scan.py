@@ -29,6 +29,7 @@ import msgspec
 from activity_pipeline.mdca.client import MdcaClient, window_filters
 from activity_pipeline.mdca.dedupe import DigestSet, RecentIds
 from activity_pipeline.mdca.errors import FilterIgnoredError, ScanStalledError
+from activity_pipeline.mdca.filters import bounds, utc, within
 from activity_pipeline.mdca.paging import CURSOR_FIX, ServerCursor
 from activity_pipeline.mdca.slices import Slice, WorkQueue
 from activity_pipeline.pagebody import PageBody
@@ -166,7 +167,7 @@ class Scanner:
         self._in_flight_limit = max(1, pages_in_flight)
         self._in_flight = threading.BoundedSemaphore(self._in_flight_limit)
         self._slice_held: dict[int, int] = {}
-        self._created_bounds = _bounds(self.filters.get("created"))
+        self._created_bounds = bounds(self.filters.get("created"))
 
     # Per page, in the worker thread.
     def _fetch_slice(
@@ -229,7 +230,7 @@ class Scanner:
                     beyond = beyond or (ts >= end and by_timestamp)
                     dropped_out += 1
                     continue
-                if self._created_bounds is not None and not _within(row.created, self._created_bounds):
+                if self._created_bounds is not None and not within(row.created, self._created_bounds):
                     outside_filter.append(row.created)
                     continue
                 raws.append(raw)
@@ -289,10 +290,10 @@ class Scanner:
         """Stop the scan: the server answered with records its request's `created` filter excludes."""
         lo, hi = self._created_bounds or (None, None)
         asked = " and ".join(
-            f"{word} {_utc(bound)}" for word, bound in (("from", lo), ("before", hi)) if bound is not None
+            f"{word} {utc(bound)}" for word, bound in (("from", lo), ("before", hi)) if bound is not None
         )
         known = sorted(c for c in created if c is not None)
-        seen = f"created from {_utc(known[0])} to {_utc(known[-1])}" if known else "without a `created` time"
+        seen = f"created from {utc(known[0])} to {utc(known[-1])}" if known else "without a `created` time"
         if known and len(known) < len(created):
             seen += f" (and {len(created) - len(known)} without one)"
         raise FilterIgnoredError(
@@ -419,35 +420,6 @@ class Scanner:
                 f"{self.client.stats.retries} retries, {st.seconds:.1f}s"
             )
         self.log.info(line)
-
-
-def _bounds(spec: Any) -> tuple[int | None, int | None] | None:
-    """The [low, high) bounds, epoch ms, that a `created` filter sets; None when there is none to check."""
-    if not isinstance(spec, dict):
-        return None
-    lo = hi = None
-    if "gte" in spec:
-        lo = spec["gte"]
-    if "gt" in spec:
-        lo = spec["gt"] + 1
-    if "lte" in spec:
-        hi = spec["lte"] + 1
-    if "lt" in spec:
-        hi = spec["lt"]
-    return (lo, hi) if lo is not None or hi is not None else None
-
-
-def _within(value: int | None, bounds: tuple[int | None, int | None]) -> bool:
-    lo, hi = bounds
-    if value is None or isinstance(value, bool):
-        return False
-    return (lo is None or value >= lo) and (hi is None or value < hi)
-
-
-def _utc(ms: int) -> str:
-    import datetime as dt
-
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 class _Stopped(Exception):
