@@ -7,9 +7,9 @@
 ...     handle(page.raws)
 
 Modules: `settings` (what to reach and how), `auth`, `ratelimit`, `client` (one request, retried), `wire`
-(an answer's body within a deadline and a size), `statuses` (what an error answer means), `redact` (server text made safe for messages),
-`paging` (the server's cursor), `slices` (parallel parts of a window), `dedupe`, `scan` (the driver),
-`body` (a page's bytes and who may rearrange them).
+(an answer's body within a deadline and a size), `statuses` (what an error answer means), `redact` (server
+text made safe for messages), `paging` (the server's cursor), `slices` (parallel parts of a window), `dedupe`,
+`scan` (the driver), `body` (a page's bytes and who may rearrange them).
 """
 
 from activity_pipeline.mdca.client import MdcaClient, RequestStats, RetryPolicy, window_filters
