@@ -1,7 +1,7 @@
 """Daily cost with history (issue 15, part 3): the daily run, scan aside, with 180 stored days against 3.
 
 One demo tenant serves 181 days of 2,000 activities. One data directory holds the 3 days before yesterday,
-another the 180; both then run the daily job for yesterday (the scan, the nine checks, the DuckDB views) in
+another the 180; both then run the daily job for yesterday (the scan, the ten checks, the DuckDB views) in
 this process, alternating, a fresh full scan each time. What is timed is the run less its scan: the asset
 step's time less the scan's own seconds, the checks' step and the views' step. Target: 180 days cost at most
 1.2x what 3 cost.

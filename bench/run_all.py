@@ -54,7 +54,7 @@ BENCHMARKS: list[tuple[str, list[str], str]] = [
         ["bench.ingest", "run", "--rounds", "3"],
         "The run is `make run`'s command for one tenant (`python -m activity_pipeline.launch "
         "default_daily_activities DAY`): Python and "
-        "Dagster start-up, the scan, the nine checks in one step, the DuckDB views, all in one process (the "
+        "Dagster start-up, the scan, the ten checks in one step, the DuckDB views, all in one process (the "
         "in-process executor). It is timed from the command's start to the run's end (RUN_SUCCESS, after the "
         "last check and the views), as the target reads; the command exits about 2 s later, Python unloading "
         "the modules Dagster loaded, and that figure is shown beside it. "
@@ -94,9 +94,9 @@ BENCHMARKS: list[tuple[str, list[str], str]] = [
         "larger day may be faster per record (fewer fixed costs a record), never slower by more than noise.",
     ),
     (
-        "The whole daily run at 10,000,000 activities (scan, nine checks, views): peak RSS of the run process",
+        "The whole daily run at 10,000,000 activities (scan, ten checks, views): peak RSS of the run process",
         ["bench.ingest", "run-memory", "--activities", "10000000"],
-        "The daily job as `make run` runs it (`python -m activity_pipeline.launch`: scan, the nine checks, the "
+        "The daily job as `make run` runs it (`python -m activity_pipeline.launch`: scan, the ten checks, the "
         "DuckDB views, one process), "
         "the demo tenant serving from 2 processes with no rate limit. The checks' DuckDB queries are capped at "
         "64 MB and spill to disk; duplicates are counted by a GROUP BY, which spills, not count(DISTINCT), "
@@ -106,7 +106,7 @@ BENCHMARKS: list[tuple[str, list[str], str]] = [
         "Daily cost with history: the daily run, scan aside, with 180 stored days against 3",
         ["bench.history"],
         "Both data directories hold days of 2,000 activities; the run is the whole daily job in this process "
-        "(scan, nine checks, views), alternating, and what is compared is its time less the scan's own.",
+        "(scan, ten checks, views), alternating, and what is compared is its time less the scan's own.",
     ),
     (
         "A 10-day backfill through the daemon at the service's rate (30 requests a minute)",

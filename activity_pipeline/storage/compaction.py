@@ -145,7 +145,7 @@ def writer_options(rows_per_group: int, *, bloom_filters: bool = True) -> dict[s
         "compression_level": 3,
         "use_dictionary": DICTIONARY_COLUMNS,
         "write_statistics": [c for c in SCHEMA.names if c != "raw"],
-        # A CRC per page, checked by `make verify`: a flipped byte in any column is found, not decoded into garbage.
+        # A CRC per page, for readers that check them: a flipped byte is found, not decoded into garbage.
         "write_page_checksum": True,
     }
     if bloom_filters:

@@ -93,7 +93,7 @@ class StagedDay(DayWriter):
                 use_dictionary=DICTIONARY_COLUMNS,
                 # Min/max of `raw` would copy two whole records per row group into the footer, to no use.
                 write_statistics=[c for c in SCHEMA.names if c != "raw"],
-                # A CRC per page, checked by `make verify`: a flipped byte is found, not decoded into garbage.
+                # A CRC per page, for readers that check them: a flipped byte is found, not decoded into garbage.
                 write_page_checksum=True,
             )
             self._writers[slice_start_ms] = writer
