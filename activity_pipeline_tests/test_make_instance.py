@@ -34,3 +34,21 @@ def test_make_run_records_its_run_in_that_instance_and_keeps_its_settings(tmp_pa
     with dg.DagsterInstance.from_config(str(home)) as instance:
         runs = instance.get_runs(dg.RunsFilter(job_name="default_daily_activities"))
     assert [r.tags.get("dagster/partition") for r in runs] == [RECENT[0].isoformat()]
+
+
+def test_make_run_full_rescan_scans_a_stored_day_anew(tmp_path, recent_server):
+    env = cli_env(recent_server.url, tmp_path / "data", tmp_path / "home")
+    for extra in ([], ["FULL_RESCAN=1"]):
+        proc = subprocess.run(["make", "-s", "run", f"DAY={RECENT[0]}", *extra], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=600)  # fmt: skip
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with dg.DagsterInstance.from_config(str(tmp_path / "home")) as instance:
+        runs = instance.get_runs(dg.RunsFilter(job_name="default_daily_activities"))  # newest first
+        modes = []
+        for run in runs:
+            (record,) = instance.get_records_for_run(
+                run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+            ).records[:1]
+            modes.append(record.asset_materialization.metadata["mode"].value)
+    assert runs[0].tags.get("activity_pipeline/full_rescan") == "true"
+    assert modes == ["full", "full"], "the second run scanned the stored day in full, not a top-up"
