@@ -77,6 +77,7 @@ def test_a_flipped_byte_in_raw_or_another_column_is_found_on_every_backend(backe
     assert not second.intact and city_file in second.problems[0]
     kept = store.verifications()
     assert not kept[DAYS[0]].intact and not kept[DAYS[1]].intact, "what was found is kept for the check"
+    assert store.verification(DAYS[0]) == kept[DAYS[0]] and store.verification(DAYS[0] - dt.timedelta(days=9)) is None
 
 
 def test_a_compacted_day_records_its_new_files_digests_and_verifies(tmp_path):

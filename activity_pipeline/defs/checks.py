@@ -355,7 +355,7 @@ def build_checks(
             storage=storage,
             at_risk=_at_risk(context, store, partitions) if watch_retention and _RETENTION in wanted else [],
             filters=mdca.filters,
-            verification=store.verifications().get(day) if "stored_files_intact" in wanted else None,
+            verification=store.verification(day) if "stored_files_intact" in wanted else None,
         )
         for name, (judge, _, _) in CHECKS.items():
             if name not in wanted:

@@ -225,6 +225,10 @@ class TenantStore(abc.ABC):
     def verifications(self) -> dict[dt.date, Verification]:
         """The last verification of every verified day."""
 
+    @abc.abstractmethod
+    def verification(self, day: dt.date) -> Verification | None:
+        """The last verification of `day` (one read), or None."""
+
     def verify_day(self, day: dt.date) -> Verification | None:
         """Verify the stored `day`'s current version and keep what was found; None when the day is not stored.
 

@@ -223,6 +223,10 @@ class LakeStore(TenantStore):
         self.lake.put(f"{VERIFIED}/tenant={self.tenant}/{verification.day.isoformat()}.json",
                       encode_verification(verification))  # fmt: skip
 
+    def verification(self, day: dt.date) -> Verification | None:
+        data = self.lake.get(f"{VERIFIED}/tenant={self.tenant}/{day.isoformat()}.json")
+        return None if data is None else decode_verification(data)
+
     def verifications(self) -> dict[dt.date, Verification]:
         found = (self.lake.get(k) for k in self.lake.keys(f"{VERIFIED}/tenant={self.tenant}"))
         return {v.day: v for v in (decode_verification(d) for d in found if d is not None) if v is not None}

@@ -293,6 +293,12 @@ class LocalStore(TenantStore):
         target = self.paths.verified / f"{verification.day.isoformat()}.json"
         _write_atomically(target, encode_verification(verification))
 
+    def verification(self, day: dt.date) -> Verification | None:
+        try:
+            return decode_verification((self.paths.verified / f"{day.isoformat()}.json").read_bytes())
+        except FileNotFoundError:
+            return None
+
     def verifications(self) -> dict[dt.date, Verification]:
         found = (decode_verification(p.read_bytes()) for p in self.paths.verified.glob("*.json"))
         return {v.day: v for v in found if v is not None}
