@@ -142,3 +142,29 @@ def test_make_run_against_a_server_that_ignores_created_fails_naming_it(tmp_path
     assert "ignored the request's `created` filter" in failure
     assert not any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events), "no retry"
     assert helpers.tenant_data(tmp_path).manifest(day).run_id == before.run_id
+
+
+def test_make_run_fails_naming_a_server_that_ignores_created_and_keeps_the_day(tmp_path):
+    import subprocess
+
+    from activity_pipeline_testing.helpers import REPO, cli_env
+
+    day = RECENT[0]
+    tenant = DemoTenant(TenantSpec(days=(day,), activities_per_day=3_000))
+    tenant.set_now(dt.datetime.combine(day + dt.timedelta(days=1), dt.time(2), dt.UTC))
+
+    def make_run(url: str) -> subprocess.CompletedProcess[str]:
+        env = cli_env(url, tmp_path / "data", tmp_path / "home")
+        return subprocess.run(["make", "-s", "run", f"DAY={day}"], cwd=REPO, env=env, capture_output=True,
+                              text=True, timeout=600)  # fmt: skip
+
+    with serve(tenant) as server:
+        assert make_run(server.url).returncode == 0
+    before = helpers.tenant_data(tmp_path / "data").manifest(day)
+    tenant.advance(dt.timedelta(days=2))
+    with broken(IgnoresCreated, tenant) as server:
+        proc = make_run(server.url)
+    assert proc.returncode != 0 and "failed: default" in proc.stderr
+    assert "ignored the request's `created` filter" in proc.stdout + proc.stderr
+    after = helpers.tenant_data(tmp_path / "data").manifest(day)
+    assert after.run_id == before.run_id and after.rows == before.rows
