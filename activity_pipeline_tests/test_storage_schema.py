@@ -51,3 +51,47 @@ def test_decoded_records_are_not_tracked_by_the_garbage_collector():
         parts = [row, row.device, row.location, row.user, row.userAgent, row.mainInfo]
         parts.append(row.mainInfo.activityResult if row.mainInfo else None)
         assert [p for p in parts if p is not None and gc.is_tracked(p)] == []
+
+
+def _published() -> list[bytes]:
+    """The real published records (fixtures), each as the JSON text a page carries."""
+    import json
+    from pathlib import Path
+
+    data = json.loads((Path(__file__).parent / "fixtures" / "sample-activities.json").read_text())
+    return [json.dumps(r, separators=(",", ":"), ensure_ascii=False).encode() for r in data["activities"]]
+
+
+def test_real_published_records_keep_their_times_and_bytes_exactly():
+    import json
+
+    from activity_pipeline.storage.schema import to_table
+
+    raws = [msgspec.Raw(r) for r in _published()]
+    rows = [decode_activity(r) for r in raws]
+    received: dict[str, bytes] = {}
+    table = to_table(raws, rows, None, received)
+    for k, text in enumerate(_published()):
+        record = json.loads(text)
+        assert rows[k].id == record["_id"] and rows[k].timestamp == record["timestamp"]
+        assert rows[k].created == record["created"]
+        assert table.column("raw")[k].as_py().encode() == text, "raw is the bytes as received"
+    assert received == {}, "valid UTF-8: nothing kept apart"
+
+
+def test_a_real_record_with_bytes_that_are_not_utf8_is_stored_and_its_bytes_kept():
+    import json
+
+    from activity_pipeline.storage.schema import to_table
+
+    text = _published()[0]
+    record = json.loads(text)
+    # Its description with a Latin-1 "é" in place of its first character: what a misencoding connector sends.
+    broken = text.replace(record["description"][:1].encode(), b"\xe9", 1)
+    row = decode_activity(msgspec.Raw(broken))
+    received: dict[str, bytes] = {}
+    table = to_table([msgspec.Raw(broken)], [row], None, received)
+    assert row.id == record["_id"] and row.timestamp == record["timestamp"] and row.created == record["created"]
+    assert row.user is not None and row.user.userName == record["user"]["userName"]
+    assert received == {record["_id"]: broken}
+    assert table.column("raw")[0].as_py() == broken.decode("utf-8", "replace")

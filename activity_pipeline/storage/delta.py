@@ -11,6 +11,7 @@ import datetime as dt
 import functools
 import json
 import urllib.parse
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -132,6 +133,19 @@ class Lake:
             return bytes(obstore.get(self.store, key).bytes())
         except FileNotFoundError:
             return None
+
+    def download(self, key: str, path: Path) -> None:
+        """The object's bytes into the file `path`, streamed (a day's file is hundreds of MB). Raises
+        FileNotFoundError when there is no such object, leaving no file."""
+        import obstore
+
+        try:
+            with open(path, "wb") as out:
+                for chunk in obstore.get(self.store, key).stream(4 << 20):
+                    out.write(chunk)
+        except FileNotFoundError:
+            path.unlink(missing_ok=True)
+            raise
 
     def get_json(self, key: str) -> Any:
         data = self.get(key)

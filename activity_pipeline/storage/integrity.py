@@ -48,8 +48,7 @@ def file_digests(paths: Sequence[Path]) -> dict[str, FileDigest]:
     """Each file's rows (from its footer), bytes and SHA-256, by name: what its manifest records."""
     found = {}
     for path in paths:
-        with open(path, "rb") as fh:
-            sha, size = sha256_stream(fh)
+        sha, size = _sha256_of(path)
         found[path.name] = FileDigest(rows=pq.read_metadata(path).num_rows, bytes=size, sha256=sha)
     return found
 

@@ -58,7 +58,6 @@ from activity_pipeline.storage.delta import (
 from activity_pipeline.storage.errors import DamagedDayError
 from activity_pipeline.storage.facts import DayFacts, query_rows
 from activity_pipeline.storage.integrity import (
-    CHUNK,
     Verification,
     decode_verification,
     encode_verification,
@@ -200,7 +199,6 @@ class LakeStore(TenantStore):
 
     def _verify_version(self, day: dt.date, manifest: Manifest) -> Verification:
         """Each file downloaded to the staging folder, verified, and removed, one at a time."""
-        import obstore
 
         present = sorted(f["name"] for f in self.current_files().get(day, []))
         where = partition(self.tenant, day)
@@ -208,15 +206,11 @@ class LakeStore(TenantStore):
         with tempfile.TemporaryDirectory(dir=self.staging, prefix=f"verify-{day.isoformat()}.") as folder:
             files = {}
             for name in manifest.files:
-                path = Path(folder) / name
                 try:
-                    with open(path, "wb") as out:
-                        for chunk in obstore.get(self.lake.store, f"{TABLE}/{where}/{name}").stream(CHUNK):
-                            out.write(chunk)
+                    self.lake.download(f"{TABLE}/{where}/{name}", Path(folder) / name)
                 except FileNotFoundError:
-                    path.unlink(missing_ok=True)
                     continue
-                files[name] = path
+                files[name] = Path(folder) / name
             return verify_files(self.tenant, manifest, files, present=present)
 
     def record_verification(self, verification: Verification) -> None:

@@ -141,15 +141,11 @@ class LakeDayWriter(StagedDay):
 
     def source_files(self, manifest: Manifest) -> list[Path]:
         """The version's files, downloaded into the staging folder."""
-        import obstore
-
         folder = self.stage / "source"
         folder.mkdir()
         where = partition(self.tenant, self.day)
         for name in manifest.files:
-            with open(folder / name, "wb") as out:
-                for chunk in obstore.get(self.lake.store, f"{TABLE}/{where}/{name}").stream():
-                    out.write(chunk)
+            self.lake.download(f"{TABLE}/{where}/{name}", folder / name)
         return [folder / name for name in sorted(manifest.files)]
 
     def commit_rearranged(self, previous: Manifest, files: Sequence[Path], compaction: Compaction) -> Manifest:
