@@ -235,16 +235,18 @@ class TenantStore(abc.ABC):
         Without the day's lock (runs of the day go on meanwhile): a version replaced while it was read is read
         again, as the new version, so a swap is never taken for damage.
         """
+        manifest = self.manifest(day)
         for _ in range(3):
-            manifest = self.manifest(day)
             if manifest is None:
                 return None
             verification = self._verify_version(day, manifest)
+            # Read once more (a listing on object storage): the day may have been replaced, or deleted, meanwhile.
             now = self.manifest(day)
-            if verification.intact or now is None or now.run_id == manifest.run_id:
+            if now is None:
+                return None
+            if verification.intact or now.run_id == manifest.run_id:
                 break
-        if self.manifest(day) is None:
-            return None
+            manifest = now
         self.record_verification(verification)
         return verification
 
