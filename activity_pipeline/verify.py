@@ -101,9 +101,10 @@ def verify_days(
     for tenant in tenants:
         store = store_of(tenant.name)
         stored = store.days()
-        wanted = stored if days is None else [d for d in days if d in set(stored)]
+        present = set(stored)
+        wanted = stored if days is None else [d for d in days if d in present]
         if days is not None:
-            for missing in sorted(set(days) - set(stored)):
+            for missing in sorted(set(days) - present):
                 report(f"{tenant.name} {missing}: not stored, nothing to verify")
         if only_due:
             wanted = due(store, wanted, now)
