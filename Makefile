@@ -17,10 +17,10 @@ PORT ?= 3000
 
 # With no tenant configured, the demo, the UI and headless runs read two built-in demo tenants side by side.
 ifeq ($(strip $(ACTIVITY_TENANTS_FILE)$(MDCA_API_URL)),)
-demo ui run backfill compact tenants verify: export ACTIVITY_TENANTS_FILE := $(CURDIR)/deploy/local/demo-tenants.yaml
+demo ui run backfill compact tenants verify upgrade: export ACTIVITY_TENANTS_FILE := $(CURDIR)/deploy/local/demo-tenants.yaml
 endif
 
-.PHONY: help demo test lint bench ui run backfill compact tenants verify clean
+.PHONY: help demo test lint bench ui run backfill compact tenants verify upgrade clean
 .DEFAULT_GOAL := help
 
 # `make` or `make help`: each target with the `##` note on its rule line.
@@ -130,6 +130,9 @@ backfill: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml  ## FROM=YYYY-MM-DD TO
 # naming each damaged day and its repair:  make verify [DAY=2026-11-24] [TENANT=contoso]
 verify: $(VENV)/.installed  ## [DAY=YYYY-MM-DD] [TENANT=name]: read stored days again, against their digests; exit 1 naming each damaged day and its repair
 	@$(BIN)/python -m activity_pipeline.verify $(if $(DAY),--day $(DAY)) $(if $(TENANT),--tenant $(TENANT))
+
+upgrade: $(VENV)/.installed  ## [DAY=YYYY-MM-DD] [TENANT=name]: derive stored days' typed columns again from raw, where they are of an older version
+	@$(BIN)/python -m activity_pipeline.upgrade $(if $(DAY),--day $(DAY)) $(if $(TENANT),--tenant $(TENANT))
 
 clean:  ## remove the venv, the instance (.dagster_home/ only), the emulators and the data (not data/README.md)
 	rm -rf $(VENV) $(DEFAULT_DAGSTER_HOME) .azurite data/activities data/_health data/_index data/_deleted data/.staging data/*.duckdb data/activities.sql

@@ -18,7 +18,6 @@ from activity_pipeline.demo_tenant import DemoTenant, TenantSpec
 from activity_pipeline.ingest import ingest_day
 from activity_pipeline.run_summary import check_evaluations
 from activity_pipeline.storage.compaction import compact_day
-from activity_pipeline.storage.schema import SCHEMA
 from activity_pipeline_testing import helpers
 from activity_pipeline_testing.helpers import RECENT, REPO, cli_env, client_for, serve, tenant_data
 
@@ -44,7 +43,9 @@ def _flip(store, day: dt.date, column: str) -> str:
     else:
         path = store.day_location(day) / name
         data = bytearray(path.read_bytes())
-    meta = pq.ParquetFile(pa_buffer(data)).metadata.row_group(0).column(SCHEMA.get_field_index(column))
+    group = pq.ParquetFile(pa_buffer(data)).metadata.row_group(0)
+    leaves = [group.column(i).path_in_schema for i in range(group.num_columns)]  # nested columns have several
+    meta = group.column(leaves.index(column))
     start = meta.dictionary_page_offset or meta.data_page_offset
     data[start + meta.total_compressed_size // 2] ^= 0x5A
     if hasattr(store, "lake"):

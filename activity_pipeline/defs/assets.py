@@ -71,8 +71,10 @@ _FINAL = (
 
 COLUMN_SCHEMA = dg.TableSchema(
     columns=[
-        dg.TableColumn(name, str(dtype), description=text, constraints=dg.TableColumnConstraints(nullable=nullable))
-        for name, dtype, nullable, text in COLUMNS
+        dg.TableColumn(
+            c.name, str(c.type), description=c.description, constraints=dg.TableColumnConstraints(nullable=c.nullable)
+        )
+        for c in COLUMNS
     ]
 )
 HOURLY_SCHEMA = dg.TableSchema(columns=[dg.TableColumn("hour", "int"), dg.TableColumn("activities", "int")])

@@ -18,7 +18,7 @@ from activity_pipeline.config import TenantConfig
 from activity_pipeline.defs.partitions import first_kept_day, newest_days, partition_day, run_start
 from activity_pipeline.defs.resources import ActivityStorage
 from activity_pipeline.ingest import SETTLE_DAYS
-from activity_pipeline.storage.compaction import CompactionError, NotStoredError, compact_day, is_compacted
+from activity_pipeline.storage.compaction import CompactionError, NotStoredError, compact_day, is_current
 from activity_pipeline.storage.core import Dataset
 from activity_pipeline.storage.dataset import open_dataset
 from activity_pipeline.storage.delta import Lake
@@ -109,14 +109,15 @@ def build_lifecycle(
         required_resource_keys={"storage"},
     )
     def compaction(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
-        """Compact the tenant's settled days (before the late-arrivals window) that are not compacted, oldest first."""
+        """Compact the tenant's settled days (before the late-arrivals window) that are not compacted, or compacted
+        with older typed columns (which the compaction upgrades from `raw`), oldest first."""
         storage: ActivityStorage = context.resources.storage
         window = newest_days(partitions, SETTLE_DAYS)
         settled_before = min(window) if window else dt.date.max
         files = storage.tenant(name).files_by_day()
-        due = [d for d in sorted(files) if d < settled_before and not is_compacted(files[d])]
+        due = [d for d in sorted(files) if d < settled_before and not is_current(files[d])]
         if not due:
-            return dg.SkipReason(f"every settled day of {name} is compacted")
+            return dg.SkipReason(f"every settled day of {name} is compacted, with today's typed columns")
         requests, given_up = [], []
         for day in due:
             version = _version(files[day])

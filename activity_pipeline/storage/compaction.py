@@ -15,7 +15,8 @@ few of them. Compaction rewrites the day once its late arrivals are in:
    from Python only through DataFusion, whose sort alone needed 600 MB for a 1,000,000-activity day).
 3. The new file is verified against the old files: the same number of rows, and the same multiset of
    (`id`, `raw`) and of whole rows (two 64-bit hashes summed over the rows, in DuckDB). A mismatch leaves
-   the day as it was.
+   the day as it was. Files of an older version of the typed columns are upgraded on the way: their typed
+   columns derived again from `raw` (`schema.derive_table`), the (`id`, `raw`) multiset verified unchanged.
 4. The writer replaces the day in one step: the rename swap on disk; on object storage one Delta commit whose
    actions all say `dataChange: false` (a rearrangement, as OPTIMIZE writes it).
 
@@ -43,7 +44,7 @@ import pyarrow.parquet as pq
 
 from activity_pipeline.storage.core import TenantStore
 from activity_pipeline.storage.manifest import Compaction, Manifest
-from activity_pipeline.storage.schema import DICTIONARY_COLUMNS, SCHEMA
+from activity_pipeline.storage.schema import DICTIONARY_COLUMNS, SCHEMA, SCHEMA_VERSION, derive_table, version_of
 
 # Arrow bytes a row group may hold while it is written. pyarrow writes a row group from one table, and the
 # process peaks at about six times that (the window read, sorted, encoded): 36 MiB keeps a compaction within
@@ -95,6 +96,17 @@ class Compacted:
 def is_compacted(names: Sequence[str]) -> bool:
     """Whether a day whose files are `names` is one compaction's output (a top-up since adds a file)."""
     return len(names) == 1 and names[0].startswith(f"{COMPACTED_PREFIX}-")
+
+
+def compacted_name(run_id: str) -> str:
+    """A compaction's file: its name says the version of the typed columns (`compact-v2-<run>.parquet`), so that a
+    day's files alone tell whether it is compacted and current (files of version 1 are `compact-<run>.parquet`)."""
+    return f"{COMPACTED_PREFIX}-v{SCHEMA_VERSION}-{run_id}.parquet"
+
+
+def is_current(names: Sequence[str]) -> bool:
+    """Whether a day whose files are `names` is compacted with today's typed columns: nothing to rewrite."""
+    return is_compacted(names) and names[0].startswith(f"{COMPACTED_PREFIX}-v{SCHEMA_VERSION}-")
 
 
 def layout(paths: Sequence[Path]) -> Layout:
@@ -167,8 +179,14 @@ def rewrite_sorted(paths: Sequence[Path], out: Path, work: Path, rows_per_group:
     try:
         for path in paths:  # pass 1: each row group's rows to their window's file
             file = pq.ParquetFile(path, buffer_size=READ_BUFFER)
+            current = version_of(file.schema_arrow) == SCHEMA_VERSION
             for g in range(file.metadata.num_row_groups):
-                table = file.read_row_group(g).cast(SCHEMA)
+                # A file of older columns is upgraded on the way: its typed columns derived again from `raw`.
+                table = (
+                    file.read_row_group(g).cast(SCHEMA)
+                    if current
+                    else derive_table(file.read_row_group(g, ["id", "raw"]))
+                )
                 ts = table.column("timestamp").cast(pa.int64()).to_numpy()
                 window = np.searchsorted(starts, ts, side="right") - 1
                 order = np.argsort(window, kind="stable")
@@ -204,27 +222,37 @@ def rewrite_sorted(paths: Sequence[Path], out: Path, work: Path, rows_per_group:
     return layout([out])
 
 
-def digest(paths: Sequence[Path], spill: Path) -> tuple[int, int, int]:
-    """(rows, sum of hash(id, raw), sum of hash(whole row)) over `paths`: equal for the same multiset of rows."""
+def digest(paths: Sequence[Path], spill: Path) -> tuple[int, int, int | None]:
+    """(rows, sum of hash(id, raw), sum of hash(whole row)) over `paths`: equal for the same multiset of rows. The
+    whole rows' sum is None when the files are not all of today's columns (an upgrade changes the typed columns;
+    its `id` and `raw` must stay as they were)."""
     import duckdb
 
     spill.mkdir(parents=True, exist_ok=True)
     config = {"memory_limit": "64MB", "threads": 1, "temp_directory": str(spill), "preserve_insertion_order": False}
+    current = all(version_of(pq.read_schema(p)) == SCHEMA_VERSION for p in paths)
+    whole = "coalesce(sum(hash(t)), 0)" if current else "NULL"
     with duckdb.connect(config=config) as con:
         row = con.execute(
-            "SELECT count(*), coalesce(sum(hash(id, raw)), 0), coalesce(sum(hash(t)), 0) "
+            f"SELECT count(*), coalesce(sum(hash(id, raw)), 0), {whole} "
             "FROM read_parquet(?, hive_partitioning = false) AS t",
             [[str(p) for p in paths]],
         ).fetchone()
     assert row is not None
-    return int(row[0]), int(row[1]), int(row[2])
+    return int(row[0]), int(row[1]), None if row[2] is None else int(row[2])
+
+
+def same_rows(before: tuple[int, int, int | None], after: tuple[int, int, int | None]) -> bool:
+    """Whether two digests are of the same rows: the same (id, raw) multiset, and the same whole rows unless the
+    columns were upgraded."""
+    return before[:2] == after[:2] and (before[2] is None or before[2] == after[2])
 
 
 def _rewrite_and_verify(sources: list[Path], out: Path, work: Path) -> tuple[Layout, int, bool]:
     """In the worker process: the rewrite, and whether it holds exactly the sources' rows."""
     rows_per_group = row_group_rows(sources)
     after = rewrite_sorted(sources, out, work / "windows", rows_per_group)
-    same = digest(sources, work / "spill") == digest([out], work / "spill")
+    same = same_rows(digest(sources, work / "spill"), digest([out], work / "spill"))
     shutil.rmtree(work, ignore_errors=True)
     return after, rows_per_group, same
 
@@ -271,7 +299,7 @@ def compact_day(store: TenantStore, day: dt.date, *, run_id: str | None = None, 
             raise NotStoredError(f"{store.tenant} {day} is not stored: there is nothing to compact")
         sources = writer.source_files(previous)
         before = layout(sources)
-        out = writer.stage / f"{COMPACTED_PREFIX}-{writer.run_id}.parquet"
+        out = writer.stage / compacted_name(writer.run_id)
         after, rows_per_group, same = _in_worker(sources, out, writer.stage / "work")
         if not same or after.rows != before.rows:
             raise CompactionError(

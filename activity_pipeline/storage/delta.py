@@ -116,6 +116,22 @@ class Lake:
             DeltaTable.create(self.table_url, schema=TABLE_SCHEMA, partition_by=PARTITION_BY, mode="ignore")
         return DeltaTable(self.table_url)
 
+    def evolved(self, table: Any) -> Any:
+        """`table`, with the columns of TABLE_SCHEMA it lacks added first (one metadata commit): a table created by
+        an older version of the columns. Old files read those columns as null, as the Delta protocol says. Called
+        by writers only: readers never write to the table."""
+        from deltalake.exceptions import DeltaError
+        from deltalake.schema import Schema
+
+        have = {f.name for f in table.schema().fields}
+        missing = [f for f in TABLE_SCHEMA if f.name not in have]
+        if not missing:
+            return table
+        # Two writers evolving at once: one commit wins, the other finds the columns there.
+        with contextlib.suppress(DeltaError):
+            table.alter.add_columns(list(Schema.from_arrow(pa.schema(missing)).fields))
+        return self.table()
+
     def files(self) -> dict[tuple[str, dt.date], list[dict[str, Any]]]:
         """Every file of the table's current version, per (tenant, day): name, bytes, rows. One read of the log."""
         return files_of(self.table())

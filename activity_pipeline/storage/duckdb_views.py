@@ -17,6 +17,8 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+import pyarrow as pa
+
 from activity_pipeline.retention import RESCUE_MARGIN_DAYS, RETENTION_DAYS, at_risk, first_retained_day
 from activity_pipeline.storage.core import Dataset, Finding
 from activity_pipeline.storage.layout import STAGING
@@ -42,17 +44,22 @@ def _sql_string(value: str) -> str:
 
 
 def _typed_empty() -> str:
-    cols = ", ".join(f"NULL::{_duck_type(str(t))} AS {name}" for name, t, _, _ in COLUMNS)
+    cols = ", ".join(f"NULL::{duck_type(c.type)} AS {c.name}" for c in COLUMNS)
     return f"SELECT NULL::VARCHAR AS tenant, {cols}, NULL::DATE AS date WHERE false"
 
 
-def _duck_type(arrow: str) -> str:
+def duck_type(arrow: pa.DataType) -> str:
+    """DuckDB's name for a column type of the schema."""
+    if pa.types.is_list(arrow):
+        return f"{duck_type(arrow.value_type)}[]"
+    if pa.types.is_struct(arrow):
+        return "STRUCT(" + ", ".join(f"{f.name} {duck_type(f.type)}" for f in arrow) + ")"
     return {
         "string": "VARCHAR",
         "int32": "INTEGER",
         "bool": "BOOLEAN",
         "timestamp[ms, tz=UTC]": "TIMESTAMPTZ",
-    }[arrow]
+    }[str(arrow)]
 
 
 # Analytic views a SOC reaches for first. Each reads the `activities` view; DuckDB prunes by `date` and
@@ -70,7 +77,8 @@ ANALYTIC_VIEWS: dict[str, str] = {
                count(*) FILTER (WHERE is_admin) AS admin_activities
         FROM activities GROUP BY ALL""",
     "failed_sign_ins": """
-        SELECT tenant, date, timestamp, user_name, app_name, ip_address, country_code, city, organization,
+        SELECT tenant, date, timestamp, user_name, account_display_name, account_object_id, is_external, app_name,
+               failure_reason, sign_in_error_code, ip_address, country_code, city, organization, ip_category,
                user_agent, description, id
         FROM activities
         WHERE event_type = 'EVENT_CATEGORY_FAILED_LOGIN' OR (is_success = false AND action ILIKE '%log%')""",
@@ -96,26 +104,35 @@ ANALYTIC_VIEWS: dict[str, str] = {
         FROM ranked WHERE nth_country > 1""",
     "user_failure_bursts": """
         SELECT tenant, user_name, time_bucket(INTERVAL 1 HOUR, timestamp) AS hour_start, count(*) AS failed_sign_ins,
-               count(DISTINCT ip_address) AS ip_addresses, count(DISTINCT country_code) AS countries
-        FROM failed_sign_ins GROUP BY ALL HAVING count(*) >= 5""",
+               count(DISTINCT ip_address) AS ip_addresses, count(DISTINCT country_code) AS countries,
+               any_value(account_object_id) AS account_object_id, bool_or(is_external) AS is_external,
+               list_distinct(list(sign_in_error_code) FILTER (WHERE sign_in_error_code IS NOT NULL)) AS error_codes
+        FROM failed_sign_ins WHERE user_name IS NOT NULL GROUP BY ALL HAVING count(*) >= 5""",
     "shared_ip_addresses": """
         SELECT tenant, date, ip_address, organization, country_code, count(DISTINCT user_name) AS users,
                count(*) AS activities
         FROM activities WHERE ip_address IS NOT NULL GROUP BY ALL HAVING count(DISTINCT user_name) >= 5""",
-    # Microsoft's CloudAppEvents schema (advanced hunting), for queries written for it or the SIEM agent.
+    # Microsoft's CloudAppEvents schema (advanced hunting), for queries written for it or the SIEM agent: every
+    # column this API can fill, from typed columns; the others are NULL (docs/querying.md lists which and why).
     "cloud_app_events": """
         SELECT tenant, timestamp AS Timestamp, action AS ActionType, app_name AS Application, app_id AS ApplicationId,
-               json_extract_string(raw, '$.resolvedActor.id') AS AccountObjectId,
-               user_name AS AccountId, user_name AS AccountDisplayName, is_admin AS IsAdminOperation,
-               device_type AS DeviceType, json_extract_string(raw, '$.userAgent.operatingSystem.name') AS OSPlatform,
-               ip_address AS IPAddress,
-               TRY_CAST(json_extract(raw, '$.location.anonymousProxy') AS BOOLEAN) AS IsAnonymousProxy,
-               country_code AS CountryCode, city AS City, organization AS Isp, user_agent AS UserAgent,
-               event_type AS ActivityType, json_extract(raw, '$.mainInfo.eventObjects') AS ActivityObjects,
-               json_extract_string(raw, '$.location.categoryValue') AS IPCategory,
-               json_extract(raw, '$.rawDataJson') AS RawEventData, id AS ReportId, description AS AdditionalFields,
+               account_object_id AS AccountObjectId, user_name AS AccountId,
+               coalesce(account_display_name, user_name) AS AccountDisplayName, is_admin AS IsAdminOperation,
+               device_type AS DeviceType, os_platform AS OSPlatform, ip_address AS IPAddress,
+               is_anonymous_proxy AS IsAnonymousProxy, country_code AS CountryCode, city AS City, organization AS Isp,
+               user_agent AS UserAgent, event_type AS ActivityType, objects AS ActivityObjects,
+               target.name AS ObjectName, target.kind AS ObjectType, target.id AS ObjectId, id AS ReportId,
+               NULL::VARCHAR AS AccountType, is_external AS IsExternalUser, NULL::BOOLEAN AS IsImpersonated,
+               ip_tags AS IPTags, ip_category AS IPCategory, NULL::VARCHAR[] AS UserAgentTags,
+               json_extract(raw, '$.rawDataJson') AS RawEventData, description AS AdditionalFields,
+               NULL::JSON AS LastSeenForUser, NULL::JSON AS UncommonForUser,
+               CASE source WHEN 0 THEN 'Defender for Cloud Apps access control'
+                           WHEN 1 THEN 'Defender for Cloud Apps session control'
+                           WHEN 2 THEN 'Defender for Cloud Apps app connector' END AS AuditSource,
+               NULL::JSON AS SessionData, NULL::VARCHAR AS OAuthAppId,
                date
-        FROM activities""",
+        FROM (SELECT *, list_filter(objects, o -> o.obj_type NOT IN (2, 6, 7, 21, 22, 23))[1] AS target
+              FROM activities)""",
 }
 
 

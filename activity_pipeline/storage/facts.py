@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from activity_pipeline.days import day_window
 from activity_pipeline.storage.errors import FULL_RESCAN_HINT
 from activity_pipeline.storage.manifest import Manifest
-from activity_pipeline.storage.schema import SCHEMA
+from activity_pipeline.storage.schema import SCHEMAS
 
 
 @dataclasses.dataclass
@@ -119,7 +119,7 @@ def _isolated(
 def _query_rows(facts: DayFacts, paths: list[str], setup: list[str], spill: Path, *, schema_check: bool = False) -> int:
     """Fill in duplicates, time range, rows outside the day and rows at the watermark from the day's files at
     `paths` (local paths or URLs that the `setup` SQL lets DuckDB read); returns the rows. With `schema_check`,
-    each file's columns are compared with the schema's too (local files have theirs read from the footer).
+    each file's columns are compared with each known version's too (local files have theirs read from the footer).
     DuckDB spills to `spill` past its memory cap."""
     start_ms, end_ms = day_window(facts.day)
     facts.watermark_ms = facts.manifest.watermark_ms if facts.manifest is not None else None
@@ -139,13 +139,15 @@ def _query_rows(facts: DayFacts, paths: list[str], setup: list[str], spill: Path
         if schema_check:
             # Each file's columns as DuckDB reads them, against those of an empty file of the schema.
             describe = "SELECT column_name, column_type FROM (DESCRIBE FROM read_parquet(?, hive_partitioning = false))"
+            expected = []
             with tempfile.TemporaryDirectory() as folder:
-                reference = Path(folder) / "schema.parquet"
-                pq.write_table(SCHEMA.empty_table(), reference)
-                expected = con.execute(describe, [str(reference)]).fetchall()
+                for version, schema in SCHEMAS.items():  # a day not yet upgraded holds an older version's files
+                    reference = Path(folder) / f"schema-{version}.parquet"
+                    pq.write_table(schema.empty_table(), reference)
+                    expected.append(con.execute(describe, [str(reference)]).fetchall())
             for path in paths:
                 try:
-                    if con.execute(describe, [path]).fetchall() != expected:
+                    if con.execute(describe, [path]).fetchall() not in expected:
                         facts.schema_mismatches.append(path.rsplit("/", 1)[-1])
                 except duckdb.Error as exc:
                     facts.unreadable[path.rsplit("/", 1)[-1]] = why(exc)

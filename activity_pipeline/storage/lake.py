@@ -276,7 +276,7 @@ class LakeDataset(Dataset):
             listed = ", ".join(_sql(u) for u in uris)
             activities = (
                 f"SELECT tenant, * EXCLUDE (tenant) FROM read_parquet([{listed}], hive_partitioning = true, "
-                "hive_types = {'tenant': VARCHAR, 'date': DATE})"
+                "hive_types = {'tenant': VARCHAR, 'date': DATE}, union_by_name = true)"
             )
         findings = duckdb_url(f"{self.lake.url}/{HEALTH}/tenant=*/*.json") if self.lake.keys(HEALTH) else None
         deleted = duckdb_url(f"{self.lake.url}/{DELETED}/tenant=*/*.json") if self.lake.keys(DELETED) else None

@@ -29,7 +29,6 @@ from activity_pipeline.storage.errors import DayChangedError
 from activity_pipeline.storage.integrity import file_digests
 from activity_pipeline.storage.lake_sql import duckdb_setup
 from activity_pipeline.storage.manifest import Compaction, Manifest, dumps
-from activity_pipeline.storage.schema import SCHEMA
 from activity_pipeline.storage.staging import QUARANTINE, StagedDay
 
 
@@ -37,8 +36,9 @@ def _stats(path: Path) -> str:
     """The add action's statistics (rows; min, max and nulls of the two time columns), from the footer."""
     meta = pq.ParquetFile(path).metadata
     stats: dict[str, Any] = {"numRecords": meta.num_rows, "minValues": {}, "maxValues": {}, "nullCount": {}}
+    leaves = [meta.schema.column(i).path for i in range(meta.num_columns)]
     for name in ("timestamp", "created"):
-        col = SCHEMA.get_field_index(name)
+        col = leaves.index(name)
         lows, highs, nulls = [], [], 0
         for g in range(meta.num_row_groups):
             s = meta.row_group(g).column(col).statistics
@@ -73,7 +73,6 @@ class LakeDayWriter(StagedDay):
         super().__init__(tenant, staging, day, run_id=run_id, prefix=prefix)
         self.lake = lake
         self._target = url
-        self._carried: Manifest | None = None
 
     @property
     def target(self) -> str:
@@ -173,7 +172,7 @@ class LakeDayWriter(StagedDay):
         where = partition(self.tenant, self.day)
         values = {"tenant": self.tenant, "date": self.day.isoformat()}
         for _ in range(COMMIT_ATTEMPTS):
-            table = self.lake.table()
+            table = self.lake.evolved(self.lake.table())
             current = {f["name"]: f for f in files_of(table).get((self.tenant, self.day), [])}
             if sorted(current) != sorted(removed):
                 raise DayChangedError(
@@ -217,7 +216,7 @@ class LakeDayWriter(StagedDay):
 
         filters = [("tenant", "=", self.tenant), ("date", "=", self.day.isoformat())]
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
-            table = self.lake.table()
+            table = self.lake.evolved(self.lake.table())
             if carried is not None:
                 current = sorted(f["name"] for f in files_of(table).get((self.tenant, self.day), []))
                 if current != sorted(carried.files):

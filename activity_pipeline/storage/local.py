@@ -52,7 +52,7 @@ from activity_pipeline.storage.integrity import (
 )
 from activity_pipeline.storage.layout import DATASET, DELETED, HEALTH, TenantPaths, adopt_legacy_days, check_root
 from activity_pipeline.storage.manifest import MANIFEST, Compaction, Manifest, dumps, loads
-from activity_pipeline.storage.schema import SCHEMA, TIMESTAMP
+from activity_pipeline.storage.schema import TIMESTAMP, version_of
 from activity_pipeline.storage.staging import QUARANTINE, StagedDay
 
 HIVE = "hive_partitioning = true, hive_types = {'tenant': VARCHAR, 'date': DATE}"
@@ -100,7 +100,6 @@ class LocalDayWriter(StagedDay):
         super().__init__(store.tenant, store.staging, day, run_id=run_id, prefix=prefix)
         self.store = store
         self._target = store.day_location(day)
-        self._carried: Manifest | None = None
 
     @property
     def target(self) -> Path:
@@ -234,7 +233,7 @@ class LocalStore(TenantStore):
                 continue
             readable.append(str(f))
             facts.rows += meta.metadata.num_rows
-            if not meta.schema_arrow.remove_metadata().equals(SCHEMA):
+            if version_of(meta.schema_arrow) is None:
                 facts.schema_mismatches.append(f.name)
         quarantine = folder / QUARANTINE
         if quarantine.exists():
@@ -344,7 +343,10 @@ class LocalDataset(Dataset):
         glob = days / "tenant=*" / "date=*" / "*.parquet"
         activities = None
         if any(days.glob("tenant=*/date=*/*.parquet")):
-            activities = f"SELECT tenant, * EXCLUDE (tenant) FROM read_parquet({_sql(str(glob))}, {HIVE})"
+            # union_by_name: days not yet upgraded lack the newer columns, which then read as NULL.
+            activities = (
+                f"SELECT tenant, * EXCLUDE (tenant) FROM read_parquet({_sql(str(glob))}, {HIVE}, union_by_name = true)"
+            )
         health = self.root / HEALTH
         findings = str(health / "tenant=*" / "*.json") if any(health.glob("tenant=*/*.json")) else None
         # Read when queried, from the manifests: current between rebuilds of the DuckDB file.

@@ -3,190 +3,126 @@
 Typed columns are for SQL; `raw` keeps every record exactly as the API sent it (JSON text), so nothing
 the columns leave out is lost, including keys that differ only in case. Records are decoded only as far as
 the columns need (msgspec), and `raw` is built from the received bytes without re-encoding them.
+
+Every typed column is derived from `raw` alone (`derive_table`), so a day stored with an older version of the
+columns is upgraded from its own `raw`, never from the API (`storage.compaction`, `make upgrade`). Each column
+names the version that added it; a file of version N holds exactly the columns of `schema_of(N)`.
+
+    version 1   the first columns (user_name from user.userName only; is_admin from mainInfo.type)
+    version 2   identity as the service writes it (user_name from failedUserData, the resolved actor, ...),
+                account_object_id, account_display_name, is_external, failure_reason, sign_in_error_code,
+                ip_category, ip_tags, region, is_anonymous_proxy, os_platform, objects; is_admin also from
+                Office 365's UserType
 """
 
 from __future__ import annotations
 
 import ctypes
+import itertools
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import numpy as np
 import pyarrow as pa
 
 from activity_pipeline.pagebody import PageBody
-
-SCHEMA_VERSION = 1
-TIMESTAMP = pa.timestamp("ms", tz="UTC")
-
-# (name, arrow type, nullable, description): the documented schema, in column order.
-COLUMNS: tuple[tuple[str, pa.DataType, bool, str], ...] = (
-    ("id", pa.string(), False, "the record's `_id`"),
-    ("timestamp", TIMESTAMP, False, "when the activity happened (`timestamp`, UTC)"),
-    ("created", TIMESTAMP, True, "when the service saved it (`created`, UTC); later than timestamp"),
-    ("app_id", pa.int32(), True, "`appId`: 11161 Office 365, 20893 Exchange Online, ..."),
-    ("app_name", pa.string(), True, "`appName`"),
-    ("event_type", pa.string(), True, "`eventTypeName`, e.g. EVENT_CATEGORY_FAILED_LOGIN"),
-    ("event_type_value", pa.string(), True, "`eventTypeValue`, e.g. EVENT_AAD_LOGIN_FAILED"),
-    ("action", pa.string(), True, "`mainInfo.rawOperationName`, the app's own operation name"),
-    ("description", pa.string(), True, "`description`"),
-    ("user_name", pa.string(), True, "`user.userName`"),
-    ("ip_address", pa.string(), True, "`device.clientIP`"),
-    ("country_code", pa.string(), True, "`location.countryCode`"),
-    ("city", pa.string(), True, "`location.city`"),
-    ("organization", pa.string(), True, "`location.organizationSearchable`, the IP's owner"),
-    ("device_type", pa.string(), True, "`userAgent.deviceType`"),
-    ("user_agent", pa.string(), True, "`device.userAgent`"),
-    ("is_success", pa.bool_(), True, "`mainInfo.activityResult.isSuccess`; null when the app reports none"),
-    ("is_admin", pa.bool_(), False, "administrative activity (`mainInfo.type` is admin)"),
-    ("source", pa.int32(), True, "`source` (2 = app connector)"),
-    ("raw", pa.string(), False, "the whole record exactly as received, JSON text"),
+from activity_pipeline.storage.records import (
+    OBJECT_KINDS,
+    ActivityRecord,
+    decode_activity,
+    identity,
+    ip_category,
+    is_admin,
+    number,
+    text,
 )
 
-SCHEMA = pa.schema([pa.field(name, dtype, nullable=nullable) for name, dtype, nullable, _ in COLUMNS])
+__all__ = ["ActivityRecord", "decode_activity"]
+
+SCHEMA_VERSION = 2
+TIMESTAMP = pa.timestamp("ms", tz="UTC")
+# One thing a record involves (`mainInfo.eventObjects[]`), typed.
+OBJECT = pa.struct(
+    [
+        pa.field("obj_type", pa.int32()),
+        pa.field("kind", pa.string()),
+        pa.field("service_type", pa.string()),
+        pa.field("name", pa.string()),
+        pa.field("id", pa.string()),
+        pa.field("value", pa.string()),
+        pa.field("role", pa.int32()),
+    ]
+)
+
+
+class Column(NamedTuple):
+    name: str
+    type: pa.DataType
+    nullable: bool
+    description: str
+    since: int = 1
+
+
+# The documented schema, in column order (docs/dataset.md gives each column's source paths and precedence).
+COLUMNS: tuple[Column, ...] = (
+    Column("id", pa.string(), False, "the record's `_id`"),
+    Column("timestamp", TIMESTAMP, False, "when the activity happened (`timestamp`, UTC)"),
+    Column("created", TIMESTAMP, True, "when the service saved it (`created`, UTC); later than timestamp"),
+    Column("app_id", pa.int32(), True, "`appId`: 11161 Office 365, 20893 Exchange Online, ..."),
+    Column("app_name", pa.string(), True, "`appName`"),
+    Column("event_type", pa.string(), True, "`eventTypeName`, e.g. EVENT_CATEGORY_FAILED_LOGIN"),
+    Column("event_type_value", pa.string(), True, "`eventTypeValue`, e.g. EVENT_AAD_LOGIN_FAILED"),
+    Column("action", pa.string(), True, "`mainInfo.rawOperationName`, the app's own operation name"),
+    Column("description", pa.string(), True, "`description`"),
+    Column("user_name", pa.string(), True, "the actor's UPN: `user.userName`, else `failedUserData.userName`, ..."),
+    Column("ip_address", pa.string(), True, "`device.clientIP`"),
+    Column("country_code", pa.string(), True, "`location.countryCode`"),
+    Column("city", pa.string(), True, "`location.city`"),
+    Column("organization", pa.string(), True, "`location.organizationSearchable`, the IP's owner"),
+    Column("device_type", pa.string(), True, "`userAgent.deviceType`"),
+    Column("user_agent", pa.string(), True, "`device.userAgent`"),
+    Column("is_success", pa.bool_(), True, "`mainInfo.activityResult.isSuccess`; null when the app reports none"),
+    Column("is_admin", pa.bool_(), False, "administrative activity: `mainInfo.type` admin, or Office 365's UserType"),
+    Column("source", pa.int32(), True, "`source` (0 access control, 1 session control, 2 app connector)"),
+    Column("account_object_id", pa.string(), True, "the actor's Entra object id (a GUID), or null", 2),
+    Column("account_display_name", pa.string(), True, "the actor's display name, when the record has one", 2),
+    Column("is_external", pa.bool_(), True, "a guest account (`#EXT#` in its UPN); null without a UPN", 2),
+    Column("failure_reason", pa.string(), True, "`mainInfo.activityResult.message` of a failed activity", 2),
+    Column("sign_in_error_code", pa.int32(), True, "`rawDataJson.LoginErrorCode` (Entra ID, e.g. 50126)", 2),
+    Column("ip_category", pa.string(), True, "`location.categoryValue`; the strings null and NONE are null", 2),
+    Column("ip_tags", pa.list_(pa.string()), True, "`location.ipTags`: the IP's tag ids", 2),
+    Column("region", pa.string(), True, "`location.region`", 2),
+    Column("is_anonymous_proxy", pa.bool_(), True, "`location.anonymousProxy`", 2),
+    Column("os_platform", pa.string(), True, "`userAgent.operatingSystem.name`", 2),
+    Column("objects", pa.list_(OBJECT), True, "`mainInfo.eventObjects`: what the activity involved", 2),
+    Column("raw", pa.string(), False, "the whole record exactly as received, JSON text"),
+)
+
+
+def schema_of(version: int) -> pa.Schema:
+    """The Parquet schema of files written with version `version` of the typed columns."""
+    if not 1 <= version <= SCHEMA_VERSION:
+        raise ValueError(f"schema version {version} is not one this code knows (1 to {SCHEMA_VERSION})")
+    return pa.schema([pa.field(c.name, c.type, nullable=c.nullable) for c in COLUMNS if c.since <= version])
+
+
+SCHEMA = schema_of(SCHEMA_VERSION)
+SCHEMAS = {v: schema_of(v) for v in range(1, SCHEMA_VERSION + 1)}
+
+
+def version_of(schema: pa.Schema) -> int | None:
+    """The version whose schema `schema` is (metadata aside); None for none of them."""
+    plain = schema.remove_metadata()
+    return next((v for v, s in SCHEMAS.items() if plain.equals(s)), None)
+
+
 # Columns whose values repeat: dictionary-encoded. Unique ones (id, raw, ...) would only pay for a dictionary.
 DICTIONARY_COLUMNS = [
     "app_name", "event_type", "event_type_value", "action", "description", "user_name", "ip_address",
-    "country_code", "city", "organization", "device_type", "user_agent",
+    "country_code", "city", "organization", "device_type", "user_agent", "account_object_id",
+    "account_display_name", "failure_reason", "ip_category", "region", "os_platform",
 ]  # fmt: skip
-
-
-# gc=False: a day decodes millions of these (up to seven per record). Tracked by the garbage collector, they
-# set off a collection every few hundred records: 1,883 collections and 0.56 s of a 200,000-record scan, all
-# of it holding the GIL. They hold only strings, numbers and each other, so they can't form a reference cycle.
-class _Device(msgspec.Struct, gc=False):
-    clientIP: str | None = None
-    userAgent: str | None = None
-
-
-class _Location(msgspec.Struct, gc=False):
-    countryCode: str | None = None
-    city: str | None = None
-    organizationSearchable: str | None = None
-
-
-class _User(msgspec.Struct, gc=False):
-    userName: str | None = None
-
-
-class _UserAgent(msgspec.Struct, gc=False):
-    deviceType: str | None = None
-
-
-class _Result(msgspec.Struct, gc=False):
-    isSuccess: bool | None = None
-
-
-class _MainInfo(msgspec.Struct, gc=False):
-    rawOperationName: str | None = None
-    type: str | None = None
-    activityResult: _Result | None = None
-
-
-class ActivityRecord(msgspec.Struct, gc=False):
-    """The fields the columns need; everything else stays in `raw`."""
-
-    id: str | None = msgspec.field(default=None, name="_id")
-    timestamp: int | None = None
-    created: int | None = None
-    appId: int | None = None
-    appName: str | None = None
-    eventTypeName: str | None = None
-    eventTypeValue: str | None = None
-    description: str | None = None
-    device: _Device | None = None
-    location: _Location | None = None
-    user: _User | None = None
-    userAgent: _UserAgent | None = None
-    mainInfo: _MainInfo | None = None
-    source: int | None = None
-
-
-_typed = msgspec.json.Decoder(ActivityRecord).decode
-_generic = msgspec.json.Decoder().decode
-
-
-def _get(obj: Any, *path: str) -> Any:
-    for key in path:
-        if not isinstance(obj, dict):
-            return None
-        obj = obj.get(key)
-    return obj
-
-
-def _as(value: Any, kind: type) -> Any:
-    if kind is int:
-        if isinstance(value, bool):
-            return None
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        return None
-    return value if isinstance(value, kind) else None
-
-
-def _as_ms(value: Any) -> int | None:
-    """Epoch milliseconds: a number, or a string of digits (as some exports send them)."""
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        return int(value)
-    return _as(value, int)
-
-
-def decode_activity(raw: bytes | msgspec.Raw) -> ActivityRecord:
-    """Decode what the columns need. A field of an unexpected type becomes null instead of failing the record, a
-    time sent as a string of digits is read as the number, and a record whose bytes are not valid UTF-8 is read
-    with each invalid byte as U+FFFD (its bytes as received are kept apart: `to_table`'s `received`).
-
-    Raises msgspec.DecodeError (or ValueError) only when the record is not a JSON object at all.
-
-    >>> decode_activity(b'{"_id": "a", "timestamp": 1, "appId": "not a number"}').appId is None
-    True
-    >>> decode_activity(b'{"_id": "a", "timestamp": "1764547200000"}').timestamp
-    1764547200000
-    >>> decode_activity(b'{"_id": "a", "timestamp": 1, "description": "caf\\xe9"}').description
-    'caf\ufffd'
-    """
-    try:
-        return _typed(raw)
-    except msgspec.ValidationError:
-        pass
-    except msgspec.DecodeError:
-        text = bytes(raw)
-        try:
-            text.decode("utf-8")
-        except UnicodeDecodeError:
-            return decode_activity(text.decode("utf-8", "replace").encode())
-        raise
-    obj = _generic(raw)
-    if not isinstance(obj, dict):
-        raise ValueError("an activity must be a JSON object")
-    result = _get(obj, "mainInfo", "activityResult")
-    return ActivityRecord(
-        id=_as(obj.get("_id"), str),
-        timestamp=_as_ms(obj.get("timestamp")),
-        created=_as_ms(obj.get("created")),
-        appId=_as(obj.get("appId"), int),
-        appName=_as(obj.get("appName"), str),
-        eventTypeName=_as(obj.get("eventTypeName"), str),
-        eventTypeValue=_as(obj.get("eventTypeValue"), str),
-        description=_as(obj.get("description"), str),
-        device=_Device(_as(_get(obj, "device", "clientIP"), str), _as(_get(obj, "device", "userAgent"), str)),
-        location=_Location(
-            _as(_get(obj, "location", "countryCode"), str),
-            _as(_get(obj, "location", "city"), str),
-            _as(_get(obj, "location", "organizationSearchable"), str),
-        ),
-        user=_User(_as(_get(obj, "user", "userName"), str)),
-        userAgent=_UserAgent(_as(_get(obj, "userAgent", "deviceType"), str)),
-        mainInfo=_MainInfo(
-            _as(_get(obj, "mainInfo", "rawOperationName"), str),
-            _as(_get(obj, "mainInfo", "type"), str),
-            _Result(_as(_get(result, "isSuccess"), bool)) if isinstance(result, dict) else None,
-        ),
-        source=_as(obj.get("source"), int),
-    )
 
 
 def _raw_array(
@@ -259,6 +195,85 @@ def _compact_in_place(
     return whole.slice(first, dst - first)
 
 
+def _objects(rows: Sequence[ActivityRecord]) -> pa.Array:
+    """`mainInfo.eventObjects` of each row as a list of OBJECT (null for a record without any)."""
+    offsets, valid = [0], []
+    obj_type: list[int | None] = []
+    kind: list[str | None] = []
+    service: list[str | None] = []
+    name: list[str | None] = []
+    ids: list[str | None] = []
+    value: list[str | None] = []
+    role: list[int | None] = []
+    for r in rows:
+        objects = r.mainInfo.eventObjects if r.mainInfo is not None else None
+        valid.append(objects is not None)
+        for o in objects or ():
+            t = number(o.objType)
+            obj_type.append(t if t is not None and -(2**31) <= t < 2**31 else None)
+            kind.append(OBJECT_KINDS.get(t))  # type: ignore[arg-type]
+            service.append(o.serviceObjectType)
+            name.append(o.name)
+            ids.append(text(o.id))
+            value.append(text(o.value))
+            n = number(o.role)
+            role.append(n if n is not None and -(2**31) <= n < 2**31 else None)
+        offsets.append(len(obj_type))
+    children = [pa.array(obj_type, pa.int32()), pa.array(kind, pa.string()), pa.array(service, pa.string()),
+                pa.array(name, pa.string()), pa.array(ids, pa.string()), pa.array(value, pa.string()),
+                pa.array(role, pa.int32())]  # fmt: skip
+    items = pa.StructArray.from_arrays(children, fields=list(OBJECT))
+    mask = pa.array([not v for v in valid], pa.bool_())
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), items, type=pa.list_(OBJECT), mask=mask)
+
+
+def _int32(value: Any) -> int | None:
+    n = number(value)
+    return n if n is not None and -(2**31) <= n < 2**31 else None
+
+
+def typed_columns(rows: Sequence[ActivityRecord]) -> list[pa.Array]:
+    """The typed columns of SCHEMA (all but `id` and `raw`), in order, for decoded rows."""
+    dev = [r.device for r in rows]
+    loc = [r.location for r in rows]
+    ua = [r.userAgent for r in rows]
+    info = [r.mainInfo for r in rows]
+    result = [i.activityResult if i else None for i in info]
+    who = [identity(r) for r in rows]
+    raw = [r.rawDataJson for r in rows]
+    return [
+        pa.array([r.timestamp for r in rows], pa.int64()).cast(TIMESTAMP),
+        pa.array([r.created for r in rows], pa.int64()).cast(TIMESTAMP),
+        pa.array([r.appId for r in rows], pa.int32()),
+        pa.array([r.appName for r in rows], pa.string()),
+        pa.array([r.eventTypeName for r in rows], pa.string()),
+        pa.array([r.eventTypeValue for r in rows], pa.string()),
+        pa.array([i.rawOperationName if i else None for i in info], pa.string()),
+        pa.array([r.description for r in rows], pa.string()),
+        pa.array([w.user_name for w in who], pa.string()),
+        pa.array([d.clientIP if d else None for d in dev], pa.string()),
+        pa.array([x.countryCode if x else None for x in loc], pa.string()),
+        pa.array([x.city if x else None for x in loc], pa.string()),
+        pa.array([x.organizationSearchable if x else None for x in loc], pa.string()),
+        pa.array([x.deviceType if x else None for x in ua], pa.string()),
+        pa.array([d.userAgent if d else None for d in dev], pa.string()),
+        pa.array([x.isSuccess if x else None for x in result], pa.bool_()),
+        pa.array([is_admin(r) for r in rows], pa.bool_()),
+        pa.array([r.source for r in rows], pa.int32()),
+        pa.array([w.object_id for w in who], pa.string()),
+        pa.array([w.display_name for w in who], pa.string()),
+        pa.array([("#ext#" in w.user_name.lower()) if w.user_name else None for w in who], pa.bool_()),
+        pa.array([x.message if x is not None and x.isSuccess is False else None for x in result], pa.string()),
+        pa.array([_int32(x.LoginErrorCode) if x is not None else None for x in raw], pa.int32()),
+        pa.array([ip_category(x.categoryValue) if x else None for x in loc], pa.string()),
+        pa.array([x.ipTags if x else None for x in loc], pa.list_(pa.string())),
+        pa.array([x.region if x else None for x in loc], pa.string()),
+        pa.array([x.anonymousProxy if x else None for x in loc], pa.bool_()),
+        pa.array([x.operatingSystem.name if x and x.operatingSystem else None for x in ua], pa.string()),
+        _objects(rows),
+    ]
+
+
 def to_table(
     raws: Sequence[bytes | msgspec.Raw],
     rows: Sequence[ActivityRecord],
@@ -272,33 +287,32 @@ def to_table(
     bytes as received go into `received` by id (the day's manifest keeps them: `Manifest.received_bytes`).
     """
     by_row: dict[int, bytes] | None = {} if received is not None else None
-    dev = [r.device for r in rows]
-    loc = [r.location for r in rows]
-    ua = [r.userAgent for r in rows]
-    info = [r.mainInfo for r in rows]
-    result = [i.activityResult if i else None for i in info]
-    columns = [
-        pa.array([r.id for r in rows], pa.string()),
-        pa.array([r.timestamp for r in rows], pa.int64()).cast(TIMESTAMP),
-        pa.array([r.created for r in rows], pa.int64()).cast(TIMESTAMP),
-        pa.array([r.appId for r in rows], pa.int32()),
-        pa.array([r.appName for r in rows], pa.string()),
-        pa.array([r.eventTypeName for r in rows], pa.string()),
-        pa.array([r.eventTypeValue for r in rows], pa.string()),
-        pa.array([i.rawOperationName if i else None for i in info], pa.string()),
-        pa.array([r.description for r in rows], pa.string()),
-        pa.array([r.user.userName if r.user else None for r in rows], pa.string()),
-        pa.array([d.clientIP if d else None for d in dev], pa.string()),
-        pa.array([x.countryCode if x else None for x in loc], pa.string()),
-        pa.array([x.city if x else None for x in loc], pa.string()),
-        pa.array([x.organizationSearchable if x else None for x in loc], pa.string()),
-        pa.array([x.deviceType if x else None for x in ua], pa.string()),
-        pa.array([d.userAgent if d else None for d in dev], pa.string()),
-        pa.array([x.isSuccess if x else None for x in result], pa.bool_()),
-        pa.array([bool(i and i.type == "admin") for i in info], pa.bool_()),
-        pa.array([r.source for r in rows], pa.int32()),
-        _raw_array(raws, body, by_row),
-    ]
+    columns = [pa.array([r.id for r in rows], pa.string()), *typed_columns(rows), _raw_array(raws, body, by_row)]
     if by_row and received is not None:
         received.update({rows[k].id: raw for k, raw in by_row.items()})  # type: ignore[misc]
     return pa.Table.from_arrays(columns, schema=SCHEMA)
+
+
+def _records(raw: pa.Array) -> list[memoryview]:
+    """Each record's bytes in a string array, as views into its buffer (no copies)."""
+    if raw.type != pa.string():
+        raw = raw.cast(pa.string())
+    _, offsets, data = raw.buffers()
+    ends = np.frombuffer(offsets, dtype=np.int32)[raw.offset : raw.offset + len(raw) + 1].tolist()
+    view = memoryview(data)
+    return [view[a:b] for a, b in itertools.pairwise(ends)]
+
+
+# Rows decoded at a time by `derive_table`: a scan page's worth, so that an upgrade's memory is a page's.
+DERIVE_ROWS = 5000
+
+
+def derive_table(table: pa.Table) -> pa.Table:
+    """A table of stored rows (any version: only `id` and `raw` are read) with every typed column derived again
+    from `raw`, as SCHEMA. `id` and `raw` are the same values, untouched: an upgrade never changes them."""
+    parts = []
+    for batch in table.select(["id", "raw"]).to_batches(max_chunksize=DERIVE_ROWS):
+        rows = [decode_activity(record) for record in _records(batch.column(1))]
+        columns = [batch.column(0), *typed_columns(rows), batch.column(1)]
+        parts.append(pa.Table.from_arrays(columns, schema=SCHEMA))
+    return pa.concat_tables(parts) if parts else SCHEMA.empty_table()

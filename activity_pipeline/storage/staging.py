@@ -55,6 +55,8 @@ class StagedDay(DayWriter):
         self.rows = 0
         self.quarantined = 0
         self.committed = False
+        # The version a top-up builds on (set by the backend's `carry`); None for a full scan.
+        self._carried: Manifest | None = None
 
     def __enter__(self) -> StagedDay:
         self.staging_root.mkdir(parents=True, exist_ok=True)
@@ -171,7 +173,8 @@ class StagedDay(DayWriter):
             quarantined=self.quarantined,
             files=files,
             bytes=size,
-            schema_version=SCHEMA_VERSION,
+            # A top-up adds files of today's columns to files it carries: the day is as old as its oldest file.
+            schema_version=min(SCHEMA_VERSION, self._carried.schema_version if self._carried else SCHEMA_VERSION),
             run_id=self.run_id,
             manifest_version=MANIFEST_VERSION,
             **figures,
@@ -191,6 +194,8 @@ class StagedDay(DayWriter):
             run_id=self.run_id,
             written_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             compactions=[*previous.compactions, msgspec.structs.replace(compaction, files=sorted(names))],
+            # A rearrangement writes today's columns, derived again from `raw` where the files were older.
+            schema_version=SCHEMA_VERSION,
             manifest_version=MANIFEST_VERSION,
         )
 
