@@ -15,7 +15,6 @@ argument.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import sys
 from collections.abc import Callable, Iterable
@@ -60,27 +59,11 @@ def upgrade_days(
 
 
 def main(argv: list[str]) -> int:
-    from activity_pipeline import config as configuration
-    from activity_pipeline.mdca import ConfigError
+    from activity_pipeline.commands import days_asked
     from activity_pipeline.storage.dataset import open_dataset
 
-    parser = argparse.ArgumentParser(prog="make upgrade", description=__doc__.splitlines()[0])
-    parser.add_argument("--day", help="one day, YYYY-MM-DD (default: every stored day)")
-    parser.add_argument("--tenant", help="one tenant (default: every configured tenant)")
-    args = parser.parse_args(argv)
-    try:
-        cfg = configuration.load()
-        tenants = [cfg.tenant(args.tenant)] if args.tenant else list(cfg.tenants)
-    except (ConfigError, KeyError) as exc:
-        print(f"make upgrade: {exc}", file=sys.stderr)
-        return 2
-    days = None
-    if args.day:
-        try:
-            days = [dt.date.fromisoformat(args.day)]
-        except ValueError:
-            print(f"make upgrade: DAY={args.day} is not a day: write it as YYYY-MM-DD (2026-11-24)", file=sys.stderr)
-            return 2
+    asked = days_asked("make upgrade", __doc__.splitlines()[0], argv)
+    cfg, tenants, days = asked.config, asked.tenants, asked.days
     dataset = open_dataset(cfg.data_dir, cfg.data_url)
     upgraded, failed = 0, []
     for tenant in tenants:

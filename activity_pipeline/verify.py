@@ -14,7 +14,6 @@ every day named is intact.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import sys
 from collections.abc import Callable, Iterable
@@ -121,27 +120,11 @@ def verify_days(
 
 
 def main(argv: list[str]) -> int:
-    from activity_pipeline import config as configuration
-    from activity_pipeline.mdca import ConfigError
+    from activity_pipeline.commands import days_asked
     from activity_pipeline.storage.dataset import open_dataset
 
-    parser = argparse.ArgumentParser(prog="make verify", description=__doc__.splitlines()[0])
-    parser.add_argument("--day", help="one day, YYYY-MM-DD (default: every stored day)")
-    parser.add_argument("--tenant", help="one tenant (default: every configured tenant)")
-    args = parser.parse_args(argv)
-    try:
-        cfg = configuration.load()
-        tenants = [cfg.tenant(args.tenant)] if args.tenant else list(cfg.tenants)
-    except (ConfigError, KeyError) as exc:
-        print(f"make verify: {exc}", file=sys.stderr)
-        return 2
-    days = None
-    if args.day:
-        try:
-            days = [dt.date.fromisoformat(args.day)]
-        except ValueError:
-            print(f"make verify: DAY={args.day} is not a day: write it as YYYY-MM-DD, e.g. 2026-11-24", file=sys.stderr)
-            return 2
+    asked = days_asked("make verify", __doc__.splitlines()[0], argv)
+    cfg, tenants, days = asked.config, asked.tenants, asked.days
     dataset = open_dataset(cfg.data_dir, cfg.data_url)
     now = dt.datetime.now(dt.UTC)
     done = verify_days(dataset.tenant, tenants, days, now=now, report=print)

@@ -136,11 +136,12 @@ def _check(record: dict[str, Any], name: str, op: str, value: Any) -> bool:
     values = value if isinstance(value, list) else [value]
     field = {
         "service": record["appId"],
-        "user.username": record["user"]["userName"],
+        "user.username": record["user"].get("userName"),  # a failed sign-in has none
         "ip.address": record["device"]["clientIP"],
         "location.country": record["location"]["countryCode"],
         "activity.eventType": record["eventTypeName"],
-        "activity.type": record["mainInfo"]["type"] == "admin",
+        # No field of a real record is known to say it (docs/dataset.md): the demo's admin events say it here.
+        "activity.type": record["genericEventType"] == "ENUM_ACTIVITY_GENERIC_TYPE_ADMINISTRATION",
         "activity.id": record["_id"],
         "date": record["timestamp"],
         "created": record["created"],
@@ -150,7 +151,7 @@ def _check(record: dict[str, Any], name: str, op: str, value: Any) -> bool:
     if op == "neq":
         return field not in values
     if op == "startswith":
-        return any(field.lower().startswith(v.lower()) for v in values)
+        return field is not None and any(field.lower().startswith(v.lower()) for v in values)
     if op == "range":
         return any(v["start"] <= field <= v["end"] for v in values)
     return {"gte": field >= value, "gt": field > value, "lte": field <= value, "lt": field < value}[op]
@@ -377,13 +378,14 @@ def test_records_have_the_shape_of_the_real_samples(day_records):
     for record in records:
         assert required <= record.keys(), required - record.keys()
         assert list(record["entityData"]) == ["0", "1", "2"]
-        assert record["entityData"]["2"] is None
+        # The Entra user's entry, present as published records have it when the actor is resolved.
+        assert (record["entityData"]["2"] is None) == (record["resolvedActor"]["objType"] != "23")
         assert record["created"] > record["timestamp"]
         assert record["timestamp"] == record["timestampRaw"]
     failed = [r for r in records if r["eventTypeName"] == "EVENT_CATEGORY_FAILED_LOGIN"]
     assert failed and all(r["mainInfo"]["activityResult"]["isSuccess"] is False for r in failed)
     assert all("failedUserData" in r for r in failed)
-    assert any(r["mainInfo"]["type"] == "admin" for r in records)
+    assert any(r["rawDataJson"].get("UserType") == 2 for r in records), "Office 365 admin activities"
     # Keys that differ only in case, as some apps send them.
     collisions = [
         r
@@ -392,7 +394,7 @@ def test_records_have_the_shape_of_the_real_samples(day_records):
     ]
     assert collisions
     assert len({r["appId"] for r in records}) >= 10
-    assert len({r["user"]["userName"] for r in records}) >= 100
+    assert len({r["user"].get("userName") for r in records}) >= 100
     assert len({r["location"]["countryCode"] for r in records}) >= 10
     assert len({r["rawDataJson"].get("Operation") or r["appId"] for r in records}) > 10
 
@@ -561,3 +563,48 @@ def test_the_on_demand_tenant_keeps_180_days_and_refuses_queries_over_too_many()
     wide = {"date": {"gte": day_start_ms(dt.date.today() - dt.timedelta(days=30))}}
     with pytest.raises(ValueError, match="narrow the 'date' filter"):
         tenant.list(wide, limit=1, skip=0, sort_field="date", direction="desc")
+
+
+def _key_paths(value: Any, prefix: str = "") -> set[str]:
+    """Every leaf's path in a record: list items as `[]`, entityData's numbered keys as `*`."""
+    if isinstance(value, dict):
+        found: set[str] = set()
+        for key, item in value.items():
+            step = "*" if prefix.endswith("entityData") else key
+            found |= _key_paths(item, f"{prefix}.{step}" if prefix else step)
+        return found
+    if isinstance(value, list):
+        return set().union(*(_key_paths(item, prefix + "[]") for item in value)) if value else {prefix + "[]"}
+    return {prefix}
+
+
+@pytest.mark.parametrize(
+    ("kind", "failed", "apps"),
+    [("Entra ID failed sign-ins", True, (11161, 20893)), ("OneDrive file events", False, (15600,))],
+)
+def test_the_demo_tenants_records_have_every_key_path_of_the_real_ones(server, tenant, kind, failed, apps):
+    real = json.loads(SAMPLES.read_text())["activities"]
+    demo = all_records(server.url, DAYS[0])
+
+    def paths(records: list[dict[str, Any]]) -> set[str]:
+        chosen = [r for r in records if (r["mainInfo"]["type"] == "failedLogin") == failed and r["appId"] in apps]
+        assert chosen, f"no {kind}"
+        return set().union(*map(_key_paths, chosen))
+
+    assert paths(real) - paths(demo) == set(), f"{kind}: the demo tenant's records lack what real ones carry"
+
+
+def test_the_demo_tenant_names_actors_as_the_service_does(server, tenant):
+    records = all_records(server.url, DAYS[0])
+    failed = [r for r in records if r["mainInfo"]["type"] == "failedLogin"]
+    assert failed and all("userName" not in r["user"] and r["failedUserData"]["userName"] for r in failed)
+    kinds = collections.Counter(r["resolvedActor"]["objType"] for r in records)
+    assert kinds["23"] > kinds["22"] > kinds["21"] > 0, kinds
+    unresolved = [r for r in records if r["resolvedActor"]["objType"] == "22"]
+    assert all(r["resolvedActorAccount"]["id"] == r["resolvedActor"]["id"] for r in unresolved)
+    assert any("#ext#" in r["resolvedActor"]["id"] for r in unresolved), "guests"
+    assert {r["location"]["categoryValue"] for r in records} >= {"null", "NONE"}
+    assert any(r["location"].get("ipTags") for r in records)
+    codes = {r["rawDataJson"]["LoginErrorCode"] for r in failed if r["appId"] == 11161}
+    assert {50126, 50058} <= codes
+    assert all(r["mainInfo"]["type"] in ("basic", "failedLogin") for r in records), "no 'admin': no real record has it"

@@ -200,3 +200,26 @@ def test_vacuum_keeps_what_a_reader_of_the_last_week_needs_and_refuses_a_short_r
     assert sorted(i for i, _ in stored(open_dataset(tmp_path, url), "contoso", DAYS[0])) == sorted(
         tenant.truth_ids(DAYS[0])
     ), "the current version reads whole"
+
+
+def test_the_sensor_upgrades_a_day_compacted_with_older_typed_columns(tmp_path, server):
+    """A dataset written by the schema-1 writer (fixtures/schema-1-dataset), as tenant `default`: its compacted
+    day is of version 1, so the sensor asks for it; once the job has compacted it again it is current."""
+    fixture = Path(__file__).with_name("fixtures") / "schema-1-dataset" / "local" / "activities" / "tenant=contoso"
+    shutil.copytree(fixture, tmp_path / "activities" / f"tenant={TENANT}")
+    old = dt.date(2026, 11, 21)
+    assert tenant_data(tmp_path).manifest(old).schema_version == 1 and tenant_data(tmp_path).facts(old).rows
+    defs = project_defs(tenant_resource(server.url), tmp_path)
+    sensor = defs.resolve_sensor_def(f"{TENANT}_compaction")
+    resources = {"storage": ActivityStorage(data_dir=str(tmp_path))}
+    instance = dg.DagsterInstance.ephemeral()
+    with dg.build_sensor_context(instance=instance, resources=resources, definitions=defs) as context:
+        requests = sensor.evaluate_tick(context).run_requests
+    assert old.isoformat() in [r.partition_key for r in requests], "compacted, but with version 1's columns"
+    request = next(r for r in requests if r.partition_key == old.isoformat())
+    job = defs.resolve_job_def(f"{TENANT}_compact_day")
+    assert job.execute_in_process(partition_key=old.isoformat(), tags=request.tags, instance=instance).success
+    assert tenant_data(tmp_path).manifest(old).schema_version == 2
+    with dg.build_sensor_context(instance=instance, resources=resources, definitions=defs) as context:
+        again = {r.partition_key for r in sensor.evaluate_tick(context).run_requests}
+    assert old.isoformat() not in again

@@ -124,3 +124,16 @@ def test_failed_sign_ins_and_bursts_show_the_real_users(tmp_path):
     assert bursts == [("john@example.onmicrosoft.com", 7, "3fa9f28b-eb0e-463a-ba7b-8089fe9991e2", [50126])]
     assert events == ("john@example.onmicrosoft.com", "3fa9f28b-eb0e-463a-ba7b-8089fe9991e2", "John Example", False,
                       "CLOUD_PROXY_NETWORK_IP")  # fmt: skip
+
+
+def test_a_field_of_an_unexpected_type_costs_only_itself():
+    record = copy.deepcopy(next(r for r in RECORDS if r["resolvedActor"]["objType"] == "23" and "failedUserData" in r))
+    record["rawDataJson"]["LoginErrorCode"] = "50126"  # a number as a string of digits
+    record["resolvedActor"]["objType"] = 23  # a number where the service sends a string
+    record["mainInfo"]["eventObjects"].append("not an object")
+    record["location"]["ipTags"] = "not a list"
+    (row,) = _rows([record])
+    expected = FIXTURE["expected"][record["_id"]]
+    assert row["sign_in_error_code"] == 50126 and row["account_object_id"] == expected["account_object_id"]
+    assert row["ip_tags"] is None and len(row["objects"]) == len(expected["objects"])
+    assert row["user_name"] == expected["user_name"] and row["region"] == expected["region"]

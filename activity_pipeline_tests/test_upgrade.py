@@ -61,6 +61,7 @@ def test_an_older_dataset_is_upgraded_in_place_with_every_id_and_raw_unchanged(b
     assert [store.manifest(d).schema_version for d in DAYS] == [1, 1]
     before = {d: sorted(stored(backend.dataset, "contoso", d)) for d in DAYS}
     assert all(before.values())
+    assert [store.facts(d).schema_mismatches for d in DAYS] == [[], []], "an older version's files are no mismatch"
 
     upgraded, failed = upgrade_days(store, None, report=print)
 
@@ -112,3 +113,31 @@ def test_the_views_answer_across_a_half_upgraded_dataset(tmp_path):
     assert per_day[DAYS[1]] == 0, "the day not yet upgraded reads them as NULL"
     assert failed[0] > 0 and failed[0] == failed[1]
     assert {f.name for f in pq.read_schema(_one_file(backend, DAYS[0]))} == set(SCHEMA.names)
+
+
+def test_make_upgrade_says_a_line_a_day_and_its_exit_status_tells(tmp_path):
+    import subprocess
+
+    from activity_pipeline_testing.helpers import REPO, cli_env
+
+    shutil.copytree(FIXTURE / "local", tmp_path / "data")
+    # No tenant is reached: an upgrade reads only what is stored.
+    env = {**cli_env("http://127.0.0.1:9", tmp_path / "data", tmp_path / "home"), "MDCA_TENANT_NAME": "contoso"}
+
+    def upgrade(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["make", "-s", "upgrade", *args], cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=300)  # fmt: skip
+
+    one = upgrade(f"DAY={DAYS[0]}")
+    assert one.returncode == 0, one.stdout + one.stderr
+    assert f"contoso {DAYS[0]}: upgraded from version 1 to {SCHEMA_VERSION}" in one.stdout
+    assert str(DAYS[1]) not in one.stdout
+    every = upgrade()
+    assert every.returncode == 0 and f"contoso {DAYS[0]}: current (version {SCHEMA_VERSION})" in every.stdout
+    assert (
+        f"contoso {DAYS[1]}: upgraded from version 1" in every.stdout and "every day named is current" in every.stdout
+    )
+    bad = upgrade("DAY=2026-11-3")
+    assert bad.returncode == 2 and "YYYY-MM-DD" in bad.stderr
+    unknown = upgrade("TENANT=nobody")
+    assert unknown.returncode == 2 and "nobody" in unknown.stderr

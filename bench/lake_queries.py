@@ -3,6 +3,7 @@ rows; bytes per activity before and after compaction; what a compaction of a lar
 
     python -m bench.lake_queries queries [--activities 1000000] [--days 90 180] [--rounds 2]
     python -m bench.lake_queries compaction [--activities 10000000]
+    python -m bench.lake_queries upgrade [--activities 1000000]
 
 `queries`: one day of the demo tenant is scanned as the pipeline stores it, compacted (`storage.compaction`),
 and rewritten by DuckDB itself (`ORDER BY timestamp`, 122,880-row groups, zstd). Each layout is then laid out
@@ -187,6 +188,62 @@ def compaction(a: argparse.Namespace) -> None:
         )
 
 
+def _as_version_1(day_dir: Path) -> None:
+    """A day written by today's writer, made what the writer of schema version 1 left: each file with version 1's
+    columns only (5,000-row groups, as scanned), its manifest saying so, digests taken again."""
+    import msgspec
+
+    from activity_pipeline.storage.integrity import file_digests
+    from activity_pipeline.storage.manifest import MANIFEST, dumps, loads
+    from activity_pipeline.storage.schema import DICTIONARY_COLUMNS, schema_of
+
+    old = schema_of(1)
+    files = sorted(day_dir.glob("*.parquet"))
+    for path in files:
+        source = pq.ParquetFile(path)
+        tmp = path.with_suffix(".v1")
+        with pq.ParquetWriter(tmp, old, compression="zstd", use_dictionary=[c for c in DICTIONARY_COLUMNS
+                                                                            if c in old.names]) as writer:  # fmt: skip
+            for g in range(source.metadata.num_row_groups):
+                writer.write_table(source.read_row_group(g, columns=old.names).cast(old))
+        os.replace(tmp, path)
+    manifest = loads((day_dir / MANIFEST).read_bytes())
+    manifest = msgspec.structs.replace(manifest, schema_version=1, digests=file_digests(files),
+                                       bytes=sum(p.stat().st_size for p in files))  # fmt: skip
+    (day_dir / MANIFEST).write_bytes(dumps(manifest))
+
+
+def upgrade(a: argparse.Namespace) -> None:
+    """A day scanned; a copy of it made of schema version 1; then, each in a process of its own, the day compacted
+    and the copy upgraded (compacted, its typed columns derived again from raw): time and peak RSS of each."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    with tempfile.TemporaryDirectory(dir=a.tmp) as tmp:
+        current, old = Path(tmp) / "current", Path(tmp) / "old"
+        with demo_tenant_process(a.activities) as url:
+            _scan_day(url, current, day)
+        shutil.copytree(current, old)
+        _as_version_1(old / "activities" / f"tenant={TENANT}" / f"date={day}")
+        results = {}
+        for name, root in (("compaction", current), ("upgrade", old)):
+            out = subprocess.run([sys.executable, "-m", "bench.lake_queries", "compact-one", "--root", str(root),
+                                  "--day", day.isoformat()], capture_output=True, text=True, check=True)  # fmt: skip
+            results[name] = json.loads(out.stdout.strip().splitlines()[-1])
+        up, co = results["upgrade"], results["compaction"]
+        ratio = up["seconds"] / co["seconds"]
+        peak = max(up["self_mb"], up["worker_mb"])
+        print(f"{a.activities:,} activities, the same day: compacted (today's columns) in {co['seconds']:.1f} s, "
+              f"peak RSS {max(co['self_mb'], co['worker_mb']):.0f} MB; upgraded from version 1 (compacted, every typed "
+              f"column derived again from raw) in {up['seconds']:.1f} s, peak RSS {peak:.0f} MB")  # fmt: skip
+        print(f"upgrade / compaction: {ratio:.2f}x (target <= 1.0x): {'met' if ratio <= 1.0 else 'MISSED'}")
+        print(f"upgrade's peak RSS: the worker {up['worker_mb']:.0f} MB, the process that asked {up['self_mb']:.0f} MB "
+              f"(target <= 400 MB): {'met' if peak <= 400 else 'MISSED'}")  # fmt: skip
+
+
 def compact_one(a: argparse.Namespace) -> None:
     import json
 
@@ -204,7 +261,7 @@ def compact_one(a: argparse.Namespace) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["queries", "compaction", "compact-one"])
+    p.add_argument("mode", choices=["queries", "compaction", "compact-one", "upgrade"])
     p.add_argument("--root")
     p.add_argument("--day")
     p.add_argument("--activities", type=int)
@@ -217,6 +274,9 @@ def main() -> None:
         queries(a)
     elif a.mode == "compact-one":
         compact_one(a)
+    elif a.mode == "upgrade":
+        a.activities = a.activities or 1_000_000
+        upgrade(a)
     else:
         a.activities = a.activities or 10_000_000
         compaction(a)

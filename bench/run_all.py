@@ -144,6 +144,14 @@ BENCHMARKS: list[tuple[str, list[str], str]] = [
         "and its verification in a worker process of their own.",
     ),
     (
+        "Upgrade of a 1,000,000-activity day from schema version 1: time and peak RSS, against compacting it",
+        ["bench.lake_queries", "upgrade"],
+        "The day is scanned by today's writer and copied; the copy's files are rewritten with version 1's columns "
+        "only (as the writer of version 1 left them, its manifest saying so). Then, each in a fresh process, the day "
+        "is compacted as the compaction job does it and the copy is upgraded (`make upgrade`: the same compaction, "
+        "each typed column derived again from `raw`, verified that every id and raw are unchanged).",
+    ),
+    (
         "Verification: make verify's reading of 90 days of 1,000,000 activities, against DuckDB reading them once",
         ["bench.verify"],
         "One day is scanned as the pipeline stores it and laid out as 90 days by hard links (each day its own "

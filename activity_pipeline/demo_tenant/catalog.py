@@ -29,9 +29,9 @@ class Event:
 
     @property
     def info_type(self) -> str:
-        if self.success is False:
-            return "failedLogin"
-        return "admin" if self.is_admin else "basic"
+        # Published records show "basic" and "failedLogin" only; an admin activity says so in its app's own event
+        # (Office 365's UserType), not here.
+        return "failedLogin" if self.success is False else "basic"
 
 
 @dataclass(frozen=True)

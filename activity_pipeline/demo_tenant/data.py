@@ -7,7 +7,9 @@ plus its ids, and `render.py` writes each record's bytes on demand.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import uuid
 from dataclasses import dataclass
 
 import numpy as np
@@ -127,6 +129,18 @@ class Directory:
     ips: tuple[str, ...]
     ip_place: np.ndarray  # int8 index into PLACES
     ip_category: np.ndarray  # int8 index into IP_CATEGORIES
+    # Who each user is to the service, as real records show actors (docs/demo-tenant.md): the Entra object id,
+    # the display name, and how the service resolves the actor (ACTOR_RESOLVED, ACTOR_UNRESOLVED, ACTOR_ACCOUNT).
+    object_ids: tuple[str, ...] = ()
+    display_names: tuple[str, ...] = ()
+    actor_kinds: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, dtype=np.int8))
+
+
+# How the service names a user's actor (`resolvedActor.objType`): a resolved Entra user (23, its id the object id),
+# an unresolved one (22, id and name the UPN, with `resolvedActorAccount`), an app account only (21, id the UPN).
+ACTOR_RESOLVED, ACTOR_UNRESOLVED, ACTOR_ACCOUNT = 23, 22, 21
+GUEST_SHARE = 0.05
+GUEST_DOMAINS = ("fabrikam.com", "gmail.com", "northwindtraders.com")
 
 
 def build_directory(spec: TenantSpec) -> Directory:
@@ -162,12 +176,26 @@ def build_directory(spec: TenantSpec) -> Directory:
     place_w = np.array([p[6] for p in PLACES])
     ip_place = rng.choice(len(PLACES), size=n_ips, p=place_w / place_w.sum()).astype(np.int8)
     ip_category = rng.choice(len(IP_CATEGORIES), size=n_ips, p=[0.55, 0.25, 0.03, 0.04, 0.08, 0.05]).astype(np.int8)
+    # Identities from a stream of their own, so the users' activity above is what it always was.
+    who = np.random.default_rng([spec.seed, 0x1D])
+    display_names = tuple(
+        " ".join(part.rstrip("0123456789").title() for part in u.split("@")[0].split(".")) for u in users
+    )
+    guests = who.random(n_users) < GUEST_SHARE
+    for k in np.flatnonzero(guests).tolist():  # a guest's UPN, as Entra writes it: <mail with _ for @>#EXT#@<tenant>
+        users[k] = f"{users[k].split('@')[0]}_{GUEST_DOMAINS[k % len(GUEST_DOMAINS)]}#ext#@{DOMAIN}"
+    kinds = who.choice([ACTOR_RESOLVED, ACTOR_UNRESOLVED, ACTOR_ACCOUNT], size=n_users, p=[0.85, 0.1, 0.05])
+    kinds[guests] = ACTOR_UNRESOLVED  # published guests' actors are unresolved (objType 22)
+    object_ids = tuple(str(uuid.UUID(bytes=who.bytes(16), version=4)) for _ in range(n_users))
     return Directory(
         users=tuple(users),
         user_home_ip=np.arange(n_users, dtype=np.int32),
         ips=tuple(ips),
         ip_place=ip_place,
         ip_category=ip_category,
+        object_ids=object_ids,
+        display_names=display_names,
+        actor_kinds=kinds.astype(np.int8),
     )
 
 

@@ -94,6 +94,8 @@ class DemoTenant:
         self._event_names = np.array([e.type_name for _, e in EVENTS])
         self._event_admin = np.array([e.is_admin for _, e in EVENTS])
         self._app_ids = np.array([a.app_id for a in APPS])
+        # Whether each event kind's records carry `user.userName` (a failed sign-in's do not).
+        self._named = np.array([event.success is not False for _, event in EVENTS])
         self._ip_cc = np.array([p for p in self.renderer.ip_cc])
         # Per app, event, IP and device: what the other documented filters match (see `_attribute`).
         self._app_source = np.array([a.source for a in APPS])
@@ -174,15 +176,17 @@ class DemoTenant:
             return hit if op == "eq" else ~hit
         if name == "user.username":
             self._expect(name, op, ("eq", "neq", "isset", "isnotset", "startswith"))
+            # The filter reads `user.userName`, which a failed sign-in does not carry (its UPN is in failedUserData):
+            # those records match isnotset and neq, never eq or startswith.
+            named = self._named[c.event[rows]]
             if op in ("isset", "isnotset"):
-                # Every demo record names its user.
-                return np.full(len(rows), op == "isset")
+                return named if op == "isset" else ~named
             if op == "startswith":
                 prefixes = tuple(str(v).lower() for v in _as_list(value))
                 wanted = [i for i, u in enumerate(self.directory.users) if u.lower().startswith(prefixes)]
-                return np.isin(c.user[rows], wanted)
+                return np.isin(c.user[rows], wanted) & named
             wanted = [self._user_index.get(str(v), -1) for v in _as_list(value)]
-            hit = np.isin(c.user[rows], wanted)
+            hit = np.isin(c.user[rows], wanted) & named
             return hit if op == "eq" else ~hit
         if name == "ip.address":
             self._expect(name, op, ("eq", "neq", "startswith", "doesnotstartwith", "isset", "isnotset"))
