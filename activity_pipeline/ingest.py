@@ -23,7 +23,7 @@ from activity_pipeline.memory import pages_in_flight, release_freed_memory, retu
 from activity_pipeline.storage.core import DayWriter, TenantStore
 from activity_pipeline.storage.errors import FULL_RESCAN_HINT, DamagedDayError
 from activity_pipeline.storage.manifest import Manifest, TopUp, Window
-from activity_pipeline.storage.schema import decode_activity, to_table
+from activity_pipeline.storage.schema import decode_keys, to_table
 
 
 @dataclasses.dataclass
@@ -56,9 +56,10 @@ class IngestResult:
 
 
 def _to_table(page: Page, body: PageBody) -> tuple[pa.Table | None, dict[str, bytes]]:
-    """The page's rows as a table, and the bytes as received of those that were not valid UTF-8 (by id)."""
+    """The page's records as a table (decoded here a chunk at a time: the scan decoded only their ids and times),
+    and the bytes as received of those that were not valid UTF-8 (by id)."""
     received: dict[str, bytes] = {}
-    return (to_table(page.raws, page.rows, body, received) if page.rows else None), received
+    return (to_table(page.raws, None, body, received) if page.raws else None), received
 
 
 def _summarize(table: pa.Table, day_start: int) -> tuple[np.ndarray, dict[str, int]]:
@@ -332,7 +333,7 @@ def _scan(
         start,
         end,
         slices=k,
-        decoder=decode_activity,
+        decoder=decode_keys,
         # Workers turn pages into Arrow tables that reuse the page buffer, so a queued page is its columns.
         convert=_to_table,
         expected_total=source_total,
@@ -389,7 +390,7 @@ def _top_up(
         filters={"created": {"gte": since}},
         sort_field="created",
         known=known,
-        decoder=decode_activity,
+        decoder=decode_keys,
         convert=_to_table,
         expected_total=max(0, source_total - writer.rows) or None,
         label=f"activities {day} (top-up of what was created from {_utc(since)})",

@@ -38,15 +38,20 @@ def _observations(result: dg.ExecuteInProcessResult) -> list[dg.AssetObservation
     ]  # type: ignore[union-attr]
 
 
+def _compaction_tick(defs: dg.Definitions, data_dir: Path, instance: dg.DagsterInstance) -> list[dg.RunRequest]:
+    """The run requests of one tick of the tenant's compaction sensor over the dataset in `data_dir`."""
+    sensor = defs.resolve_sensor_def(f"{TENANT}_compaction")
+    resources = {"storage": ActivityStorage(data_dir=str(data_dir))}
+    with dg.build_sensor_context(instance=instance, resources=resources, definitions=defs) as context:
+        return list(sensor.evaluate_tick(context).run_requests or [])
+
+
 def test_the_sensor_compacts_settled_days_once_and_checks_and_views_stay_green(tmp_path, server, tenant):
     for day in DAYS:
         assert run_day(day, tenant_resource(server.url), tmp_path).success
     defs = project_defs(tenant_resource(server.url), tmp_path)
-    sensor = defs.resolve_sensor_def(f"{TENANT}_compaction")
-    resources = {"storage": ActivityStorage(data_dir=str(tmp_path))}
     instance = dg.DagsterInstance.ephemeral()
-    with dg.build_sensor_context(instance=instance, resources=resources, definitions=defs) as context:
-        requests = sensor.evaluate_tick(context).run_requests
+    requests = _compaction_tick(defs, tmp_path, instance)
     assert [r.partition_key for r in requests] == [d.isoformat() for d in DAYS], "settled, not compacted: all three"
     job = defs.resolve_job_def(f"{TENANT}_compact_day")
     result = job.execute_in_process(partition_key=DAYS[0].isoformat(), tags=requests[0].tags, instance=instance)
@@ -57,8 +62,7 @@ def test_the_sensor_compacts_settled_days_once_and_checks_and_views_stay_green(t
     assert meta["compaction/files_after"] == 1 and meta["compaction/files_before"] >= 1
     assert meta["compaction/row_groups_after"] < meta["compaction/row_groups_before"]
     assert meta["compaction/rows"] == tenant.truth_count(DAYS[0])
-    with dg.build_sensor_context(instance=instance, resources=resources, definitions=defs) as context:
-        again = {r.partition_key for r in sensor.evaluate_tick(context).run_requests}
+    again = {r.partition_key for r in _compaction_tick(defs, tmp_path, instance)}
     assert again == {DAYS[1].isoformat(), DAYS[2].isoformat()}, "a compacted day is not asked for again"
     for name in ("count_matches_source", "ids_unique", "timestamps_in_partition", "schema_matches"):
         assert check_only(name, DAYS[0], tenant_resource(server.url), tmp_path).passed, name
@@ -210,16 +214,11 @@ def test_the_sensor_upgrades_a_day_compacted_with_older_typed_columns(tmp_path, 
     old = dt.date(2026, 11, 21)
     assert tenant_data(tmp_path).manifest(old).schema_version == 1 and tenant_data(tmp_path).facts(old).rows
     defs = project_defs(tenant_resource(server.url), tmp_path)
-    sensor = defs.resolve_sensor_def(f"{TENANT}_compaction")
-    resources = {"storage": ActivityStorage(data_dir=str(tmp_path))}
     instance = dg.DagsterInstance.ephemeral()
-    with dg.build_sensor_context(instance=instance, resources=resources, definitions=defs) as context:
-        requests = sensor.evaluate_tick(context).run_requests
+    requests = _compaction_tick(defs, tmp_path, instance)
     assert old.isoformat() in [r.partition_key for r in requests], "compacted, but with version 1's columns"
     request = next(r for r in requests if r.partition_key == old.isoformat())
     job = defs.resolve_job_def(f"{TENANT}_compact_day")
     assert job.execute_in_process(partition_key=old.isoformat(), tags=request.tags, instance=instance).success
     assert tenant_data(tmp_path).manifest(old).schema_version == 2
-    with dg.build_sensor_context(instance=instance, resources=resources, definitions=defs) as context:
-        again = {r.partition_key for r in sensor.evaluate_tick(context).run_requests}
-    assert old.isoformat() not in again
+    assert old.isoformat() not in {r.partition_key for r in _compaction_tick(defs, tmp_path, instance)}

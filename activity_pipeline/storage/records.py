@@ -28,7 +28,7 @@ class _Location(msgspec.Struct, gc=False):
     organizationSearchable: str | None = None
     region: str | None = None
     categoryValue: str | None = None
-    ipTags: list[str] | None = None
+    ipTags: tuple[str, ...] | None = None
     anonymousProxy: bool | None = None
 
 
@@ -66,7 +66,8 @@ class _MainInfo(msgspec.Struct, gc=False):
     rawOperationName: str | None = None
     type: str | None = None
     activityResult: _Result | None = None
-    eventObjects: list[_Object] | None = None
+    # Tuples, not lists: a tuple of untracked objects leaves the garbage collector's lists (see `gc=False` above).
+    eventObjects: tuple[_Object, ...] | None = None
 
 
 class _Actor(msgspec.Struct, gc=False):
@@ -126,9 +127,9 @@ def _tolerant(value: Any, kind: Any) -> Any:
         if isinstance(option, type) and issubclass(option, msgspec.Struct) and isinstance(value, dict):
             return option(**{f.name: _tolerant(value[f.encode_name], f.type)
                              for f in msgspec.structs.fields(option) if f.encode_name in value})  # fmt: skip
-        if typing.get_origin(option) is list and isinstance(value, list):
-            (item,) = typing.get_args(option)
-            return [x for x in (_tolerant(v, item) for v in value) if x is not None]
+        if typing.get_origin(option) is tuple and isinstance(value, list):
+            item = typing.get_args(option)[0]
+            return tuple(x for x in (_tolerant(v, item) for v in value) if x is not None)
     return None
 
 
@@ -163,6 +164,26 @@ def decode_activity(raw: bytes | msgspec.Raw) -> ActivityRecord:
     return _tolerant(obj, ActivityRecord)
 
 
+class ActivityKeys(msgspec.Struct, gc=False):
+    """What a scan itself needs of a record: its id and times (the columns are decoded later, a chunk at a time)."""
+
+    id: str | None = msgspec.field(default=None, name="_id")
+    timestamp: int | None = None
+    created: int | None = None
+
+
+_keys = msgspec.json.Decoder(ActivityKeys).decode
+
+
+def decode_keys(raw: bytes | msgspec.Raw) -> ActivityKeys | ActivityRecord:
+    """A record's id and times, read as `decode_activity` reads them (times sent as digits, bytes that are not
+    UTF-8) but decoding nothing else of a well-formed record. Raises as `decode_activity` does."""
+    try:
+        return _keys(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return decode_activity(raw)
+
+
 _GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 # Event objects' objType, as published records show them: the kinds a query asks for by name.
 OBJECT_KINDS = {1: "site", 2: "user", 6: "app", 7: "property", 21: "account", 22: "unresolved_account",
@@ -173,6 +194,7 @@ _ADMIN_USER_TYPES = (2, 3)
 
 
 def number(value: Any) -> int | None:
+    """An integer, or a string of digits read as one (the service sends `objType` and `role` both ways); else None."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -206,40 +228,62 @@ def identity(r: ActivityRecord) -> Identity:
     `rawDataJson.UserPrincipalObjectID`; else the id of the user event object (objType 2) named by the UPN;
     never anything but a GUID. The display name: the actor's name (or its linked objects'), unless it only
     repeats the UPN (an unresolved actor's does).
+
+    Called for every record a scan stores: the usual record (a userName, a resolved actor with its name) is
+    answered without looking through its event objects.
     """
     actor = r.resolvedActor
-    objects = (r.mainInfo.eventObjects if r.mainInfo is not None else None) or ()
-    actor_type = number(actor.objType) if actor is not None else None
-    linked: list[_Object] = []
-    if actor is not None and actor.id is not None and objects:
-        link = next((o.link for o in objects if o.id == actor.id and o.link is not None), None)
-        if link is not None:
-            linked = [o for o in objects if o.link == link]
+    actor_type = _ACTOR_TYPES.get(actor.objType) if actor is not None else None  # type: ignore[arg-type]
     raw = r.rawDataJson
-    account = next((o.id for o in linked if number(o.objType) in _ACCOUNTS), None)
-    upn = (
-        (r.user.userName if r.user is not None else None)
-        or (r.failedUserData.userName if r.failedUserData is not None else None)
-        or (_upn(actor.id) if actor is not None and actor_type in _ACCOUNTS else None)
-        or _upn(account)
-        or (_upn(r.resolvedActorAccount.id) if r.resolvedActorAccount is not None else None)
-        or (_upn(raw.Upn) or _upn(raw.UserId) if raw is not None else None)
+    upn = (r.user.userName if r.user is not None else None) or (
+        r.failedUserData.userName if r.failedUserData is not None else None
     )
-    object_id = (_guid(actor.id) if actor is not None and actor_type == 23 else None) or (
+    if not upn and actor is not None and actor_type in _ACCOUNTS:
+        upn = _upn(actor.id)
+    linked = None
+    if not upn:
+        linked = _linked(r)
+        upn = (
+            _upn(next((o.id for o in linked if number(o.objType) in _ACCOUNTS), None))
+            or (_upn(r.resolvedActorAccount.id) if r.resolvedActorAccount is not None else None)
+            or (_upn(raw.Upn) or _upn(raw.UserId) if raw is not None else None)
+        )
+    object_id = (_guid(actor.id) if actor_type == 23 else None) or (  # type: ignore[union-attr]
         _guid(raw.UserPrincipalObjectID) if raw is not None else None
     )
-    if object_id is None and upn is not None:
+    if object_id is None and upn:
         folded = upn.casefold()
+        objects = (r.mainInfo.eventObjects if r.mainInfo is not None else None) or ()
         object_id = next((_guid(o.id) for o in objects
                           if number(o.objType) == 2 and isinstance(o.name, str) and o.name.casefold() == folded
                           and _guid(o.id)), None)  # fmt: skip
-    names = [actor.name] if actor is not None else []
-    names += [o.name for o in linked]
-    folded_upn = upn.casefold() if upn else None
-    display = next(
-        (n for n in names if isinstance(n, str) and n and n.casefold() != folded_upn and not _GUID.fullmatch(n)), None
-    )
-    return Identity(upn, object_id, display)
+    display = _display(actor.name if actor is not None else None, upn)
+    if display is None and actor is not None:
+        display = next((n for n in (o.name for o in (linked if linked is not None else _linked(r)))
+                        if _display(n, upn)), None)  # fmt: skip
+    return Identity(upn or None, object_id, display)
+
+
+_ACTOR_TYPES: dict[Any, int] = {**{str(t): t for t in (21, 22, 23)}, **{t: t for t in (21, 22, 23)}}
+
+
+def _linked(r: ActivityRecord) -> tuple[_Object, ...]:
+    """The event objects linked to the resolved actor: those with the `link` of the object that is the actor."""
+    actor, info = r.resolvedActor, r.mainInfo
+    objects = (info.eventObjects if info is not None else None) or ()
+    if actor is None or actor.id is None or not objects:
+        return ()
+    link = next((o.link for o in objects if o.id == actor.id and o.link is not None), None)
+    return () if link is None else tuple(o for o in objects if o.link == link)
+
+
+def _display(name: Any, upn: str | None) -> str | None:
+    """`name` as a display name: a non-empty string that is neither the UPN again nor a GUID."""
+    if not isinstance(name, str) or not name or name == upn:
+        return None
+    if upn is not None and name.casefold() == upn.casefold():
+        return None
+    return None if len(name) == 36 and _GUID.fullmatch(name) else name
 
 
 def is_admin(r: ActivityRecord) -> bool:
@@ -257,6 +301,7 @@ def ip_category(value: str | None) -> str | None:
 
 
 def text(value: Any) -> str | None:
+    """A JSON scalar as text, as a typed column of strings holds it (`true`, `5`); None stays None."""
     if value is None:
         return None
     if isinstance(value, bool):

@@ -20,17 +20,20 @@ from __future__ import annotations
 import ctypes
 import itertools
 from collections.abc import Sequence
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 import msgspec
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from activity_pipeline.pagebody import PageBody
 from activity_pipeline.storage.records import (
     OBJECT_KINDS,
     ActivityRecord,
     decode_activity,
+    decode_keys,
     identity,
     ip_category,
     is_admin,
@@ -38,7 +41,7 @@ from activity_pipeline.storage.records import (
     text,
 )
 
-__all__ = ["ActivityRecord", "decode_activity"]
+__all__ = ["ActivityRecord", "decode_activity", "decode_keys"]
 
 SCHEMA_VERSION = 2
 TIMESTAMP = pa.timestamp("ms", tz="UTC")
@@ -195,36 +198,38 @@ def _compact_in_place(
     return whole.slice(first, dst - first)
 
 
+def _array(values: Sequence[Any], kind: pa.DataType, convert: Any) -> pa.Array:
+    """`values` as an array of `kind`; where some are of another type (an id sent as a number, a role as a string),
+    each is converted by `convert` first (None where it cannot be)."""
+    try:
+        return pa.array(values, kind)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return pa.array([convert(v) for v in values], kind)
+
+
+# Each objType's kind by number (OBJECT_KINDS), null for the numbers without one.
+_KINDS = pa.array([OBJECT_KINDS.get(t) for t in range(max(OBJECT_KINDS) + 1)], pa.string())
+
+
 def _objects(rows: Sequence[ActivityRecord]) -> pa.Array:
     """`mainInfo.eventObjects` of each row as a list of OBJECT (null for a record without any)."""
-    offsets, valid = [0], []
-    obj_type: list[int | None] = []
-    kind: list[str | None] = []
-    service: list[str | None] = []
-    name: list[str | None] = []
-    ids: list[str | None] = []
-    value: list[str | None] = []
-    role: list[int | None] = []
-    for r in rows:
-        objects = r.mainInfo.eventObjects if r.mainInfo is not None else None
-        valid.append(objects is not None)
-        for o in objects or ():
-            t = number(o.objType)
-            obj_type.append(t if t is not None and -(2**31) <= t < 2**31 else None)
-            kind.append(OBJECT_KINDS.get(t))  # type: ignore[arg-type]
-            service.append(o.serviceObjectType)
-            name.append(o.name)
-            ids.append(text(o.id))
-            value.append(text(o.value))
-            n = number(o.role)
-            role.append(n if n is not None and -(2**31) <= n < 2**31 else None)
-        offsets.append(len(obj_type))
-    children = [pa.array(obj_type, pa.int32()), pa.array(kind, pa.string()), pa.array(service, pa.string()),
-                pa.array(name, pa.string()), pa.array(ids, pa.string()), pa.array(value, pa.string()),
-                pa.array(role, pa.int32())]  # fmt: skip
+    lists = [r.mainInfo.eventObjects if r.mainInfo is not None else None for r in rows]
+    lengths = np.fromiter((len(x) if x else 0 for x in lists), dtype=np.int32, count=len(lists))
+    offsets = np.zeros(len(lists) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = [o for objects in lists if objects for o in objects]
+    types, names, ids, values, roles, services = (
+        list(map(attrgetter(field), flat)) for field in ("objType", "name", "id", "value", "role", "serviceObjectType")
+    )
+    obj_type = _array(types, pa.int32(), _int32)
+    known = pc.and_kleene(pc.greater_equal(obj_type, 0), pc.less(obj_type, len(_KINDS)))
+    kinds = pc.take(_KINDS, pc.if_else(known, obj_type, pa.scalar(None, pa.int32())))
+    children = [obj_type, kinds,
+                pa.array(services, pa.string()), pa.array(names, pa.string()), _array(ids, pa.string(), text),
+                _array(values, pa.string(), text), _array(roles, pa.int32(), _int32)]  # fmt: skip
     items = pa.StructArray.from_arrays(children, fields=list(OBJECT))
-    mask = pa.array([not v for v in valid], pa.bool_())
-    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), items, type=pa.list_(OBJECT), mask=mask)
+    mask = pa.array([x is None for x in lists], pa.bool_())
+    return pa.ListArray.from_arrays(pa.array(offsets), items, type=pa.list_(OBJECT), mask=mask)
 
 
 def _int32(value: Any) -> int | None:
@@ -274,22 +279,38 @@ def typed_columns(rows: Sequence[ActivityRecord]) -> list[pa.Array]:
     ]
 
 
+# Records decoded at a time into typed columns: a scan's page (5,000) decoded whole would hold ~15 MB of Python
+# objects per page in flight; a chunk holds a fifth of that, and the columns are built a chunk at a time.
+DECODE_ROWS = 1000
+
+
 def to_table(
     raws: Sequence[bytes | msgspec.Raw],
-    rows: Sequence[ActivityRecord],
+    rows: Sequence[ActivityRecord] | None = None,
     body: PageBody | None = None,
     received: dict[str, bytes] | None = None,
 ) -> pa.Table:
-    """Rows (decoded) and their raw bytes, same order, as a table of SCHEMA.
+    """Records (their raw bytes; and decoded, same order, or None to decode them here, DECODE_ROWS at a time) as a
+    table of SCHEMA.
 
     With `body`, the page buffer the raws point into, the `raw` column reuses it (see `_raw_array`). With
     `received`, a record whose bytes are not valid UTF-8 is stored with U+FFFD for each invalid byte, and its
     bytes as received go into `received` by id (the day's manifest keeps them: `Manifest.received_bytes`).
     """
+    if rows is not None:
+        ids, typed = [r.id for r in rows], typed_columns(rows)
+    else:
+        ids, chunks = [], []
+        for k in range(0, len(raws), DECODE_ROWS):
+            decoded = [decode_activity(raw) for raw in raws[k : k + DECODE_ROWS]]
+            ids += [r.id for r in decoded]
+            chunks.append(typed_columns(decoded))
+            del decoded
+        typed = [pa.concat_arrays(parts) for parts in zip(*chunks, strict=True)] if chunks else typed_columns([])
     by_row: dict[int, bytes] | None = {} if received is not None else None
-    columns = [pa.array([r.id for r in rows], pa.string()), *typed_columns(rows), _raw_array(raws, body, by_row)]
+    columns = [pa.array(ids, pa.string()), *typed, _raw_array(raws, body, by_row)]
     if by_row and received is not None:
-        received.update({rows[k].id: raw for k, raw in by_row.items()})  # type: ignore[misc]
+        received.update({ids[k]: raw for k, raw in by_row.items()})  # type: ignore[misc]
     return pa.Table.from_arrays(columns, schema=SCHEMA)
 
 
@@ -311,7 +332,7 @@ def derive_table(table: pa.Table) -> pa.Table:
     """A table of stored rows (any version: only `id` and `raw` are read) with every typed column derived again
     from `raw`, as SCHEMA. `id` and `raw` are the same values, untouched: an upgrade never changes them."""
     parts = []
-    for batch in table.select(["id", "raw"]).to_batches(max_chunksize=DERIVE_ROWS):
+    for batch in table.select(["id", "raw"]).to_batches(max_chunksize=DECODE_ROWS):
         rows = [decode_activity(record) for record in _records(batch.column(1))]
         columns = [batch.column(0), *typed_columns(rows), batch.column(1)]
         parts.append(pa.Table.from_arrays(columns, schema=SCHEMA))

@@ -36,6 +36,12 @@ from activity_pipeline.storage.schema import DICTIONARY_COLUMNS, SCHEMA, SCHEMA_
 QUARANTINE = "_quarantine.jsonl"
 
 
+# A slice's file holds at most this many pages (row groups): a writer keeps each row group's metadata in memory
+# until its file is closed, ~15 KB a row group with schema version 2's 37 column chunks. A 10,000,000-activity
+# day's slices held 2,000 of them at the end of its scan; 50 a file bounds them at 50 per open file.
+FILE_ROW_GROUPS = 50
+
+
 class StagedDay(DayWriter):
     """A day's new files, written under the tenant's local staging folder while the day's lock is held. Each
     backend's writer adds how they become the day (`commit`) and how a top-up starts (`carry_over`)."""
@@ -55,6 +61,8 @@ class StagedDay(DayWriter):
         self.rows = 0
         self.quarantined = 0
         self.committed = False
+        # Row groups (pages) written per slice, for FILE_ROW_GROUPS.
+        self._groups: dict[int, int] = {}
         # The version a top-up builds on (set by the backend's `carry`); None for a full scan.
         self._carried: Manifest | None = None
 
@@ -82,11 +90,16 @@ class StagedDay(DayWriter):
         if self._files_closed:
             raise RuntimeError(f"the files of {self.day} are already closed; this page came too late")
         writer = self._writers.get(slice_start_ms)
+        if writer is not None and self._groups[slice_start_ms] % FILE_ROW_GROUPS == 0:
+            writer.close()  # a file's footer is held in memory until it closes: the slice goes on in a new file
+            writer = None
         if writer is None:
             if slice_start_ms in self._closed:
                 raise RuntimeError(f"slice starting at {slice_start_ms} was already closed")
             when = dt.datetime.fromtimestamp(slice_start_ms / 1000, dt.UTC)
-            name = f"{self.prefix}-{when:%H%M%S}{when.microsecond // 1000:03d}.parquet"
+            part = self._groups.get(slice_start_ms, 0) // FILE_ROW_GROUPS
+            suffix = f"-{part}" if part else ""
+            name = f"{self.prefix}-{when:%H%M%S}{when.microsecond // 1000:03d}{suffix}.parquet"
             writer = pq.ParquetWriter(
                 self.stage / name,
                 SCHEMA,
@@ -102,6 +115,7 @@ class StagedDay(DayWriter):
         if table.num_rows:
             writer.write_table(table)
             self.rows += table.num_rows
+            self._groups[slice_start_ms] = self._groups.get(slice_start_ms, 0) + 1
 
     def close_slice(self, slice_start_ms: int) -> None:
         """Finish a slice's file once its last page is written: an open writer holds its encoders' buffers."""
