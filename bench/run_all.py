@@ -149,7 +149,11 @@ BENCHMARKS: list[tuple[str, list[str], str]] = [
         "The day is scanned by today's writer and copied; the copy's files are rewritten with version 1's columns "
         "only (as the writer of version 1 left them, its manifest saying so). Then, each in a fresh process, the day "
         "is compacted as the compaction job does it and the copy is upgraded (`make upgrade`: the same compaction, "
-        "each typed column derived again from `raw`, verified that every id and raw are unchanged).",
+        "each typed column derived again from `raw`, verified that every id and raw are unchanged). The speed target "
+        "is missed: an upgrade is the compaction plus decoding every record's JSON (about 4 KB each here) into the "
+        "typed columns in Python, ~13 us a record, which the compaction of a current day does not do; it runs in "
+        "the compaction's worker, one core, as the compaction's own work does. It is done once per day and release "
+        "of the columns, within the memory target.",
     ),
     (
         "Verification: make verify's reading of 90 days of 1,000,000 activities, against DuckDB reading them once",
