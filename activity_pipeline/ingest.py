@@ -12,18 +12,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from activity_pipeline.days import HOUR_MS, day_window
-from activity_pipeline.mdca import DigestSet, MdcaClient, Page, PageBody, Scanner, ScanStats, choose_slices
+from activity_pipeline.mdca import DigestSet, MdcaClient, Page, PageBody, RecordKeys, Scanner, ScanStats, choose_slices
 from activity_pipeline.mdca.filters import describe
 from activity_pipeline.memory import pages_in_flight, release_freed_memory, return_page_buffers_to_the_os
 from activity_pipeline.storage.core import DayWriter, TenantStore
 from activity_pipeline.storage.errors import FULL_RESCAN_HINT, DamagedDayError
 from activity_pipeline.storage.manifest import Manifest, TopUp, Window
-from activity_pipeline.storage.schema import decode_keys, to_table
+from activity_pipeline.storage.schema import ActivityRecord, decode_activity, to_table
 
 
 @dataclasses.dataclass
@@ -53,6 +54,18 @@ class IngestResult:
     @property
     def records_per_second(self) -> float:
         return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+
+_record_keys = msgspec.json.Decoder(RecordKeys).decode
+
+
+def _decode_keys(raw: msgspec.Raw) -> RecordKeys | ActivityRecord:
+    """A record's id and times, all a scan needs (`to_table` decodes the columns), read as `decode_activity` reads
+    an odd record's (times sent as digits, bytes that are not UTF-8); raises as it does."""
+    try:
+        return _record_keys(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return decode_activity(raw)
 
 
 def _to_table(page: Page, body: PageBody) -> tuple[pa.Table | None, dict[str, bytes]]:
@@ -333,7 +346,7 @@ def _scan(
         start,
         end,
         slices=k,
-        decoder=decode_keys,
+        decoder=_decode_keys,
         # Workers turn pages into Arrow tables that reuse the page buffer, so a queued page is its columns.
         convert=_to_table,
         expected_total=source_total,
@@ -390,7 +403,7 @@ def _top_up(
         filters={"created": {"gte": since}},
         sort_field="created",
         known=known,
-        decoder=decode_keys,
+        decoder=_decode_keys,
         convert=_to_table,
         expected_total=max(0, source_total - writer.rows) or None,
         label=f"activities {day} (top-up of what was created from {_utc(since)})",

@@ -31,8 +31,9 @@ def upgrade_days(
     """Upgrade each of `days` (None: every stored day) of `store` written with older typed columns; returns (the
     days upgraded, the days that failed). A day already current is left as it is."""
     stored = store.days()
-    wanted = stored if days is None else [d for d in days if d in set(stored)]
-    for missing in sorted(set(days or ()) - set(stored)):
+    present = set(stored)
+    wanted = stored if days is None else [d for d in days if d in present]
+    for missing in sorted(set(days or ()) - present):
         report(f"{store.tenant} {missing}: not stored, nothing to upgrade")
     upgraded, failed = [], []
     for day in wanted:

@@ -37,7 +37,7 @@ from activity_pipeline.pagebody import PageBody
 log = logging.getLogger(__name__)
 
 
-class RecordKeys(msgspec.Struct, gc=False):  # untracked, like ActivityRecord (storage/schema.py)
+class RecordKeys(msgspec.Struct, gc=False):  # untracked, like ActivityRecord (storage/records.py)
     """The least a scan decodes: what it needs to drop duplicates and records outside the window."""
 
     id: str | None = msgspec.field(default=None, name="_id")

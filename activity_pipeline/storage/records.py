@@ -164,26 +164,6 @@ def decode_activity(raw: bytes | msgspec.Raw) -> ActivityRecord:
     return _tolerant(obj, ActivityRecord)
 
 
-class ActivityKeys(msgspec.Struct, gc=False):
-    """What a scan itself needs of a record: its id and times (the columns are decoded later, a chunk at a time)."""
-
-    id: str | None = msgspec.field(default=None, name="_id")
-    timestamp: int | None = None
-    created: int | None = None
-
-
-_keys = msgspec.json.Decoder(ActivityKeys).decode
-
-
-def decode_keys(raw: bytes | msgspec.Raw) -> ActivityKeys | ActivityRecord:
-    """A record's id and times, read as `decode_activity` reads them (times sent as digits, bytes that are not
-    UTF-8) but decoding nothing else of a well-formed record. Raises as `decode_activity` does."""
-    try:
-        return _keys(raw)
-    except (msgspec.ValidationError, msgspec.DecodeError):
-        return decode_activity(raw)
-
-
 _GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 # Event objects' objType, as published records show them: the kinds a query asks for by name.
 OBJECT_KINDS = {1: "site", 2: "user", 6: "app", 7: "property", 21: "account", 22: "unresolved_account",

@@ -33,7 +33,6 @@ from activity_pipeline.storage.records import (
     OBJECT_KINDS,
     ActivityRecord,
     decode_activity,
-    decode_keys,
     identity,
     ip_category,
     is_admin,
@@ -41,7 +40,7 @@ from activity_pipeline.storage.records import (
     text,
 )
 
-__all__ = ["ActivityRecord", "decode_activity", "decode_keys"]
+__all__ = ["ActivityRecord", "decode_activity"]
 
 SCHEMA_VERSION = 2
 TIMESTAMP = pa.timestamp("ms", tz="UTC")
@@ -297,16 +296,7 @@ def to_table(
     `received`, a record whose bytes are not valid UTF-8 is stored with U+FFFD for each invalid byte, and its
     bytes as received go into `received` by id (the day's manifest keeps them: `Manifest.received_bytes`).
     """
-    if rows is not None:
-        ids, typed = [r.id for r in rows], typed_columns(rows)
-    else:
-        ids, chunks = [], []
-        for k in range(0, len(raws), DECODE_ROWS):
-            decoded = [decode_activity(raw) for raw in raws[k : k + DECODE_ROWS]]
-            ids += [r.id for r in decoded]
-            chunks.append(typed_columns(decoded))
-            del decoded
-        typed = [pa.concat_arrays(parts) for parts in zip(*chunks, strict=True)] if chunks else typed_columns([])
+    ids, typed = ([r.id for r in rows], typed_columns(rows)) if rows is not None else _decoded(raws)
     by_row: dict[int, bytes] | None = {} if received is not None else None
     columns = [pa.array(ids, pa.string()), *typed, _raw_array(raws, body, by_row)]
     if by_row and received is not None:
@@ -328,12 +318,24 @@ def _records(raw: pa.Array) -> list[memoryview]:
 DERIVE_ROWS = 5000
 
 
+def _decoded(records: Sequence[bytes | msgspec.Raw | memoryview]) -> tuple[list[str | None], list[pa.Array]]:
+    """The records' ids and typed columns (SCHEMA's, but `id` and `raw`), decoded DECODE_ROWS at a time."""
+    ids: list[str | None] = []
+    chunks = []
+    for k in range(0, len(records), DECODE_ROWS):
+        decoded = [decode_activity(record) for record in records[k : k + DECODE_ROWS]]  # type: ignore[arg-type]
+        ids += [r.id for r in decoded]
+        chunks.append(typed_columns(decoded))
+    if not chunks:
+        return ids, typed_columns([])
+    return ids, [pa.concat_arrays(parts) for parts in zip(*chunks, strict=True)]
+
+
 def derive_table(table: pa.Table) -> pa.Table:
     """A table of stored rows (any version: only `id` and `raw` are read) with every typed column derived again
     from `raw`, as SCHEMA. `id` and `raw` are the same values, untouched: an upgrade never changes them."""
     parts = []
     for batch in table.select(["id", "raw"]).to_batches(max_chunksize=DECODE_ROWS):
-        rows = [decode_activity(record) for record in _records(batch.column(1))]
-        columns = [batch.column(0), *typed_columns(rows), batch.column(1)]
-        parts.append(pa.Table.from_arrays(columns, schema=SCHEMA))
+        _, typed = _decoded(_records(batch.column(1)))
+        parts.append(pa.Table.from_arrays([batch.column(0), *typed, batch.column(1)], schema=SCHEMA))
     return pa.concat_tables(parts) if parts else SCHEMA.empty_table()
