@@ -16,7 +16,8 @@ RUN_LOGS := {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 PORT ?= 3000
 
 # With no tenant configured, the demo, the UI and headless runs read two built-in demo tenants side by side.
-ifeq ($(strip $(ACTIVITY_TENANTS_FILE)$(MDCA_API_URL)),)
+# (Tenants listed in the component's own YAML, activity_pipeline/defs/tenants/defs.yaml, count as configured.)
+ifeq ($(strip $(ACTIVITY_TENANTS_FILE)$(MDCA_API_URL)$(shell grep -s '^  tenants:' activity_pipeline/defs/tenants/defs.yaml)),)
 demo ui run backfill compact tenants verify upgrade: export ACTIVITY_TENANTS_FILE := $(CURDIR)/deploy/local/demo-tenants.yaml
 endif
 
@@ -85,7 +86,7 @@ tenants_for_day = configured=$$($(BIN)/python -m activity_pipeline.config --name
 	[ -n "$$tenants" ] || tenants="$$configured"; \
 	for t in $$tenants; do echo "$$configured" | grep -qx "$$t" || \
 	  { echo "no tenant named $$t; configured: "$$configured >&2; exit 2; }; done; \
-	$(BIN)/python -m activity_pipeline.defs.partitions $(DAY) $$tenants || exit 2;
+	$(BIN)/python -m activity_pipeline.components.partitions $(DAY) $$tenants || exit 2;
 
 # One day of each tenant's daily job (scan, checks, views), headless, into the instance `make ui` shows;
 # TENANT= picks one; FULL_RESCAN=1 scans a stored day anew (ALLOW_SHORTER=1 lets it hold fewer activities):
@@ -94,8 +95,8 @@ run: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml  ## DAY=YYYY-MM-DD [TENANT=
 	@test -n "$(DAY)" || { echo "usage: make run DAY=YYYY-MM-DD [TENANT=name] [FULL_RESCAN=1]" >&2; exit 2; }
 	@$(tenants_for_day) \
 	failed=""; for t in $$tenants; do \
-	  echo "== $$t $(DAY)"; $(call launch_run,$${t}_daily_activities,$(DAY),$(RUN_TAGS)); \
-	  $(BIN)/python -m activity_pipeline.run_summary $${t}_daily_activities $(DAY) || rc=1; [ $$rc -eq 0 ] || failed="$$failed $$t"; \
+	  echo "== $$t $(DAY)"; $(call launch_run,daily_activities,"$(DAY)|$$t",$(RUN_TAGS)); \
+	  $(BIN)/python -m activity_pipeline.run_summary daily_activities $(DAY) $$t || rc=1; [ $$rc -eq 0 ] || failed="$$failed $$t"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "failed:$$failed" >&2; exit 1; fi
 
@@ -106,7 +107,7 @@ compact: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml  ## DAY=YYYY-MM-DD [TEN
 	@test -n "$(DAY)" || { echo "usage: make compact DAY=YYYY-MM-DD [TENANT=name]" >&2; exit 2; }
 	@$(tenants_for_day) \
 	failed=""; for t in $$tenants; do \
-	  echo "== $$t $(DAY) compaction"; $(call launch_run,$${t}_compact_day,$(DAY)); \
+	  echo "== $$t $(DAY) compaction"; $(call launch_run,compact_day,"$(DAY)|$$t"); \
 	  [ $$rc -eq 0 ] || failed="$$failed $$t"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "failed:$$failed" >&2; exit 1; fi
@@ -121,8 +122,8 @@ backfill: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml  ## FROM=YYYY-MM-DD TO
 	for t in $$tenants; do echo "$$configured" | grep -qx "$$t" || \
 	  { echo "no tenant named $$t; configured: "$$configured >&2; exit 2; }; done; \
 	failed=""; for day in $$days; do for t in $$tenants; do \
-	  echo "== $$t $$day"; $(call launch_run,$${t}_daily_activities,$$day); \
-	  $(BIN)/python -m activity_pipeline.run_summary $${t}_daily_activities $$day || rc=1; [ $$rc -eq 0 ] || failed="$$failed $$t:$$day"; \
+	  echo "== $$t $$day"; $(call launch_run,daily_activities,"$$day|$$t"); \
+	  $(BIN)/python -m activity_pipeline.run_summary daily_activities $$day $$t || rc=1; [ $$rc -eq 0 ] || failed="$$failed $$t:$$day"; \
 	done; done; \
 	if [ -n "$$failed" ]; then echo "failed:$$failed (make run DAY=... TENANT=... re-runs one)" >&2; exit 1; fi
 

@@ -21,7 +21,7 @@ def days_asked(prog: str, description: str, argv: list[str]) -> DaysAsked:
     """The configuration, the tenants (one, or every configured one) and the day (one, or None for every stored
     day) a command was asked for. A mistake is said on stderr and exits 2 (SystemExit), before anything is read."""
     from activity_pipeline import config as configuration
-    from activity_pipeline.mdca import ConfigError
+    from activity_pipeline.errors import ConfigError
 
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--day", help="one day, YYYY-MM-DD (default: every stored day)")

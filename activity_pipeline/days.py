@@ -1,6 +1,6 @@
 """UTC days as epoch-millisecond windows, the unit of partitioning. The API's times are epoch milliseconds.
 
-A partition's day comes from its time window (`defs/partitions.py::partition_day`); everything below that
+A partition's day comes from its time window (`components/partitions.py::partition_day`); everything below that
 works with the day and turns it into milliseconds here, once.
 """
 
@@ -11,6 +11,9 @@ import sys
 
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
+# Late records (Power BI, Dynamics 365, lagging connectors) arrive up to three days after they happened: the
+# late-arrivals sensor tops up the last SETTLE_DAYS days, and records still missing after that are a warning.
+SETTLE_DAYS = 3
 
 
 def day_start_ms(day: dt.date) -> int:

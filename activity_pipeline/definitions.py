@@ -1,8 +1,9 @@
 """The project's definitions: `dg` finds them here, and so does `dagster ... -m activity_pipeline.definitions`.
 
 Everything is in `activity_pipeline/defs/`, found by `dg.load_from_defs_folder`: the `ActivityTenants`
-component (`defs/tenants/defs.yaml`) reads the configuration once and builds each tenant's asset, checks, job,
-schedule, sensors and resources, and the DuckDB views over them all.
+component (`defs/tenants/defs.yaml`, its type in `components/`) reads the configuration once and builds the
+`activities` asset partitioned by day and tenant, its checks, jobs, schedules, sensors and resources, and the
+DuckDB views over them all.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import dagster as dg
 
 from activity_pipeline import config
 from activity_pipeline.components.tenants import tenants_definitions
-from activity_pipeline.mdca import ConfigError
+from activity_pipeline.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,10 +46,11 @@ def build_defs(resources: Mapping[str, Any], settings: config.PipelineConfig | N
     """The project's definitions with these resources instead of the configuration's: the seam tests and
     benchmarks use. `settings` defaults to the configuration of this process's environment.
 
-    >>> from activity_pipeline.defs.resources import ActivityStorage, DemoTenantResource
-    >>> d = build_defs({"mdca_default": DemoTenantResource(), "storage": ActivityStorage(data_dir="/tmp/x")})
-    >>> d.resolve_job_def("default_daily_activities").name
-    'default_daily_activities'
+    >>> from activity_pipeline.components.resources import ActivityStorage, DemoTenantResource, TenantClients
+    >>> clients = TenantClients({"default": DemoTenantResource()})
+    >>> d = build_defs({"mdca": clients, "storage": ActivityStorage(data_dir="/tmp/x")})
+    >>> d.resolve_job_def("daily_activities").name
+    'daily_activities'
     """
     # Also here, not only at import: a caller may have reset the filters since (pytest does, per test).
     with warnings.catch_warnings():

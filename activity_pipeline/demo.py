@@ -1,8 +1,8 @@
 """`make demo`: each demo tenant's daily job for the last 3 complete UTC days, then a report.
 
-Each tenant and day runs `<tenant>_daily_activities` (scan to Parquet, the checks, the DuckDB views) through
-the instance in DAGSTER_HOME, so the runs show up in `make ui` afterwards. The Makefile configures two demo
-tenants (deploy/local/demo-tenants.yaml) unless a tenant is configured.
+Each tenant and day is a run of `daily_activities` for its partition DAY|TENANT (scan to Parquet, the checks, the
+DuckDB views) through the instance in DAGSTER_HOME, so the runs show up in `make ui` afterwards. The Makefile
+configures two demo tenants (deploy/local/demo-tenants.yaml) unless a tenant is configured.
 """
 
 from __future__ import annotations
@@ -36,8 +36,9 @@ def main() -> int:
             file=sys.stderr,
         )
         return 2
-    from activity_pipeline.defs.automation import job_name
-    from activity_pipeline.defs.checks import CHECKS
+    from activity_pipeline.components.automation import JOB
+    from activity_pipeline.components.checks import CHECKS
+    from activity_pipeline.components.partitions import key
     from activity_pipeline.launch import INTERRUPTED, handle_stop_signals, launch, was_interrupted
     from activity_pipeline.run_summary import check_evaluations, run_line
 
@@ -56,7 +57,7 @@ def main() -> int:
             # A run of the code location `make ui` shows, so that it is on the UI's Overview timeline too.
             # Errors as they happen; one line per run below, and each warning once at the end.
             try:
-                run = launch(instance, job_name(tenant), day.isoformat(), ERRORS_ONLY)
+                run = launch(instance, JOB, str(key(day, tenant)), ERRORS_ONLY)
             except KeyboardInterrupt:
                 run = None
             if run is None or was_interrupted(instance, run):

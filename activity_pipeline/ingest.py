@@ -83,9 +83,6 @@ def _summarize(table: pa.Table, day_start: int) -> tuple[np.ndarray, dict[str, i
     return hours, apps
 
 
-# Late records (Power BI, Dynamics 365, lagging connectors) arrive up to three days after they happened: the
-# late-arrivals sensor tops up the last SETTLE_DAYS days, and records still missing after that are a warning.
-SETTLE_DAYS = 3
 # The watermark sits this far before the scan's start by the service's clock: a record created before it
 # was visible when the scan began, with room for the `Date` header's whole seconds and the service's
 # indexing lag.

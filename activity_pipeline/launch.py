@@ -7,7 +7,7 @@
 run launched from the UI does, and then executes in this process as `dg launch` would: the same logs on the
 console, the same interruption handling (SIGTERM or Ctrl-C ends it as a failed run).
 
-    python -m activity_pipeline.launch contoso_daily_activities 2026-11-24 [--config-json '{...}']
+    python -m activity_pipeline.launch daily_activities '2026-11-24|contoso' [--config-json '{...}']
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """One line for a finished run of a tenant's day: its outcome, the activities stored, requests, seconds, and the
 checks' verdicts. `make run` and `make backfill` print it after each run, `make demo` after each of its runs.
 
-    python -m activity_pipeline.run_summary contoso_daily_activities 2026-11-24
+    python -m activity_pipeline.run_summary daily_activities 2026-11-24 contoso
     contoso 2026-11-24: SUCCESS, 19,926 activities stored, 6 requests, 12.3 s; checks: 6 pass, 2 skipped
 """
 
@@ -14,8 +14,8 @@ import dagster as dg
 
 def run_line(instance: dg.DagsterInstance, run: dg.DagsterRun, checks: int) -> str:
     """The line for `run`, whose job plans `checks` checks (those without a verdict had nothing to judge)."""
-    tenant = run.tags.get("activity_pipeline/tenant", run.job_name)
-    day = run.tags.get("dagster/partition", "?")
+    tenant = run.tags.get("dagster/partition/tenant") or run.tags.get("activity_pipeline/tenant", run.job_name)
+    day = run.tags.get("dagster/partition/day") or run.tags.get("dagster/partition", "?")
     parts = [run.status.value]
     quarantined = stored_quarantined(instance, run.run_id)
     if quarantined:
@@ -60,14 +60,16 @@ def check_evaluations(instance: dg.DagsterInstance, run_id: str) -> list[dg.Asse
 
 
 def main(argv: list[str]) -> int:
-    """`python -m activity_pipeline.run_summary JOB DAY`: the line for the latest run of JOB for DAY."""
-    from activity_pipeline.defs.checks import CHECKS
+    """`python -m activity_pipeline.run_summary JOB DAY TENANT`: the line for the latest run of JOB for the
+    tenant's DAY."""
+    from activity_pipeline.components.checks import CHECKS
+    from activity_pipeline.components.partitions import key
 
-    job, day = argv
+    job, day, tenant = argv
     instance = dg.DagsterInstance.get()
-    runs = instance.get_runs(dg.RunsFilter(job_name=job, tags={"dagster/partition": day}), limit=1)
+    runs = instance.get_runs(dg.RunsFilter(job_name=job, tags={"dagster/partition": str(key(day, tenant))}), limit=1)
     if not runs:
-        print(f"no run of {job} for {day} in this instance", file=sys.stderr)
+        print(f"no run of {job} for {tenant} {day} in this instance", file=sys.stderr)
         return 1
     print(run_line(instance, runs[0], len(CHECKS)))
     # A day stored with records in quarantine needs a person: make run says so in its exit status.

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Iterable
 
 from activity_pipeline.config import TenantConfig
-from activity_pipeline.retention import RETENTION_DAYS, first_retained_day
+from activity_pipeline.service_window import SERVICE_WINDOW_DAYS, first_scannable_day
 from activity_pipeline.storage.core import TenantStore
 from activity_pipeline.storage.integrity import Verification
 
@@ -31,7 +31,7 @@ VERIFY_EVERY_DAYS = 28
 def repair(tenant: TenantConfig, day: dt.date, today: dt.date) -> str:
     """How to mend a damaged `day` of `tenant`, as of `today`: a full re-scan while the service still holds the
     day, else the copy `keep_days.copied_to` names, else nothing can."""
-    oldest = first_retained_day(today)
+    oldest = first_scannable_day(today)
     if tenant.uses_demo_tenant or day >= oldest:
         left = "" if tenant.uses_demo_tenant else f" ({(day - oldest).days} days before the service drops it)"
         return (
@@ -41,12 +41,12 @@ def repair(tenant: TenantConfig, day: dt.date, today: dt.date) -> str:
         )
     if tenant.keep_copied_to:
         return (
-            f"the service dropped {day} around {day + dt.timedelta(days=RETENTION_DAYS)}; restore the day from the "
+            f"the service dropped {day} around {day + dt.timedelta(days=SERVICE_WINDOW_DAYS)}; restore it from the "
             f"copy at {tenant.keep_copied_to} (keep_days.copied_to: the same layout, tenant={tenant.name}/date={day}), "
             f"then run make verify DAY={day} TENANT={tenant.name} again"
         )
     return (
-        f"the day cannot be repaired: the service no longer holds {day} (it keeps {RETENTION_DAYS} days) and no "
+        f"the day cannot be repaired: the service no longer holds {day} (it keeps {SERVICE_WINDOW_DAYS} days) and no "
         "copy is configured (keep_days.copied_to). Keep the damaged files for whatever they still hold; their raw "
         "records may be partly readable"
     )

@@ -15,8 +15,9 @@ from typing import Any
 import dagster as dg
 import requests
 
+from activity_pipeline.components.partitions import key
+from activity_pipeline.components.resources import MDCA, ActivityStorage, MdcaResource, TenantClients
 from activity_pipeline.definitions import build_defs
-from activity_pipeline.defs.resources import ActivityStorage, MdcaResource, mdca_key
 from activity_pipeline.demo_tenant import DemoTenant, DemoTenantServer, ServerSettings
 from activity_pipeline.demo_tenant.data import DAY_MS, day_start_ms
 from activity_pipeline.demo_tenant.tenant import Page as ServerPage
@@ -29,11 +30,11 @@ REPO = Path(__file__).resolve().parents[1]
 DAYS = (dt.date(2026, 11, 21), dt.date(2026, 11, 22), dt.date(2026, 11, 23))
 STRESS_DAY = DAYS[2]
 TOKEN = "test-token-5f2c9a0e-do-not-log"
-# The one tenant of the tests' definitions (MDCA_TENANT_NAME unset), its asset and its daily job.
+# The one tenant of the tests' definitions (MDCA_TENANT_NAME unset); the asset and the daily job of every tenant.
 TENANT = "default"
-ASSET = dg.AssetKey([TENANT, "activities"])
-JOB = f"{TENANT}_daily_activities"
-NODE = f"{TENANT}__activities"  # the asset's op, as run results name it
+ASSET = dg.AssetKey("activities")
+JOB = "daily_activities"
+NODE = "activities"  # the asset's op, as run results name it
 FORBIDDEN_TOKEN = "no-rights-token-7d41"
 # Far enough after the last day that every late record has arrived.
 ALL_ARRIVED = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
@@ -279,9 +280,16 @@ def tenant_resource(url: str, **kw: Any) -> MdcaResource:
     return MdcaResource(api_url=url, **kw)
 
 
-def project_defs(mdca: Any, data_dir: Path) -> dg.Definitions:
-    """The project's real definitions (one tenant, "default"), with this tenant resource and a dataset in `data_dir`."""
-    return build_defs({mdca_key(TENANT): mdca, "storage": ActivityStorage(data_dir=str(data_dir))})
+def partition(day: dt.date | str, tenant: str = TENANT) -> str:
+    """The partition key of the tenant's day: "2026-11-24|default"."""
+    return str(key(day, tenant))
+
+
+def project_defs(mdca: Any, data_dir: Path, **tenants: Any) -> dg.Definitions:
+    """The project's real definitions (one tenant, "default"), with this tenant resource and a dataset in `data_dir`;
+    `tenants`: other tenants' resources, by name, for definitions configured with them."""
+    clients = TenantClients({TENANT: mdca, **tenants})
+    return build_defs({MDCA: clients, "storage": ActivityStorage(data_dir=str(data_dir))})
 
 
 def tenants_yaml(urls: dict[str, str]) -> str:
@@ -302,16 +310,16 @@ def materialize(day: dt.date, data_dir: Path, mdca: Any, **kw: Any) -> dg.Execut
     """The `activities` asset alone, for one day (no checks, no views)."""
     asset = project_defs(mdca, data_dir).resolve_assets_def(ASSET)  # bound to these resources
     if "instance" in kw:
-        return dg.materialize([asset], partition_key=day.isoformat(), **kw)
+        return dg.materialize([asset], partition_key=partition(day), **kw)
     # Disposed of in the thread that made it: its SQLite storage may only be closed there.
     with dg.DagsterInstance.ephemeral() as instance:
-        return dg.materialize([asset], partition_key=day.isoformat(), instance=instance, **kw)
+        return dg.materialize([asset], partition_key=partition(day), instance=instance, **kw)
 
 
 def run_day(day: dt.date, mdca: Any, data_dir: Path, **kw: Any) -> dg.ExecuteInProcessResult:
     """The daily job for one partition: the asset, its checks, the DuckDB views."""
     job = project_defs(mdca, data_dir).resolve_job_def(JOB)
-    return job.execute_in_process(partition_key=day.isoformat(), raise_on_error=False, **kw)
+    return job.execute_in_process(partition_key=partition(day), raise_on_error=False, **kw)
 
 
 def check_only(name: str, day: dt.date, mdca: Any, data_dir: Path) -> dg.AssetCheckEvaluation:
@@ -322,11 +330,21 @@ def check_only(name: str, day: dt.date, mdca: Any, data_dir: Path) -> dg.AssetCh
     with_job = dg.Definitions.merge(defs, dg.Definitions(jobs=[job]))
     # A checks-only job has no asset to take a partitions definition from (Dagster 1.13 refuses
     # partition_key= there), so the partition goes in as the run tag that partition_key= would set.
-    result = with_job.resolve_job_def("one_check").execute_in_process(
-        tags={"dagster/partition": day.isoformat()}, raise_on_error=False
-    )
+    tags = {"dagster/partition": partition(day), "dagster/partition/day": str(day), "dagster/partition/tenant": TENANT}
+    result = with_job.resolve_job_def("one_check").execute_in_process(tags=tags, raise_on_error=False)
     (evaluation,) = result.get_asset_check_evaluations()
     return evaluation
+
+
+def run_failure_context(instance: dg.DagsterInstance, run_id: str, sensor_name: str) -> dg.RunFailureSensorContext:
+    """The context a run-failure sensor gets for the failed run `run_id`, as the daemon gives it."""
+    (failure,) = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records
+    return dg.build_run_status_sensor_context(
+        sensor_name=sensor_name,
+        dagster_event=failure.event_log_entry.dagster_event,  # type: ignore[arg-type]
+        dagster_instance=instance,
+        dagster_run=instance.get_run_by_id(run_id),  # type: ignore[arg-type]
+    ).for_run_failure()
 
 
 def evaluations(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
@@ -341,10 +359,10 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def launch(day: dt.date | str, *, job: bool = False, tenant: str = TENANT) -> list[str]:
-    """The README's headless command for one day: `dg launch` of a tenant's asset (or its daily job)."""
-    what = ["--job", f"{tenant}_daily_activities"] if job else ["--assets", f"{tenant}/activities"]
+    """The README's headless command for one day: `dg launch` of the asset (or the daily job) for a tenant's day."""
+    what = ["--job", JOB] if job else ["--assets", "activities"]
     dg_cli = str(Path(sys.executable).with_name("dg"))
-    return [dg_cli, "launch", *what, "--partition", str(day), "--target-path", str(REPO)]
+    return [dg_cli, "launch", *what, "--partition", partition(day, tenant), "--target-path", str(REPO)]
 
 
 def ready_instance(env: dict[str, str]) -> None:

@@ -12,12 +12,12 @@ import pytest
 
 from activity_pipeline import config
 from activity_pipeline.alerts import Alert, AlertDeliveryError
+from activity_pipeline.components.alerting import build_alert_sensors, deliver, standing_alerts
+from activity_pipeline.components.resources import ActivityStorage, resources_for
 from activity_pipeline.definitions import build_defs
-from activity_pipeline.defs.alerting import build_alert_sensors, deliver, standing_alerts
-from activity_pipeline.defs.resources import ActivityStorage, mdca_key, resources_for
 from activity_pipeline.demo_tenant import TenantSpec
-from activity_pipeline.mdca import ConfigError
-from activity_pipeline_testing.helpers import DAYS, LosesRecords, broken
+from activity_pipeline.errors import ConfigError
+from activity_pipeline_testing.helpers import DAYS, LosesRecords, broken, run_failure_context
 from activity_pipeline_tests.receivers import HttpReceiver, smtp_receiver
 
 SECRET_TOKEN = "tenant-token-7d1e-do-not-alert"
@@ -93,18 +93,11 @@ def _failed_run_alerts(tmp_path: Path, settings: config.PipelineConfig, day: dt.
     instance = dg.DagsterInstance.ephemeral()
     resources = resources_for(settings)
     defs = build_defs(resources, settings)
-    job = defs.resolve_job_def("contoso_daily_activities")
-    result = job.execute_in_process(partition_key=day.isoformat(), instance=instance, raise_on_error=False)
+    job = defs.resolve_job_def("daily_activities")
+    result = job.execute_in_process(partition_key=f"{day}|contoso", instance=instance, raise_on_error=False)
     assert not result.success
-    (failure,) = instance.get_records_for_run(result.run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records
     (sensor,) = [s for s in defs.sensors if s.name == "activity_alerts_failed_runs"]
-    context = dg.build_run_status_sensor_context(
-        sensor_name=sensor.name,
-        dagster_event=failure.event_log_entry.dagster_event,
-        dagster_instance=instance,
-        dagster_run=instance.get_run_by_id(result.run_id),
-    ).for_run_failure()
-    return sensor(context)
+    return sensor(run_failure_context(instance, result.run_id, sensor.name))
 
 
 def test_a_failed_run_alerts_every_destination_once_with_what_to_do_and_no_credential(tmp_path, http, monkeypatch):
@@ -181,7 +174,7 @@ def test_days_about_to_leave_the_retention_alert_once(tmp_path, http, monkeypatc
         second = sensor.evaluate_tick(context)
     bodies = http.bodies("/hook")
     assert sorted(b["tenant"] for b in bodies) == ["contoso", "fabrikam"], "one alert per tenant"
-    assert "leave the service's retention unstored" in bodies[0]["what"] and "missing" in bodies[0]["details"]
+    assert "leave the service's window unstored" in bodies[0]["what"] and "missing" in bodies[0]["details"]
     assert second.skip_message and len(http.bodies("/hook")) == 2, "said once"
 
 
@@ -198,9 +191,9 @@ def test_a_warning_still_standing_past_the_settle_window_alerts_once(tmp_path, h
     for day in (settled, fresh):  # as the checks step reports them
         instance.report_runless_asset_event(
             dg.AssetCheckEvaluation(
-                asset_key=dg.AssetKey(["contoso", "activities"]), check_name="apps_still_reporting", passed=False,
+                asset_key=dg.AssetKey("activities"), check_name="apps_still_reporting", passed=False,
                 severity=dg.AssetCheckSeverity.WARN, description="apps that reported every trailing day: [20893]",
-                partition=day.isoformat(),
+                partition=f"{day}|contoso",
             )
         )  # fmt: skip
     (sensor,) = [s for s in defs.sensors if s.name == "activity_alerts_standing"]
@@ -241,5 +234,5 @@ def test_a_receiver_that_fails_is_named_without_its_url_and_the_others_still_get
 
 
 def test_no_alert_sensor_without_destinations():
-    assert build_alert_sensors([], []) == []
-    assert standing_alerts is not None and mdca_key("x") == "mdca_x"
+    assert build_alert_sensors([], dg.AssetKey("activities"), None, []) == []  # type: ignore[arg-type]
+    assert standing_alerts is not None

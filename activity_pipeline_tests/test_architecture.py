@@ -78,12 +78,47 @@ def test_storage_and_the_api_client_import_nothing_of_each_other():
     assert {m: graph[m] & storage for m in mdca if graph[m] & storage} == {}
 
 
+# Every module of a backend: the local folders; the Delta table (the store, its writer, the table, DuckDB over it).
+BACKENDS = {
+    "activity_pipeline.storage.local",
+    "activity_pipeline.storage.lake",
+    "activity_pipeline.storage.lake_writer",
+    "activity_pipeline.storage.delta",
+    "activity_pipeline.storage.lake_sql",
+}
+
+
 def test_one_module_chooses_the_storage_backend():
     graph = import_graph()
-    backends = {"activity_pipeline.storage.local", "activity_pipeline.storage.lake"}
-    choosers = {m for m, deps in graph.items() if deps & backends and not m.startswith("activity_pipeline.storage.")}
+    found = {m for m in graph if m.startswith("activity_pipeline.storage.")}
+    # A new module under storage/ is either one of a backend's or backend-neutral: say which, here.
+    neutral = found - BACKENDS
+    assert found >= BACKENDS and "activity_pipeline.storage.dataset" in neutral
+    choosers = {m for m, deps in graph.items() if deps & BACKENDS and not m.startswith("activity_pipeline.storage.")}
     assert choosers == set(), "outside storage/, the backends are reached through storage.dataset only"
-    assert {m for m, deps in graph.items() if backends <= deps} == {"activity_pipeline.storage.dataset"}
+    top = {"activity_pipeline.storage.local", "activity_pipeline.storage.lake"}
+    assert {m for m, deps in graph.items() if top <= deps} == {"activity_pipeline.storage.dataset"}
+
+
+def test_the_dagster_code_reaches_storage_only_through_its_interface():
+    graph = import_graph()
+    components = {m for m in graph if m.startswith("activity_pipeline.components")}
+    allowed = {
+        "activity_pipeline.storage.core", "activity_pipeline.storage.dataset", "activity_pipeline.storage.errors",
+        "activity_pipeline.storage.compaction", "activity_pipeline.storage.duckdb_views",
+        "activity_pipeline.storage.schema", "activity_pipeline.storage.facts", "activity_pipeline.storage.integrity",
+        "activity_pipeline.storage.manifest", "activity_pipeline.storage.layout",
+    }  # fmt: skip
+    reached = {m: {d for d in graph[m] if d.startswith("activity_pipeline.storage.") and d not in allowed}
+               for m in components}  # fmt: skip
+    assert {m: d for m, d in reached.items() if d} == {}
+
+
+def test_defs_holds_instances_only():
+    defs = PACKAGE / "defs"
+    code = [p.relative_to(defs).as_posix() for p in defs.rglob("*.py")]
+    assert code == ["__init__.py"], "defs/ holds YAML instances; factories live in components/"
+    assert not [n for n in ast.walk(ast.parse((defs / "__init__.py").read_text())) if isinstance(n, ast.stmt)][1:]
 
 
 def test_only_the_configuration_reads_the_environment():

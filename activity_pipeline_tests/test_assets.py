@@ -17,8 +17,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from activity_pipeline import config
+from activity_pipeline.components.resources import (
+    DEMO_WARNING,
+    MDCA,
+    DemoTenantResource,
+    MdcaResource,
+    resources_for,
+)
 from activity_pipeline.days import day_window
-from activity_pipeline.defs.resources import DEMO_WARNING, DemoTenantResource, MdcaResource, mdca_key, resources_for
 from activity_pipeline.demo_tenant import DemoTenant, TenantSpec
 from activity_pipeline.storage.schema import SCHEMA
 from activity_pipeline.storage.staging import QUARANTINE
@@ -75,7 +81,7 @@ def test_materialization_metadata_has_counts_uri_schema_and_scan_figures(tmp_pat
     meta = result.asset_materializations_for_node(NODE)[0].metadata
     n = recent.truth_count(day)
     assert meta["dagster/partition_row_count"].value == n
-    assert meta["dagster/row_count"].value == n
+    assert meta["tenant_row_count"].value == n
     assert meta["dagster/uri"].value.startswith("file://") and meta["dagster/uri"].value.endswith(f"date={day}")
     names = [c.name for c in meta["dagster/column_schema"].schema.columns]
     assert names[:2] == ["id", "timestamp"] and names[-1] == "raw"
@@ -243,12 +249,17 @@ def test_the_token_never_reaches_dagster_logs_metadata_or_files(tmp_path, recent
     assert texts and not [t for t in texts if secret in t]
 
 
-def test_configured_from_the_environment_the_resource_holds_the_variables_name_not_the_token():
+def test_configured_from_the_environment_the_resource_holds_the_variables_name_not_the_token(monkeypatch):
     secret = "tok-" + "0d9b4e2a6c81"
     env = {"MDCA_API_TOKEN": secret, "MDCA_API_URL": "https://contoso.eu2.portal.cloudappsecurity.com"}
-    configured = resources_for(config.load(env))[mdca_key(TENANT)]
-    assert isinstance(configured, MdcaResource) and isinstance(configured.api_token, dg.EnvVar)
-    assert secret not in repr(configured)
+    clients = resources_for(config.load(env))[MDCA].resource_fn(None)
+    configured = clients[TENANT]
+    assert isinstance(configured, MdcaResource) and configured.api_token is None
+    assert configured.variables == {"api_token": "MDCA_API_TOKEN"}
+    assert secret not in repr(configured) and secret not in repr(configured.model_dump())
+    # The token is read from its variable when a client opens, and only then.
+    monkeypatch.setenv("MDCA_API_TOKEN", secret)
+    assert configured.settings().api_token is not None
 
 
 def test_a_mistyped_host_fails_the_run_in_seconds_without_a_dagster_retry(tmp_path):

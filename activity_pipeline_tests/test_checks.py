@@ -17,7 +17,6 @@ from activity_pipeline_testing.helpers import (
     ASSET,
     DAYS,
     NODE,
-    TENANT,
     LosesRecords,
     WideOverlap,
     check_only,
@@ -136,7 +135,7 @@ def test_a_days_checks_run_as_one_step_in_the_runs_process(tmp_path, served):
     tenant.set_now(later(5))
     result = run_day(day, tenant_resource(served(tenant)), tmp_path)
     steps = {e.step_key for e in result.all_events if e.event_type_value == "STEP_START"}
-    assert steps == {NODE, f"{TENANT}_activities_checks", "activities_duckdb"}
+    assert steps == {NODE, "activities_checks", "activities_duckdb"}
     pids = {e.pid for e in result.all_events if e.event_type_value == "STEP_START"}
     assert len(pids) == 1, "scan, checks and views share one process"
 
@@ -196,13 +195,13 @@ def test_a_page_the_scan_lost_is_an_error_as_of_the_watermark(tmp_path):
 
 
 def test_days_about_to_leave_the_retention_unstored_are_a_warning_on_every_days_checks(tmp_path, server, monkeypatch):
-    from activity_pipeline.retention import RESCUE_MARGIN_DAYS, first_retained_day
+    from activity_pipeline.service_window import RESCUE_MARGIN_DAYS, first_scannable_day
 
     # A real tenant (a demo tenant's days are made again on demand: never at risk).
     monkeypatch.setenv("MDCA_API_URL", server.url)
     monkeypatch.setenv("MDCA_API_TOKEN", "test-token-5f2c9a0e-do-not-log")
     today = dt.datetime.now(dt.UTC).date()
-    cliff = first_retained_day(today)  # partitions start on 2026-01-01 (conftest): the cliff's days are partitions
+    cliff = first_scannable_day(today)  # partitions start on 2026-01-01 (conftest): the cliff's days are partitions
     evaluation = check_only("no_days_leaving_retention_unstored", DAYS[0], tenant_resource(server.url), tmp_path)
     assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN
     assert evaluation.metadata["actual"].value == RESCUE_MARGIN_DAYS + 1, "the cliff's day and the 14 after it"

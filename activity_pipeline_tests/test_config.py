@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from activity_pipeline import config
-from activity_pipeline.mdca import ConfigError, MdcaSettings
+from activity_pipeline.errors import ConfigError
+from activity_pipeline.mdca import MdcaSettings
 
 URL = "https://contoso.eu2.portal.cloudappsecurity.com"
 

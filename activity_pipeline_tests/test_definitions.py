@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from activity_pipeline import config
+from activity_pipeline.components.resources import MDCA, DemoTenantResource, MdcaResource, resources_for
 from activity_pipeline.definitions import defs
-from activity_pipeline.defs.resources import DemoTenantResource, MdcaResource, mdca_key, resources_for
 from activity_pipeline_testing.helpers import JOB, REPO, TENANT, clean_env
 
 DG = str(Path(sys.executable).with_name("dg"))
@@ -26,9 +26,9 @@ def test_dg_list_defs_shows_the_assets_checks_job_schedule_and_sensor():
     out = subprocess.run([DG, "list", "defs", "--json"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     listed = json.loads(out.stdout)
-    assert {a["asset_key"] for a in listed["assets"]} == {"default/activities", "activities_duckdb"}
+    assert {a["asset_key"] for a in listed["assets"]} == {"activities", "activities_duckdb"}
     assert {c["key"] for c in listed["asset_checks"]} == {
-        f"default/activities:{name}"
+        f"activities:{name}"
         for name in (
             "count_matches_source",
             "ids_unique",
@@ -42,11 +42,9 @@ def test_dg_list_defs_shows_the_assets_checks_job_schedule_and_sensor():
             "stored_files_intact",
         )
     }
-    assert sorted(j["name"] for j in listed["jobs"]) == ["activities_verification", "default_compact_day", JOB]
+    assert sorted(j["name"] for j in listed["jobs"]) == ["activities_verification", "compact_day", JOB]
     assert sorted(s["name"] for s in listed["schedules"]) == ["activities_verification_schedule", f"{JOB}_schedule"]
-    assert sorted(s["name"] for s in listed["sensors"]) == [
-        "default_compaction", "default_late_arrivals", "default_retention_rescue"
-    ]  # fmt: skip
+    assert sorted(s["name"] for s in listed["sensors"]) == ["compaction", "late_arrivals", "service_window_rescue"]
 
 
 def test_with_a_real_tenant_configured_nothing_of_the_demo_tenant_is_imported():
@@ -62,16 +60,43 @@ def test_with_a_real_tenant_configured_nothing_of_the_demo_tenant_is_imported():
 
 
 def test_the_environment_chooses_the_tenant_resource():
-    assert isinstance(resources_for(config.load({}))[mdca_key(TENANT)], DemoTenantResource)
+    assert isinstance(resources_for(config.load({}))[MDCA].resource_fn(None)[TENANT], DemoTenantResource)
     env = {"MDCA_API_URL": "https://contoso.eu2.portal.cloudappsecurity.com", "MDCA_API_TOKEN": "t"}
     real = resources_for(config.load(env))
-    assert isinstance(real[mdca_key(TENANT)], MdcaResource)
+    assert isinstance(real[MDCA].resource_fn(None)[TENANT], MdcaResource)
 
 
 def test_the_module_loads_as_dagster_loads_it():
     loaded = defs()
-    assert loaded.resolve_job_def(JOB).partitions_def is not None
-    assert set(loaded.resources) == {mdca_key(TENANT), "storage"}
+    partitions = loaded.resolve_job_def(JOB).partitions_def
+    assert partitions is not None and partitions.partition_dimension_names == ["day", "tenant"]
+    assert set(loaded.resources) == {MDCA, "storage"}
+
+
+def _definitions_of(tmp_path: Path, tenants: int) -> dict[str, int]:
+    lines = "".join(
+        f"  - {{name: t{i:04d}, api_url: 'https://t{i}.eu2.portal.cloudappsecurity.com', token_env: T}}\n"
+        for i in range(tenants)
+    )
+    tmp_path.mkdir()
+    (tmp_path / "tenants.yaml").write_text("tenants:\n" + lines)
+    probe = (
+        "import json; from activity_pipeline.definitions import defs; d = defs(); "
+        "jobs = d.resolve_all_job_defs(); "
+        "print(json.dumps({'jobs': len(jobs), 'schedules': len(list(d.schedules or [])), "
+        "'sensors': len(list(d.sensors or [])), 'assets': len(list(d.assets or []))}))"
+    )
+    env = clean_env(ACTIVITY_TENANTS_FILE=str(tmp_path / "tenants.yaml"), ACTIVITY_DATA_DIR=str(tmp_path), T="t")
+    out = subprocess.run([sys.executable, "-c", probe], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_the_definitions_do_not_grow_with_the_tenants(tmp_path):
+    """A tenant is a partition key, not an asset, a job, a schedule and sensors of its own (bench.many_tenants
+    measures the load time and memory at 100, 300 and 1,000)."""
+    one, many = _definitions_of(tmp_path / "one", 1), _definitions_of(tmp_path / "many", 50)
+    assert one == many
 
 
 def test_no_module_of_the_package_is_over_450_lines():

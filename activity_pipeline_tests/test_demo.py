@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from activity_pipeline.launch import LOCATION
-from activity_pipeline_testing.helpers import REPO, clean_env, free_port, last_days
+from activity_pipeline_testing.helpers import ASSET, JOB, REPO, clean_env, free_port, last_days, partition
 
 
 @pytest.fixture(scope="module")
@@ -85,15 +85,16 @@ def test_make_run_lands_a_day_in_the_instance_the_ui_reads(demo):
     )  # fmt: skip
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     instance = dg.DagsterInstance.from_config(str(home))
-    runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": day}))
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition/day": day}))
     assert len(runs) == 3, "make demo's runs of that day (one per tenant) and make run's, in one instance"
-    assert runs[0].status == dg.DagsterRunStatus.SUCCESS and runs[0].job_name == f"{tenant}_daily_activities"
+    assert runs[0].status == dg.DagsterRunStatus.SUCCESS and runs[0].job_name == JOB
+    assert runs[0].tags["dagster/partition"] == partition(day, tenant)
     # Runs of the code location the UI loads, make demo's and make run's alike: on its Overview timeline.
     assert {run.remote_job_origin.location_name for run in runs if run.remote_job_origin} == {LOCATION}
     assert all(run.remote_job_origin for run in runs)
-    event = instance.get_latest_materialization_event(dg.AssetKey([tenant, "activities"]))
+    event = instance.get_latest_materialization_event(ASSET)
     assert event is not None and event.run_id == runs[0].run_id
-    assert event.asset_materialization is not None and event.asset_materialization.partition == day
+    assert event.asset_materialization is not None and event.asset_materialization.partition == partition(day, tenant)
 
 
 def test_make_compact_compacts_one_day_of_one_tenant_and_the_ui_shows_it(demo):
@@ -110,10 +111,11 @@ def test_make_compact_compacts_one_day_of_one_tenant_and_the_ui_shows_it(demo):
     assert len(after) == 1 and after[0].startswith("compact-") and after != before
     assert "rewritten and verified" in out.stdout + out.stderr
     instance = dg.DagsterInstance.from_config(str(home))
-    (run,) = instance.get_runs(filters=dg.RunsFilter(job_name=f"{tenant}_compact_day"))
+    (run,) = instance.get_runs(filters=dg.RunsFilter(job_name="compact_day"))
     assert run.status == dg.DagsterRunStatus.SUCCESS and run.remote_job_origin is not None
-    records = instance.fetch_observations(dg.AssetKey([tenant, "activities"]), limit=5).records
-    assert any(r.asset_observation and r.asset_observation.partition == day.isoformat() for r in records)
+    assert run.tags["dagster/partition"] == partition(day, tenant)
+    records = instance.fetch_observations(ASSET, limit=5).records
+    assert any(r.asset_observation and r.asset_observation.partition == partition(day, tenant) for r in records)
 
 
 def test_make_backfill_runs_each_day_into_the_same_instance(demo):
@@ -127,10 +129,9 @@ def test_make_backfill_runs_each_day_into_the_same_instance(demo):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     instance = dg.DagsterInstance.from_config(str(home))
     for day in (first, second):
-        runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": day.isoformat()}))
-        runs = [r for r in runs if r.job_name.endswith("_daily_activities")]  # not make compact's
+        runs = instance.get_runs(filters=dg.RunsFilter(job_name=JOB, tags={"dagster/partition/day": day.isoformat()}))
         # make demo's run and make backfill's, for each tenant.
-        assert len(runs) == 4 and {r.job_name for r in runs[:2]} == {f"{t}_daily_activities" for t in DEMO_TENANTS}
+        assert len(runs) == 4 and {r.tags["dagster/partition/tenant"] for r in runs[:2]} == set(DEMO_TENANTS)
         assert {r.status for r in runs[:2]} == {dg.DagsterRunStatus.SUCCESS}, day
 
 
@@ -171,7 +172,7 @@ def test_make_ui_serves_the_instance_and_stops_whole_on_sigterm(demo, tmp_path):
         nodes = requests.post(f"http://127.0.0.1:{port}/graphql", data=query,
                               headers={"Content-Type": "application/json"}, timeout=30).json()  # fmt: skip
         keys = {tuple(n["assetKey"]["path"]) for n in nodes["data"]["assetNodes"]}
-        assert {("contoso", "activities"), ("fabrikam", "activities"), ("activities_duckdb",)} <= keys
+        assert {("activities",), ("activities_duckdb",)} <= keys
         # SIGTERM to make alone, as `kill` or a container runtime sends it: everything under it stops.
         started = psutil.Process(ui.pid).children(recursive=True)
         assert any("grpc" in " ".join(p.cmdline()) for p in started), "dg dev's code server was running"

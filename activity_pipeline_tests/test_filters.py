@@ -17,7 +17,7 @@ import requests
 
 from activity_pipeline import config
 from activity_pipeline.demo_tenant import DemoTenant, TenantSpec
-from activity_pipeline.mdca import ConfigError
+from activity_pipeline.errors import ConfigError
 from activity_pipeline_testing.helpers import (
     REPO,
     TOKEN,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -19,8 +20,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from activity_pipeline import config
-from activity_pipeline.defs.resources import ActivityStorage
-from activity_pipeline.mdca import ConfigError
+from activity_pipeline.components.resources import ActivityStorage
+from activity_pipeline.errors import ConfigError
 from activity_pipeline.storage.dataset import open_dataset
 from activity_pipeline.storage.duckdb_views import DATABASE, build_database
 from activity_pipeline_testing import helpers
@@ -250,18 +251,21 @@ def test_an_interruption_stops_the_run_without_a_retry_and_cleans_staging(tmp_pa
     if launcher == "dg launch":
         command = launch(DAY, job=True)
     elif launcher == "make run":  # its command for one tenant and day
-        command = [sys.executable, "-m", "activity_pipeline.launch", "default_daily_activities", DAY.isoformat()]
+        command = [sys.executable, "-m", "activity_pipeline.launch", helpers.JOB, helpers.partition(DAY)]
     elif launcher.startswith("make"):  # make itself, signalled at its own PID only
         what = ["run", f"DAY={DAY}"] if "run" in launcher else ["backfill", f"FROM={DAY}", f"TO={RECENT[1]}"]
         command = ["make", "-s", *what]
     else:
         dagster = str(Path(sys.executable).with_name("dagster"))
-        command = [dagster, "job", "execute", "-m", "activity_pipeline.definitions", "-j", "default_daily_activities",
-                   "--tags", json.dumps({"dagster/partition": DAY.isoformat()})]  # fmt: skip
+        tags = {"dagster/partition": helpers.partition(DAY), "dagster/partition/day": str(DAY),
+                "dagster/partition/tenant": helpers.TENANT}  # fmt: skip
+        command = [dagster, "job", "execute", "-m", "activity_pipeline.definitions", "-j", helpers.JOB,
+                   "--tags", json.dumps(tags)]  # fmt: skip
     seconds, output = _interrupt(tmp_path, recent, command, how, pid_only=launcher.endswith("PID"))
     print(f"{launcher} {how.name}: run ended {seconds:.1f}s after the signal")
     assert seconds < 30
-    left = subprocess.run(["pgrep", "-f", f"activity_pipeline.launch default_daily_activities {DAY}"],
+    pattern = re.escape(f"activity_pipeline.launch {helpers.JOB} {helpers.partition(DAY)}")
+    left = subprocess.run(["pgrep", "-f", pattern],
                           capture_output=True, text=True).stdout.split()  # fmt: skip
     assert not left, f"the run's process went on after the signal: {left}"
     if launcher.startswith("make backfill"):
@@ -327,5 +331,6 @@ def test_a_day_outside_the_partitions_is_refused_with_the_valid_range(tmp_path, 
     with pytest.raises(dg.DagsterUnknownPartitionError) as info:
         helpers.materialize(dt.date(2025, 6, 1), tmp_path, tenant_resource(recent_server.url))
     yesterday = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
-    assert "2025-06-01 is not one of this tenant's days: they run from 2026-01-01" in str(info.value)
+    assert "2025-06-01|default is not a partition: a partition is DAY|TENANT" in str(info.value)
+    assert "the days from 2026-01-01 to" in str(info.value)
     assert yesterday in str(info.value)

@@ -17,8 +17,8 @@ import dagster as dg
 import duckdb
 import pytest
 
+from activity_pipeline.components.resources import MDCA, ActivityStorage, TenantClients
 from activity_pipeline.definitions import build_defs
-from activity_pipeline.defs.resources import ActivityStorage, mdca_key
 from activity_pipeline.demo_tenant import DemoTenant, TenantSpec
 from activity_pipeline.ingest import ShorterScanError, ingest_day, top_up_day
 from activity_pipeline.storage.dataset import open_dataset
@@ -40,6 +40,7 @@ from activity_pipeline_testing.helpers import (
     client_for,
     evaluations,
     later,
+    partition,
     serve,
     stored,
     tenant_resource,
@@ -151,8 +152,8 @@ def test_the_daily_job_checks_and_queries_the_dataset_on_object_storage(tmp_path
     url, env = lake
     day = sorted(recent.spec.days)[0]
     storage = ActivityStorage(data_dir=str(tmp_path / "data"), data_url=url)
-    defs = build_defs({mdca_key(TENANT): tenant_resource(recent_server.url), "storage": storage})
-    result = defs.resolve_job_def(JOB).execute_in_process(partition_key=day.isoformat(), raise_on_error=False)
+    defs = build_defs({MDCA: TenantClients({TENANT: tenant_resource(recent_server.url)}), "storage": storage})
+    result = defs.resolve_job_def(JOB).execute_in_process(partition_key=partition(day), raise_on_error=False)
     assert result.success
     verdicts = evaluations(result)
     assert verdicts["count_matches_source"].passed and verdicts["ids_unique"].passed
@@ -177,10 +178,10 @@ def test_the_daily_job_checks_and_queries_the_dataset_on_object_storage(tmp_path
 
 def _materialize_on(url: str, tmp_path: Path, mdca_url: str, day: dt.date) -> dg.ExecuteInProcessResult:
     storage = ActivityStorage(data_dir=str(tmp_path / "data"), data_url=url)
-    defs = build_defs({mdca_key(TENANT): tenant_resource(mdca_url), "storage": storage})
+    defs = build_defs({MDCA: TenantClients({TENANT: tenant_resource(mdca_url)}), "storage": storage})
     with dg.DagsterInstance.ephemeral() as instance:
         return dg.materialize(
-            [defs.resolve_assets_def(ASSET)], partition_key=day.isoformat(), instance=instance, raise_on_error=False
+            [defs.resolve_assets_def(ASSET)], partition_key=partition(day), instance=instance, raise_on_error=False
         )
 
 

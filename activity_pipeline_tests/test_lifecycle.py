@@ -12,9 +12,10 @@ import duckdb
 import pytest
 
 from activity_pipeline import config
+from activity_pipeline.components.lifecycle import COMPACTION_ATTEMPTS
+from activity_pipeline.components.partitions import TenantDays
+from activity_pipeline.components.resources import ActivityStorage, resources_for
 from activity_pipeline.components.tenants import tenants_definitions
-from activity_pipeline.defs.lifecycle import COMPACTION_ATTEMPTS
-from activity_pipeline.defs.resources import ActivityStorage, resources_for
 from activity_pipeline.ingest import ingest_day
 from activity_pipeline.storage.dataset import open_dataset
 from activity_pipeline.storage.duckdb_views import build_database
@@ -24,6 +25,7 @@ from activity_pipeline_testing.helpers import (
     TENANT,
     check_only,
     client_for,
+    partition,
     project_defs,
     run_day,
     stored,
@@ -40,7 +42,7 @@ def _observations(result: dg.ExecuteInProcessResult) -> list[dg.AssetObservation
 
 def _compaction_tick(defs: dg.Definitions, data_dir: Path, instance: dg.DagsterInstance) -> list[dg.RunRequest]:
     """The run requests of one tick of the tenant's compaction sensor over the dataset in `data_dir`."""
-    sensor = defs.resolve_sensor_def(f"{TENANT}_compaction")
+    sensor = defs.resolve_sensor_def("compaction")
     resources = {"storage": ActivityStorage(data_dir=str(data_dir))}
     with dg.build_sensor_context(instance=instance, resources=resources, definitions=defs) as context:
         return list(sensor.evaluate_tick(context).run_requests or [])
@@ -52,18 +54,18 @@ def test_the_sensor_compacts_settled_days_once_and_checks_and_views_stay_green(t
     defs = project_defs(tenant_resource(server.url), tmp_path)
     instance = dg.DagsterInstance.ephemeral()
     requests = _compaction_tick(defs, tmp_path, instance)
-    assert [r.partition_key for r in requests] == [d.isoformat() for d in DAYS], "settled, not compacted: all three"
-    job = defs.resolve_job_def(f"{TENANT}_compact_day")
-    result = job.execute_in_process(partition_key=DAYS[0].isoformat(), tags=requests[0].tags, instance=instance)
+    assert [r.partition_key for r in requests] == [partition(d) for d in DAYS], "settled, not compacted: all three"
+    job = defs.resolve_job_def("compact_day")
+    result = job.execute_in_process(partition_key=partition(DAYS[0]), tags=requests[0].tags, instance=instance)
     assert result.success
     (observation,) = _observations(result)
-    assert observation.asset_key == ASSET and observation.partition == DAYS[0].isoformat()
+    assert observation.asset_key == ASSET and observation.partition == partition(DAYS[0])
     meta = {k: v.value for k, v in observation.metadata.items()}
     assert meta["compaction/files_after"] == 1 and meta["compaction/files_before"] >= 1
     assert meta["compaction/row_groups_after"] < meta["compaction/row_groups_before"]
     assert meta["compaction/rows"] == tenant.truth_count(DAYS[0])
     again = {r.partition_key for r in _compaction_tick(defs, tmp_path, instance)}
-    assert again == {DAYS[1].isoformat(), DAYS[2].isoformat()}, "a compacted day is not asked for again"
+    assert again == {partition(DAYS[1]), partition(DAYS[2])}, "a compacted day is not asked for again"
     for name in ("count_matches_source", "ids_unique", "timestamps_in_partition", "schema_matches"):
         assert check_only(name, DAYS[0], tenant_resource(server.url), tmp_path).passed, name
     database = build_database(open_dataset(tmp_path))
@@ -75,8 +77,8 @@ def test_the_sensor_compacts_settled_days_once_and_checks_and_views_stay_green(t
 def test_a_failed_compaction_is_asked_for_again_up_to_its_attempts(tmp_path, server):
     assert run_day(DAYS[0], tenant_resource(server.url), tmp_path).success
     defs = project_defs(tenant_resource(server.url), tmp_path)
-    sensor = defs.resolve_sensor_def(f"{TENANT}_compaction")
-    job = defs.resolve_job_def(f"{TENANT}_compact_day")
+    sensor = defs.resolve_sensor_def("compaction")
+    job = defs.resolve_job_def("compact_day")
     storage = ActivityStorage(data_dir=str(tmp_path))
     keys = []
     with dg.DagsterInstance.ephemeral() as instance:
@@ -111,13 +113,9 @@ def _defs(settings: config.PipelineConfig) -> dg.Definitions:
 
 
 def _retention(settings: config.PipelineConfig) -> dg.ExecuteInProcessResult:
-    """The tenant's retention job, run now (its cut-off is relative to the run's start)."""
+    """The retention job, run now (its cut-off is relative to the run's start)."""
     with dg.DagsterInstance.ephemeral() as instance:
-        return (
-            _defs(settings)
-            .resolve_job_def("contoso_retention")
-            .execute_in_process(instance=instance, raise_on_error=False)
-        )
+        return _defs(settings).resolve_job_def("retention").execute_in_process(instance=instance, raise_on_error=False)
 
 
 def test_the_retention_job_deletes_exactly_the_expired_days_and_keeps_a_record(tmp_path, server, tenant):
@@ -133,8 +131,9 @@ def test_the_retention_job_deletes_exactly_the_expired_days_and_keeps_a_record(t
     (record,) = store.deleted_days()
     assert (record.tenant, record.day, record.rows) == ("contoso", DAYS[0], tenant.truth_count(DAYS[0]))
     assert f"keep_days {keep}" in record.reason and record.deleted_at
-    partitions = _defs(settings).resolve_job_def("contoso_daily_activities").partitions_def
-    assert partitions.get_first_partition_key() == DAYS[1].isoformat(), "a deleted day is no partition: never missing"
+    grid = TenantDays.of(settings.tenants, open_dataset(data), TODAY)
+    assert grid.first["contoso"] == DAYS[1], "a deleted day is no partition: never missing"
+    assert grid.partitions.days.get_first_partition_key() == DAYS[1].isoformat()
     database = build_database(open_dataset(data), start_dates={"contoso": DAYS[1]})
     with duckdb.connect(str(database.path), read_only=True) as con:
         assert con.execute("SELECT tenant, date, rows FROM deleted_days").fetchall() == [
@@ -164,7 +163,7 @@ def test_a_day_not_yet_in_the_copy_is_kept_and_the_run_says_so(tmp_path, server)
 
 @pytest.mark.parametrize("keep", ["0", "-3", "forever", "{days: 30}", "{days: 30, copied_to: ''}", "{weeks: 4}"])
 def test_keep_days_takes_a_number_of_days_or_days_and_a_copy(tmp_path, keep):
-    from activity_pipeline.mdca import ConfigError
+    from activity_pipeline.errors import ConfigError
 
     with pytest.raises(ConfigError, match="keep_days"):
         _tenants(tmp_path, keep)
@@ -176,7 +175,7 @@ def test_vacuum_keeps_what_a_reader_of_the_last_week_needs_and_refuses_a_short_r
 ):
     from deltalake import DeltaTable
 
-    from activity_pipeline.defs.lifecycle import build_vacuum
+    from activity_pipeline.components.lifecycle import build_vacuum
     from activity_pipeline.storage.compaction import compact_day
 
     url, _ = lake
@@ -194,11 +193,11 @@ def test_vacuum_keeps_what_a_reader_of_the_last_week_needs_and_refuses_a_short_r
     assert vacuum().success
     old = DeltaTable(f"{url}/activities", version=before).to_pyarrow_table(columns=["id"])
     assert old.num_rows == tenant.truth_count(DAYS[0]), "a reader of the version before the compaction still reads it"
-    refused = vacuum(retention_hours=0)
+    refused = vacuum(horizon_hours=0)
     assert not refused.success
     failure = next(e for e in refused.all_events if e.event_type_value == "STEP_FAILURE")
     assert "shorter than Delta's default of 168" in str(failure.event_specific_data.error)
-    assert vacuum(retention_hours=0, allow_short_retention=True).success
+    assert vacuum(horizon_hours=0, allow_short_horizon=True).success
     with pytest.raises(Exception):  # noqa: B017 - delta-rs or the object store says the file is gone
         DeltaTable(f"{url}/activities", version=before).to_pyarrow_table(columns=["id"])
     assert sorted(i for i, _ in stored(open_dataset(tmp_path, url), "contoso", DAYS[0])) == sorted(
@@ -216,9 +215,9 @@ def test_the_sensor_upgrades_a_day_compacted_with_older_typed_columns(tmp_path, 
     defs = project_defs(tenant_resource(server.url), tmp_path)
     instance = dg.DagsterInstance.ephemeral()
     requests = _compaction_tick(defs, tmp_path, instance)
-    assert old.isoformat() in [r.partition_key for r in requests], "compacted, but with version 1's columns"
-    request = next(r for r in requests if r.partition_key == old.isoformat())
-    job = defs.resolve_job_def(f"{TENANT}_compact_day")
-    assert job.execute_in_process(partition_key=old.isoformat(), tags=request.tags, instance=instance).success
+    assert partition(old) in [r.partition_key for r in requests], "compacted, but with version 1's columns"
+    request = next(r for r in requests if r.partition_key == partition(old))
+    job = defs.resolve_job_def("compact_day")
+    assert job.execute_in_process(partition_key=partition(old), tags=request.tags, instance=instance).success
     assert tenant_data(tmp_path).manifest(old).schema_version == 2
-    assert old.isoformat() not in {r.partition_key for r in _compaction_tick(defs, tmp_path, instance)}
+    assert partition(old) not in {r.partition_key for r in _compaction_tick(defs, tmp_path, instance)}

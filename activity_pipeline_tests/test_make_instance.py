@@ -6,7 +6,7 @@ import subprocess
 
 import dagster as dg
 
-from activity_pipeline_testing.helpers import RECENT, REPO, clean_env, cli_env
+from activity_pipeline_testing.helpers import JOB, RECENT, REPO, clean_env, cli_env, partition
 
 SHOW = "show-home: ; @echo $$DAGSTER_HOME"
 
@@ -32,8 +32,8 @@ def test_make_run_records_its_run_in_that_instance_and_keeps_its_settings(tmp_pa
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (home / "dagster.yaml").read_text() == settings, "an instance's own settings are never overwritten"
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        runs = instance.get_runs(dg.RunsFilter(job_name="default_daily_activities"))
-    assert [r.tags.get("dagster/partition") for r in runs] == [RECENT[0].isoformat()]
+        runs = instance.get_runs(dg.RunsFilter(job_name=JOB))
+    assert [r.tags.get("dagster/partition") for r in runs] == [partition(RECENT[0])]
 
 
 def test_make_run_full_rescan_scans_a_stored_day_anew(tmp_path, recent_server):
@@ -43,7 +43,7 @@ def test_make_run_full_rescan_scans_a_stored_day_anew(tmp_path, recent_server):
                               capture_output=True, text=True, timeout=600)  # fmt: skip
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     with dg.DagsterInstance.from_config(str(tmp_path / "home")) as instance:
-        runs = instance.get_runs(dg.RunsFilter(job_name="default_daily_activities"))  # newest first
+        runs = instance.get_runs(dg.RunsFilter(job_name=JOB))  # newest first
         modes = []
         for run in runs:
             (record,) = instance.get_records_for_run(

@@ -18,7 +18,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from activity_pipeline.defs.resources import MdcaResource
+from activity_pipeline.components.resources import MdcaResource
 from activity_pipeline.demo_tenant import FAULT_KINDS, DemoTenant, DemoTenantServer, TenantSpec
 from activity_pipeline_testing import helpers
 from activity_pipeline_testing.helpers import (
@@ -160,7 +160,7 @@ def test_a_bad_partition_key_is_named_in_the_error(tmp_path):
     env = clean_env(DAGSTER_HOME=str(tmp_path / "home"), ACTIVITY_START_DATE="2026-01-01")
     out = subprocess.run(launch("2026-13-45"), env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode != 0
-    assert "partition key `2026-13-45`" in out.stderr
+    assert "partition key `2026-13-45|default`" in out.stderr
 
 
 @pytest.mark.parametrize(

@@ -6,11 +6,10 @@ import datetime as dt
 
 import pytest
 
-from activity_pipeline.mdca import RetentionError
-from activity_pipeline.retention import at_risk, check_retention, first_retained_day
+from activity_pipeline.service_window import OutsideServiceWindowError, at_risk, check_scannable, first_scannable_day
 
 TODAY = dt.date(2026, 11, 26)  # pinned
-CLIFF = first_retained_day(TODAY)  # 2026-05-30: its last day at the service
+CLIFF = first_scannable_day(TODAY)  # 2026-05-30: its last day at the service
 
 
 def days_from(first: dt.date, n: int) -> list[dt.date]:
@@ -23,9 +22,9 @@ def test_the_oldest_retained_day_is_180_days_back():
 
 def test_a_day_past_retention_is_refused_with_the_reason():
     now = dt.datetime.combine(TODAY, dt.time(2, 15), dt.UTC)
-    check_retention(CLIFF, now)  # still there, just
-    with pytest.raises(RetentionError, match="keeps activities for 180 days"):
-        check_retention(CLIFF - dt.timedelta(days=1), now)
+    check_scannable(CLIFF, now)  # still there, just
+    with pytest.raises(OutsideServiceWindowError, match="keeps activities for 180 days"):
+        check_scannable(CLIFF - dt.timedelta(days=1), now)
 
 
 def test_missing_days_within_14_days_of_the_cliff_are_at_risk_oldest_first():

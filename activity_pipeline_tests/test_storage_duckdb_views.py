@@ -93,9 +93,9 @@ def test_empty_dataset_still_gets_typed_views(tmp_path):
 def test_retention_risk_lists_the_days_about_to_be_lost(tmp_path):
     import datetime as dt
 
-    from activity_pipeline.retention import first_retained_day
+    from activity_pipeline.service_window import first_scannable_day
 
-    cliff = first_retained_day(dt.datetime.now(dt.UTC).date())
+    cliff = first_scannable_day(dt.datetime.now(dt.UTC).date())
     with tenant_data(tmp_path).writer(cliff + dt.timedelta(days=1)) as writer:
         writer.commit()
     # Another tenant, configured to start after the cliff's window: none of its days are at risk.

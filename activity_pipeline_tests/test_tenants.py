@@ -15,19 +15,21 @@ import pyarrow.parquet as pq
 import pytest
 
 from activity_pipeline import config
+from activity_pipeline.components.automation import JOB
+from activity_pipeline.components.resources import MDCA, ActivityStorage, MdcaResource, TenantClients, resources_for
 from activity_pipeline.days import day_window
 from activity_pipeline.definitions import build_defs
-from activity_pipeline.defs.automation import job_name
-from activity_pipeline.defs.resources import ActivityStorage, MdcaResource, mdca_key, resources_for
 from activity_pipeline.demo_tenant import DemoTenant, DemoTenantServer, TenantSpec
 from activity_pipeline.demo_tenant.server import credential_digest
-from activity_pipeline.mdca import AuthenticationError, ConfigError
+from activity_pipeline.errors import ConfigError
+from activity_pipeline.mdca import AuthenticationError
 from activity_pipeline_testing.helpers import (
     REPO,
     clean_env,
     last_days,
     later,
     launch,
+    partition,
     ready_instance,
     run_day,
     serve,
@@ -89,15 +91,17 @@ def test_each_tenant_gets_a_resource_that_names_its_variables(tmp_path):
     demo: {seed: 3}
 """
     resources = resources_for(load(write(tmp_path, text), **GOOD_ENV))
-    contoso = resources[mdca_key("contoso")]
-    assert isinstance(contoso, MdcaResource) and isinstance(contoso.api_token, dg.EnvVar)
+    clients = resources[MDCA].resource_fn(None)
+    contoso = clients["contoso"]
+    assert isinstance(contoso, MdcaResource) and contoso.api_token is None
+    assert contoso.variables == {"api_token": "CONTOSO_MDCA_TOKEN"}
     assert "t-1" not in repr(contoso)
-    assert resources[mdca_key("lab")].seed == 3
+    assert clients["lab"].seed == 3
     # A real tenant's request log is shared by the machine's run processes, under the dataset's folder; a demo
     # tenant is served per process, so it keeps its own. The folder, validated, goes in as a value (not a secret).
-    assert contoso.rate_state_dir == str(Path("data").resolve()) and resources[mdca_key("lab")].rate_state_dir is None
+    assert contoso.rate_state_dir == str(Path("data").resolve()) and clients["lab"].rate_state_dir is None
     dated = resources_for(load(write(tmp_path, text), ACTIVITY_DATA_DIR=str(tmp_path / "d"), **GOOD_ENV))
-    assert dated[mdca_key("contoso")].rate_state_dir == str(tmp_path / "d")
+    assert dated[MDCA].resource_fn(None)["contoso"].rate_state_dir == str(tmp_path / "d")
     assert dated["storage"].data_dir == str(tmp_path / "d") and dated["storage"].data_url is None
 
 
@@ -198,9 +202,9 @@ def side_by_side(tmp_path_factory) -> dict[str, Any]:
         t.set_now(later(5))
     servers = {name: serve(t, tokens=(TOKENS[name],)) for name, t in tenants.items()}
     data = tmp_path_factory.mktemp("tenants") / "data"
-    resources: dict[str, Any] = {"storage": ActivityStorage(data_dir=str(data))}
+    clients: dict[str, Any] = {}
     for name, server in servers.items():
-        resources[mdca_key(name)] = MdcaResource(
+        clients[name] = MdcaResource(
             api_url=server.url,
             api_token=TOKENS[name],
             requests_per_minute=LIMITS[name],
@@ -208,6 +212,7 @@ def side_by_side(tmp_path_factory) -> dict[str, Any]:
             retry_max_attempts=4,
             retry_max_seconds=30,
         )
+    resources = {MDCA: TenantClients(clients), "storage": ActivityStorage(data_dir=str(data))}
     text = "tenants:\n" + "".join(f"  - name: {n}\n    demo: true\n" for n in tenants)
     path = write(tmp_path_factory.mktemp("file"), text)
     with pytest.MonkeyPatch.context() as mp:
@@ -217,13 +222,13 @@ def side_by_side(tmp_path_factory) -> dict[str, Any]:
     spans: dict[str, tuple[float, float]] = {}
 
     def run(name: str) -> None:
-        job = defs.resolve_job_def(job_name(name))
+        job = defs.resolve_job_def(JOB)
         start = time.monotonic()
         for day in DAYS:
             # Created and disposed of in this thread: its SQLite storage belongs to the thread.
             with dg.DagsterInstance.ephemeral() as instance:
                 results[name].append(
-                    job.execute_in_process(partition_key=day.isoformat(), instance=instance, raise_on_error=False)
+                    job.execute_in_process(partition_key=partition(day, name), instance=instance, raise_on_error=False)
                 )
         spans[name] = (start, time.monotonic())
 
@@ -337,7 +342,7 @@ def test_a_refused_token_names_the_variable_that_tenant_reads(tmp_path, server, 
     text = f"tenants:\n  - name: contoso\n    api_url: {server.url}\n    token_env: CONTOSO_MDCA_TOKEN\n"
     monkeypatch.setenv("CONTOSO_MDCA_TOKEN", "revoked-token-1f0c")
     resources = resources_for(load(write(tmp_path, text), CONTOSO_MDCA_TOKEN="revoked-token-1f0c"))
-    with pytest.raises(AuthenticationError) as info, resources[mdca_key("contoso")].client() as client:
+    with pytest.raises(AuthenticationError) as info, resources[MDCA].resource_fn(None).client("contoso") as client:
         client.count(*day_window(DAYS[0]))
     assert "check CONTOSO_MDCA_TOKEN" in str(info.value) and "MDCA_API_TOKEN" not in str(info.value)
     assert "revoked-token-1f0c" not in str(info.value)

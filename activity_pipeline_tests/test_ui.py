@@ -1,5 +1,5 @@
-"""The Dagster UI, checked in a real browser: two tenants side by side, three materialized days of one, their
-checks' verdicts, the row count.
+"""The Dagster UI, checked in a real browser: every tenant's days in one grid (three materialized days of one
+tenant, one of the other), the checks' verdicts, the row count.
 
 Debian's Chromium (`apt-get install chromium`; `.ci/run` installs it), driven by Playwright with
 `executable_path`: Playwright's own browser download is not reachable here, and not needed.
@@ -18,7 +18,8 @@ import dagster as dg
 import pytest
 import requests
 
-from activity_pipeline.defs.automation import job_name
+from activity_pipeline.components.automation import JOB
+from activity_pipeline.components.partitions import key
 from activity_pipeline.demo_tenant import DemoTenant, TenantSpec
 from activity_pipeline.launch import launch
 from activity_pipeline_testing.helpers import REPO, clean_env, free_port, last_days, later, serve, tenants_yaml
@@ -67,8 +68,8 @@ def ui(tmp_path_factory) -> Iterator[tuple[str, tuple, Path]]:
                 mp.setenv(name, value)
             mp.chdir(REPO)
             for day in days:
-                assert launch(instance, job_name("contoso"), day.isoformat()).status == dg.DagsterRunStatus.SUCCESS
-            assert launch(instance, job_name("fabrikam"), days[-1].isoformat()).status == dg.DagsterRunStatus.SUCCESS
+                assert launch(instance, JOB, str(key(day, "contoso"))).status == dg.DagsterRunStatus.SUCCESS
+            assert launch(instance, JOB, str(key(days[-1], "fabrikam"))).status == dg.DagsterRunStatus.SUCCESS
         port = free_port()
         webserver = subprocess.Popen(
             [str(Path(sys.executable).with_name("dagster-webserver")), "-h", "127.0.0.1", "-p", str(port),
@@ -124,23 +125,30 @@ def _open(browser: object, url: str) -> object:
     return page
 
 
-def test_the_asset_shows_three_materialized_partitions(ui, browser):
+def test_one_grid_shows_every_tenants_days(ui, browser):
+    """The operator's picture: the `activities` asset's partitions are a grid of days by tenants, each tenant's
+    stored days materialized (three of contoso's, one of fabrikam's), the others missing."""
     from playwright.sync_api import expect
 
-    url, days, tmp = ui
-    page = _open(browser, url + "/assets/contoso/activities?view=partitions")
-    expect(page.get_by_text("Materialized (3)")).to_be_visible()
+    url, _, tmp = ui
+    page = _open(browser, url + "/assets/activities?view=partitions")
+    expect(page.get_by_text("Materialized (4)")).to_be_visible()
     expect(page.get_by_text("Failed (0)")).to_be_visible()
-    for day in days:
-        expect(page.get_by_text(day.isoformat()).first).to_be_visible()
     page.screenshot(path=str(tmp / "partitions.png"), full_page=True)
+    # Both dimensions side by side: the days, each marked with its tenants' states, and the tenants, each with
+    # its days' states.
+    expect(page.get_by_placeholder("Filter by day…")).to_be_visible()
+    expect(page.get_by_placeholder("Filter by tenant…")).to_be_visible()
+    for name, _, _ in UI_TENANTS:
+        expect(page.get_by_text(name, exact=True).first).to_be_visible()
+    assert (tmp / "partitions.png").stat().st_size > 10_000
 
 
 def test_the_checks_show_their_verdicts_and_unjudged_ones_as_skipped(ui, browser):
     from playwright.sync_api import expect
 
     url, _, tmp = ui
-    page = _open(browser, url + "/assets/contoso/activities?view=checks")
+    page = _open(browser, url + "/assets/activities?view=checks")
     expect(page.get_by_text("Checks (10)")).to_be_visible()
     verdicts = {
         "count_matches_source": "Succeeded",
@@ -148,7 +156,7 @@ def test_the_checks_show_their_verdicts_and_unjudged_ones_as_skipped(ui, browser
         "timestamps_in_partition": "Succeeded",
         "no_quarantined_records": "Succeeded",
         "schema_matches": "Succeeded",
-        # Three days stored, none of them with three stored days before it: nothing to judge yet.
+        # The latest day checked is fabrikam's, its only one: no stored days before it to judge by.
         "no_unexpected_silent_hours": "Skipped",
         "apps_still_reporting": "Skipped",
         # Not read again since written: the weekly verification reads it.
@@ -165,26 +173,14 @@ def test_the_checks_show_their_verdicts_and_unjudged_ones_as_skipped(ui, browser
     assert (tmp / "checks.png").stat().st_size > 10_000
 
 
-def test_the_overview_shows_the_row_count(ui, browser):
+def test_the_views_asset_shows_the_row_count_of_every_tenant(ui, browser):
     from playwright.sync_api import expect
 
     url, _, tmp = ui
-    page = _open(browser, url + "/assets/contoso/activities")
+    page = _open(browser, url + "/assets/activities_duckdb")
     expect(page.get_by_text("Row count")).to_be_visible()
-    expect(page.get_by_text("9,000", exact=True)).to_be_visible()  # 3 days of 3,000, every one stored
+    expect(page.get_by_text("11,000", exact=True)).to_be_visible()  # contoso's 3 days of 3,000, fabrikam's 2,000
     page.screenshot(path=str(tmp / "overview.png"), full_page=True)
-
-
-def test_both_tenants_assets_are_listed_side_by_side(ui, browser):
-    from playwright.sync_api import expect
-
-    url, _, tmp = ui
-    page = _open(browser, url + "/assets")
-    for name, _, _ in UI_TENANTS:
-        expect(page.get_by_text(f"{name} / activities", exact=True).first).to_be_visible()
-    page.screenshot(path=str(tmp / "catalog.png"), full_page=True)
-    page = _open(browser, url + "/assets/fabrikam/activities?view=partitions")
-    expect(page.get_by_text("Materialized (1)")).to_be_visible()
 
 
 def test_runs_made_as_make_run_makes_them_are_on_the_overview_timeline(ui, browser):
@@ -192,7 +188,6 @@ def test_runs_made_as_make_run_makes_them_are_on_the_overview_timeline(ui, brows
 
     url, _, tmp = ui
     page = _open(browser, url + "/overview/activity/timeline")
-    for name, _, _ in UI_TENANTS:
-        expect(page.get_by_text(job_name(name), exact=True).first).to_be_visible()
+    expect(page.get_by_text(JOB, exact=True).first).to_be_visible()
     expect(page.get_by_text("No runs or scheduled ticks in this time period")).to_have_count(0)
     page.screenshot(path=str(tmp / "timeline.png"), full_page=True)

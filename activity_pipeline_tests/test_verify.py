@@ -13,7 +13,7 @@ from pathlib import Path
 import dagster as dg
 import pyarrow.parquet as pq
 
-from activity_pipeline.defs.alerting import run_failure_alert
+from activity_pipeline.components.alerting import run_failure_alert
 from activity_pipeline.demo_tenant import DemoTenant, TenantSpec
 from activity_pipeline.ingest import ingest_day
 from activity_pipeline.run_summary import check_evaluations
@@ -132,7 +132,7 @@ def test_the_weekly_job_fails_on_a_damaged_day_shows_it_as_the_days_check_and_al
     assert not result.success
     failure = result.failure_data_for_node("verify_stored_days").user_failure_data.description
     assert f"default {DAYS[0]}" in failure and "Repair:" in failure
-    (evaluation,) = [e for e in check_evaluations(instance, result.run_id) if e.partition == DAYS[0].isoformat()]
+    (evaluation,) = [e for e in check_evaluations(instance, result.run_id) if e.partition == helpers.partition(DAYS[0])]
     assert evaluation.check_name == "stored_files_intact" and not evaluation.passed
     (record,) = instance.get_records_for_run(result.run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records
     context = dg.build_run_status_sensor_context(

@@ -48,8 +48,8 @@ def main() -> int:
     warnings.filterwarnings("ignore")
     import dagster as dg
 
+    from activity_pipeline.components.resources import ActivityStorage, MdcaResource, mdca_key
     from activity_pipeline.definitions import build_defs
-    from activity_pipeline.defs.resources import ActivityStorage, MdcaResource, mdca_key
     from activity_pipeline.ingest import ingest_day
     from activity_pipeline.mdca import MdcaClient, MdcaSettings, RateLimiter
     from activity_pipeline.storage.local import LocalStore

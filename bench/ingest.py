@@ -30,8 +30,8 @@ def child_pipeline(url: str, data_dir: str, data_url: str | None = None) -> dict
     warnings.filterwarnings("ignore")
     import dagster as dg
 
+    from activity_pipeline.components.resources import ActivityStorage, MdcaResource, mdca_key
     from activity_pipeline.definitions import build_defs
-    from activity_pipeline.defs.resources import ActivityStorage, MdcaResource, mdca_key
     from activity_pipeline_testing.helpers import ASSET, NODE, TENANT
 
     day, _, _ = yesterday()

@@ -38,7 +38,7 @@ from typing import Any
 import requests
 
 from activity_pipeline.alerts.message import Alert
-from activity_pipeline.mdca.errors import ConfigError
+from activity_pipeline.errors import ConfigError
 from activity_pipeline.mdca.redact import redact
 from activity_pipeline.mdca.settings import is_loopback
 

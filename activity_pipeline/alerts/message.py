@@ -30,15 +30,16 @@ RUNBOOK = {
     "(a full re-scan while the service holds the day, else the keep_days.copied_to copy); then make verify DAY=<day> "
     "TENANT=<tenant>",
     "no_days_leaving_retention_unstored": "days near the end of the service's retention are not stored whole: see "
-    "why the retention rescue's runs fail, then make backfill FROM=... TO=... with the days listed",
+    "why the service_window_rescue sensor's runs fail, then make backfill FROM=... TO=... with the days listed",
 }
 RUN_RUNBOOK = (
     "the message says what to fix (docs/failure-modes.md lists every case); once fixed, run the day again: "
     "make run DAY=<day> TENANT=<tenant>, or re-execute the run in the UI"
 )
 RETENTION_RUNBOOK = (
-    "these days leave the service's 180 days soon and are not stored whole: check why the retention rescue's runs "
-    "fail (the tenant's runs in the UI), fix it, and run the days (make backfill FROM=... TO=... TENANT=...)"
+    "these days leave the service's 180 days soon and are not stored whole: check why the service_window_rescue "
+    "sensor's runs fail (the tenant's runs in the UI), fix it, and run the days (make backfill FROM=... TO=... "
+    "TENANT=...)"
 )
 
 

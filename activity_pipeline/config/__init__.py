@@ -37,7 +37,7 @@ from activity_pipeline.config.model import (
     parse_date,
 )
 from activity_pipeline.config.tenants_file import FILE_KEYS, FILE_VARIABLE_KEYS, read_file, read_tenants_file
-from activity_pipeline.mdca import ConfigError
+from activity_pipeline.errors import ConfigError
 from activity_pipeline.mdca.filters import FilterError, check_filters
 from activity_pipeline.mdca.settings import DEFAULT_AUTHORITY_HOST, DEFAULT_REQUESTS_PER_MINUTE, check_base_url
 
@@ -67,16 +67,42 @@ def snapshot(env: Mapping[str, str] | None = None) -> Snapshot:
     return Snapshot(tuple(sorted(env.items())), version)
 
 
+# The tenants component's own YAML: its `attributes:` may list the tenants (and alerts) as a tenants file would.
+COMPONENT_YAML = Path(__file__).resolve().parent.parent / "defs" / "tenants" / "defs.yaml"
+
+
+def carries_tenants(path: Path) -> bool:
+    """Whether the component YAML at `path` lists tenants (its `attributes:` has `tenants:`)."""
+    import yaml
+
+    try:
+        document = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return False
+    attributes = document.get("attributes") if isinstance(document, dict) else None
+    return isinstance(attributes, dict) and "tenants" in attributes
+
+
+def with_component_tenants(env: Mapping[str, str], folder: Path | str | None = None) -> dict[str, str]:
+    """`env`, reading the tenants from the component YAML in `folder` (default: the project's) when it lists any
+    and ACTIVITY_TENANTS_FILE is not set."""
+    path = Path(folder) / "defs.yaml" if folder is not None else COMPONENT_YAML
+    if (env.get("ACTIVITY_TENANTS_FILE") or "").strip() or not carries_tenants(path):
+        return dict(env)
+    return {**env, "ACTIVITY_TENANTS_FILE": str(path)}
+
+
 def load(env: Mapping[str, str] | None = None) -> PipelineConfig:
-    """Read ACTIVITY_*, MDCA_* and the tenants file (default: os.environ). Raises ConfigError naming what to fix."""
-    env = os.environ if env is None else env
+    """Read ACTIVITY_*, MDCA_* and the tenants (ACTIVITY_TENANTS_FILE, else the component YAML's `tenants:`),
+    default: os.environ. Raises ConfigError naming what to fix."""
+    env = with_component_tenants(os.environ if env is None else env)
 
     def get(name: str) -> str:
         return (env.get(name) or "").strip()
 
     data_url = None
     if get("ACTIVITY_DATA_URL"):
-        from activity_pipeline.storage.delta import DataUrlError, parse_data_url
+        from activity_pipeline.storage.dataset import DataUrlError, parse_data_url
 
         try:
             data_url = parse_data_url(get("ACTIVITY_DATA_URL"))

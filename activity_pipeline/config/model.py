@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from activity_pipeline.alerts import Destination
-from activity_pipeline.mdca import ConfigError, MdcaSettings
+from activity_pipeline.errors import ConfigError
+from activity_pipeline.mdca import MdcaSettings
 from activity_pipeline.mdca.settings import DEFAULT_AUTHORITY_HOST, DEFAULT_REQUESTS_PER_MINUTE, DEFAULT_VARIABLES
 
 DEFAULT_DATA_DIR = "data"
@@ -70,8 +71,7 @@ class TenantConfig:
         """The tenant's checked settings with the variables' values, for code that runs outside Dagster."""
         if self.api_url is None:
             raise ConfigError(f"{self.origin or self.name} is the demo tenant; it has no API settings")
-        env = os.environ if env is None else env
-        values = {field: env.get(name, "") for field, name in self.variables.items()}
+        values = variable_values(self.variables, env)
         return MdcaSettings(
             api_url=self.api_url,
             authority_host=self.authority_host,
@@ -79,6 +79,12 @@ class TenantConfig:
             variables=tuple(sorted(self.variables.items())),
             **values,
         )
+
+
+def variable_values(variables: Mapping[str, str], env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Field -> the value of the variable that holds it ("" when unset, which `MdcaSettings` refuses by name)."""
+    env = os.environ if env is None else env
+    return {field: env.get(name, "") for field, name in variables.items()}
 
 
 @dataclasses.dataclass(frozen=True)

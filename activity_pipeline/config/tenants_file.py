@@ -12,7 +12,7 @@ from typing import Any
 
 from activity_pipeline.alerts import Destination, parse_alerts
 from activity_pipeline.config.model import TENANT_NAME, DemoSettings, TenantConfig, parse_date
-from activity_pipeline.mdca import ConfigError
+from activity_pipeline.errors import ConfigError
 from activity_pipeline.mdca.filters import FilterError, check_filters
 from activity_pipeline.mdca.settings import DEFAULT_AUTHORITY_HOST, DEFAULT_REQUESTS_PER_MINUTE, check_base_url
 
@@ -76,6 +76,10 @@ def read_file(
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{where} is not valid YAML{at}: {getattr(exc, 'problem', None) or exc}") from None
+    if isinstance(document, dict) and "type" in document and isinstance(document.get("attributes"), dict):
+        # The tenants component's YAML: its attributes are a tenants file's keys.
+        document = document["attributes"]
+        root = next(value for key, value in root.value if key.value == "attributes")
     if (
         not isinstance(document, dict)
         or "tenants" not in document
@@ -97,7 +101,7 @@ def read_file(
         if tenant.name in seen:
             raise ConfigError(
                 f"{where}: tenant {tenant.name!r} at line {line} is already defined at line {seen[tenant.name]}; "
-                "names must be unique (they key assets, pools and folders)"
+                "names must be unique (they key partitions and folders)"
             )
         seen[tenant.name] = line
         tenants.append(tenant)
@@ -274,7 +278,7 @@ def _keep_days(value: Any, fail: Any) -> tuple[int | None, str | None]:
                 "(another deployment's ACTIVITY_DATA_DIR) or an object-storage URL like s3://archive/activities"
             )
         if "://" in copied_to:
-            from activity_pipeline.storage.delta import DataUrlError, parse_data_url
+            from activity_pipeline.storage.dataset import DataUrlError, parse_data_url
 
             try:
                 copied_to = parse_data_url(copied_to)

@@ -1,1 +1,1 @@
-"""Dagster objects only: partitions, resources, assets, checks and schedules. Logic lives outside."""
+"""Instances only: `tenants/defs.yaml` names the component (`activity_pipeline.components`), which builds them."""

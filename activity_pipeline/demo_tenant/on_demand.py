@@ -16,7 +16,7 @@ from typing import Any
 from activity_pipeline.demo_tenant.data import DAY_MS, TenantSpec, day_start_ms
 from activity_pipeline.demo_tenant.tenant import BadRequest, DemoTenant, Page
 
-RETENTION_DAYS = 180
+SERVICE_WINDOW_DAYS = 180
 # Building a day takes ~0.1 s per 20,000 records; a query over more days than this is refused, not slow.
 MAX_DAYS_PER_QUERY = 14
 
@@ -39,7 +39,7 @@ class DemoTenantOnDemand:
         *,
         activities_per_day: int = 20_000,
         seed: int = 7,
-        retention_days: int = RETENTION_DAYS,
+        retention_days: int = SERVICE_WINDOW_DAYS,
         keep: int = 4,
         now: Callable[[], int] | None = None,
     ) -> None:

@@ -7,10 +7,6 @@ class MdcaError(Exception):
     """Anything that stops a scan."""
 
 
-class ConfigError(MdcaError, ValueError):
-    """The settings are missing, malformed or contradictory. The message names the variables to fix."""
-
-
 class MdcaHTTPError(MdcaError):
     """The API answered with an error that retrying will not fix."""
 
@@ -49,10 +45,6 @@ class ProtocolError(MdcaError):
 
 class ScanStalledError(MdcaError):
     """The server's cursor stopped moving: going on would loop forever."""
-
-
-class RetentionError(MdcaError):
-    """The requested window is older than the tenant keeps activities."""
 
 
 class EndpointError(MdcaError):

@@ -14,7 +14,7 @@ import ipaddress
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from activity_pipeline.mdca.errors import ConfigError
+from activity_pipeline.errors import ConfigError
 
 DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
 MDCA_SCOPE = "05a65629-4c1b-48c1-a78b-804c4abdd4af/.default"

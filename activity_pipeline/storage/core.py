@@ -320,3 +320,14 @@ class Dataset(abc.ABC):
     def adopt_legacy_days(self, tenant: str) -> list[dt.date]:
         """Move days stored before tenants existed under `tenant`; returns them. Only local folders had any."""
         return []
+
+    @abc.abstractmethod
+    def oldest_days(self) -> dict[str, dt.date]:
+        """Each tenant's oldest stored day, from one listing (one read of the table's log on object storage):
+        what every tenant's first partition is computed from when the definitions load."""
+
+    def vacuum(self, horizon_hours: int, *, enforce_horizon: bool = True) -> int | None:
+        """Remove the files that no version of the last `horizon_hours` needs; how many were removed, or None
+        when the backend has nothing to vacuum (a local folder removes a replaced day's files when it is
+        replaced)."""
+        return None

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from activity_pipeline.retention import RESCUE_MARGIN_DAYS, RETENTION_DAYS, at_risk, first_retained_day
+from activity_pipeline.service_window import RESCUE_MARGIN_DAYS, SERVICE_WINDOW_DAYS, at_risk, first_scannable_day
 from activity_pipeline.storage.core import Dataset, Finding
 from activity_pipeline.storage.layout import STAGING
 from activity_pipeline.storage.schema import COLUMNS
@@ -187,11 +187,11 @@ def _retention_risk_view(start_dates: Mapping[str, dt.date], stored: str) -> str
             SELECT tenant, CAST(d AS DATE) AS date
             FROM tenants, generate_series(start_date, {today} - INTERVAL 1 DAY, INTERVAL 1 DAY) AS t(d)
         ), stored AS ({stored})
-        SELECT days.tenant, days.date, {RETENTION_DAYS} - ({today} - days.date) AS days_left,
+        SELECT days.tenant, days.date, {SERVICE_WINDOW_DAYS} - ({today} - days.date) AS days_left,
                CASE WHEN stored.date IS NULL THEN 'missing' ELSE 'incomplete' END AS state
         FROM days LEFT JOIN stored ON stored.tenant = days.tenant AND stored.date = days.date
         LEFT JOIN partition_health AS health ON health.tenant = days.tenant AND health.date = days.date
-        WHERE {RETENTION_DAYS} - ({today} - days.date) BETWEEN 0 AND {RESCUE_MARGIN_DAYS}
+        WHERE {SERVICE_WINDOW_DAYS} - ({today} - days.date) BETWEEN 0 AND {RESCUE_MARGIN_DAYS}
           AND (stored.date IS NULL OR health.last_check_passed = false)
         ORDER BY days.tenant, days.date"""
 
@@ -309,7 +309,7 @@ def _at_risk(
     """What `retention_risk` holds today, computed as the view does but reading only the count check's
     findings of the days near the cliff (RESCUE_MARGIN_DAYS of them per tenant)."""
     today = dt.datetime.now(dt.UTC).date()
-    oldest = first_retained_day(today)
+    oldest = first_scannable_day(today)
     found = []
     for tenant, start in sorted(start_dates.items()):
         window = [oldest + dt.timedelta(days=k) for k in range(RESCUE_MARGIN_DAYS + 1)]

@@ -263,6 +263,18 @@ class LakeDataset(Dataset):
         check_root(self.root)
         self.lake.check()
 
+    def oldest_days(self) -> dict[str, dt.date]:
+        oldest: dict[str, dt.date] = {}
+        for tenant, day in self.lake.files():
+            oldest[tenant] = min(day, oldest.get(tenant, day))
+        return oldest
+
+    def vacuum(self, horizon_hours: int, *, enforce_horizon: bool = True) -> int:
+        removed = self.lake.table().vacuum(
+            retention_hours=horizon_hours, dry_run=False, enforce_retention_duration=enforce_horizon
+        )
+        return len(removed)
+
     def view_sources(self) -> ViewSources:
         """Over the table's current files, from one read of its log."""
         files = self.lake.files()

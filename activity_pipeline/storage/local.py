@@ -338,6 +338,14 @@ class LocalDataset(Dataset):
     def adopt_legacy_days(self, tenant: str) -> list[dt.date]:
         return adopt_legacy_days(self.tenant(tenant).paths).days
 
+    def oldest_days(self) -> dict[str, dt.date]:
+        oldest: dict[str, dt.date] = {}
+        for path in (self.root / DATASET).glob(f"tenant=*/date=*/{MANIFEST}"):
+            tenant = path.parent.parent.name.removeprefix("tenant=")
+            day = dt.date.fromisoformat(path.parent.name.removeprefix("date="))
+            oldest[tenant] = min(day, oldest.get(tenant, day))
+        return oldest
+
     def view_sources(self) -> ViewSources:
         days = self.root / DATASET
         glob = days / "tenant=*" / "date=*" / "*.parquet"

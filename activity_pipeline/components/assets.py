@@ -1,19 +1,18 @@
-"""Each tenant's `activities` asset (one complete UTC day per partition, as Parquet), and `activities_duckdb`.
+"""The `activities` asset (one tenant's complete UTC day per partition, as Parquet), and `activities_duckdb`.
 
-Built per tenant by the tenants component (`activity_pipeline.components`), so nothing here is a definition by
-itself.
+Built by the tenants component (`components/tenants.py`), so nothing here is a definition by itself.
 """
 
 import datetime as dt
 import errno
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from urllib.parse import quote
 
 import dagster as dg
 
-from activity_pipeline.config import TenantConfig
-from activity_pipeline.defs.partitions import partition_day, run_start
-from activity_pipeline.defs.resources import ActivityStorage, TenantResource, mdca_key
+from activity_pipeline.components.partitions import TenantDays, partition_day, partition_tenant, run_start
+from activity_pipeline.components.resources import MDCA, ActivityStorage, TenantClients, TenantResource
+from activity_pipeline.errors import ConfigError
 from activity_pipeline.ingest import (
     ALLOW_SHORTER_TAG,
     FiltersChangedError,
@@ -22,14 +21,12 @@ from activity_pipeline.ingest import (
     collect_day,
 )
 from activity_pipeline.mdca import (
-    ConfigError,
     EndpointError,
     MdcaHTTPError,
     ProtocolError,
-    RetentionError,
     ScanStalledError,
 )
-from activity_pipeline.retention import RESCUE_MARGIN_DAYS, check_retention
+from activity_pipeline.service_window import RESCUE_MARGIN_DAYS, OutsideServiceWindowError, check_scannable
 from activity_pipeline.storage.duckdb_views import DatabaseBusyError, DatabaseWriteError, build_database
 from activity_pipeline.storage.errors import (
     DamagedDayError,
@@ -60,7 +57,7 @@ _FINAL = (
     MdcaHTTPError,
     ProtocolError,
     ScanStalledError,
-    RetentionError,
+    OutsideServiceWindowError,
     DayLockedError,
     ShorterScanError,
     FiltersChangedError,
@@ -83,7 +80,8 @@ HOURLY_SCHEMA = dg.TableSchema(columns=[dg.TableColumn("hour", "int"), dg.TableC
 def _metadata(result: IngestResult, total_rows: int) -> dict[str, object]:
     scan = result.scan
     return {
-        "dagster/row_count": total_rows,
+        # Not `dagster/row_count`: that is the whole asset's, every tenant's (activities_duckdb shows it).
+        "tenant_row_count": total_rows,
         "dagster/partition_row_count": result.rows,
         # '=' is legal in a file URI path; keep the hive folder name readable.
         "dagster/uri": dg.MetadataValue.url(
@@ -117,39 +115,38 @@ def _metadata(result: IngestResult, total_rows: int) -> dict[str, object]:
     }
 
 
-def build_activities(
-    tenant: TenantConfig, partitions: dg.DailyPartitionsDefinition, *, adopt_legacy_days: bool = False
-) -> dg.AssetsDefinition:
-    """The tenant's `[name, "activities"]` asset: its days, its pool, its resource (`mdca_<name>`).
+def build_activities(grid: TenantDays, *, adopt_legacy_days: bool = False) -> dg.AssetsDefinition:
+    """The `activities` asset: every tenant's days, a partition per (day, tenant).
 
-    `adopt_legacy_days`: move days stored before tenants existed under this tenant first (the one tenant of a
-    deployment without a tenants file).
+    `adopt_legacy_days`: move days stored before tenants existed under the one tenant first (a deployment of one
+    tenant without a tenants file).
     """
-    name, resource = tenant.name, mdca_key(tenant.name)
 
     @dg.asset(
-        key=[name, "activities"],
-        partitions_def=partitions,
-        # One pool per tenant: its runs take turns at its rate limit; other tenants' runs go ahead meanwhile.
-        pool=f"mdca_api/{name}",
-        required_resource_keys={resource, "storage"},
+        key="activities",
+        partitions_def=grid.partitions,
+        required_resource_keys={MDCA, "storage"},
         retry_policy=dg.RetryPolicy(
             max_retries=2, delay=60, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
         ),
         backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=1),
         kinds={"parquet"},
-        group_name=name,
+        group_name="activities",
         code_version="1",
         # The daily schedule runs at 02:15 UTC; yesterday should have landed by 04:00.
         freshness_policy=dg.FreshnessPolicy.cron(deadline_cron="0 4 * * *", lower_bound_delta=dt.timedelta(hours=2)),
-        description=f"Every Defender for Cloud Apps activity of tenant {name} for one UTC day (by `timestamp`), one "
-        f"Parquet folder per day under $ACTIVITY_DATA_DIR/activities/tenant={name}/date=YYYY-MM-DD/.",
+        description="Every Defender for Cloud Apps activity of one tenant for one UTC day (by `timestamp`), one "
+        "Parquet folder per day under $ACTIVITY_DATA_DIR/activities/tenant=NAME/date=YYYY-MM-DD/.",
     )
     def activities(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         storage: ActivityStorage = context.resources.storage
-        if adopt_legacy_days and (adopted := storage.adopt_legacy_days(name)):
-            context.log.info(f"moved {len(adopted)} days stored before tenants existed under tenant={name}/")
-        return _materialize_day(context, name, getattr(context.resources, resource), storage)
+        tenant, day = partition_tenant(context), partition_day(context)
+        if (refusal := grid.refusal(tenant, day, run_start(context).date())) is not None:
+            raise dg.Failure(description=f"tenant {tenant}: {refusal}", allow_retries=False)
+        if adopt_legacy_days and (adopted := storage.adopt_legacy_days(tenant)):
+            context.log.info(f"moved {len(adopted)} days stored before tenants existed under tenant={tenant}/")
+        clients: TenantClients = getattr(context.resources, MDCA)
+        return _materialize_day(context, tenant, clients[tenant], storage)
 
     return activities
 
@@ -162,7 +159,7 @@ def _materialize_day(
     run_id = context.run.run_id[:12]
     try:
         # Retention is relative to the service's now: the run's start time stands in for it.
-        check_retention(day, run_start(context))
+        check_scannable(day, run_start(context))
         storage.check_location()
         with mdca.client(context.log) as client:
             # A stored day is topped up with what was created since its watermark, not scanned again; the
@@ -203,12 +200,10 @@ def _tag(context: dg.AssetExecutionContext, name: str) -> bool:
     return context.run.tags.get(name, "").strip().lower() == "true"
 
 
-def build_activities_duckdb(
-    tenant_assets: Sequence[dg.AssetsDefinition], start_dates: Mapping[str, dt.date]
-) -> dg.AssetsDefinition:
+def build_activities_duckdb(activities: dg.AssetsDefinition, start_dates: Mapping[str, dt.date]) -> dg.AssetsDefinition:
     """`activities_duckdb`: views over every tenant's days, rebuilt after any tenant's day lands."""
 
-    @dg.asset(deps=list(tenant_assets), kinds={"duckdb"}, group_name="dataset")
+    @dg.asset(deps=[activities], kinds={"duckdb"}, group_name="dataset")
     def activities_duckdb(context: dg.AssetExecutionContext, storage: ActivityStorage) -> dg.MaterializeResult:
         """Views over every tenant's stored days in $ACTIVITY_DATA_DIR/activities.duckdb: a file the DuckDB CLI opens, with absolute paths and a `tenant` column."""  # noqa: E501
         try:
@@ -227,7 +222,7 @@ def build_activities_duckdb(
                 "dagster/uri": dg.MetadataValue.url("file://" + quote(str(db.path), safe="/=")),
                 "dagster/row_count": db.rows,
                 "path": dg.MetadataValue.path(str(db.path)),
-                "tenants": ", ".join(sorted(a.key.path[0] for a in tenant_assets)),
+                "tenants": len(start_dates),
                 "days": db.tenant_days,
                 "views": ", ".join(db.views),
                 "retention_risk_days": len(db.at_risk),

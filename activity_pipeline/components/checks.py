@@ -1,4 +1,4 @@
-"""Partition-aware checks on a tenant's `activities`: is each stored day complete, unique, in range and well formed?
+"""Partition-aware checks on `activities`: is each tenant's stored day complete, unique, in range, well formed?
 
 The ten checks run as one step that reads the day once (`@dg.multi_asset_check`, `can_subset=True`).
 Each reports `actual`, `expected` and `diff` in its metadata. A check with nothing to judge yields no
@@ -8,20 +8,20 @@ result: Dagster shows it as Skipped, and the step's log says why. The two ERROR 
 
 import dataclasses
 import datetime as dt
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import AbstractContextManager
 from typing import Any
 
 import dagster as dg
 import numpy as np
 
-from activity_pipeline.days import day_window
-from activity_pipeline.defs.partitions import partition_day, run_start
-from activity_pipeline.defs.resources import ActivityStorage, TenantResource, mdca_key
-from activity_pipeline.ingest import SETTLE_DAYS, filters_changed_message
+from activity_pipeline.components.partitions import TenantDays, partition_day, partition_tenant, run_start
+from activity_pipeline.components.resources import MDCA, ActivityStorage, TenantResource
+from activity_pipeline.days import SETTLE_DAYS, day_window
+from activity_pipeline.ingest import filters_changed_message
 from activity_pipeline.mdca import MdcaClient
 from activity_pipeline.mdca.filters import describe
-from activity_pipeline.retention import RESCUE_MARGIN_DAYS, RETENTION_DAYS, DayAtRisk, at_risk
+from activity_pipeline.service_window import RESCUE_MARGIN_DAYS, SERVICE_WINDOW_DAYS, DayAtRisk, at_risk
 from activity_pipeline.storage.core import TenantStore
 from activity_pipeline.storage.facts import DayFacts
 from activity_pipeline.storage.integrity import Verification
@@ -262,8 +262,8 @@ def no_days_leaving_retention_unstored(e: Evidence) -> Verdict | str:
     more = f" and {len(risky) - 10} more" if len(risky) > 10 else ""
     metadata = {"actual": len(risky), "expected": 0, "diff": len(risky), "days": listed + more}
     note = (
-        f"{len(risky)} days of {e.tenant} leave the service's {RETENTION_DAYS} days within {RESCUE_MARGIN_DAYS} "
-        f"and are not stored whole: {listed}{more}. The {e.tenant}_retention_rescue sensor runs them; or "
+        f"{len(risky)} days of {e.tenant} leave the service's {SERVICE_WINDOW_DAYS} days within {RESCUE_MARGIN_DAYS} "
+        f"and are not stored whole: {listed}{more}. The service_window_rescue sensor runs them; or "
         f"make backfill FROM={risky[0].day} TO={risky[-1].day} TENANT={e.tenant}"
         if risky
         else None
@@ -314,7 +314,7 @@ CHECKS: dict[str, tuple[Judge, bool, str]] = {
         "The day was collected under the tenant's API filters as they are now (`filters:`, MDCA_FILTERS); a day "
         "stored under others is collected again with activity_pipeline/full_rescan=true."),
     "no_days_leaving_retention_unstored": (no_days_leaving_retention_unstored, False,
-        f"No day of the tenant leaves the service's {RETENTION_DAYS}-day retention within {RESCUE_MARGIN_DAYS} days "
+        f"No day of the tenant leaves the service's {SERVICE_WINDOW_DAYS}-day window within {RESCUE_MARGIN_DAYS} days "
         "while missing or incomplete (the tenant's risk as of the run, shown on every day's checks)."),
     "stored_files_intact": (stored_files_intact, False,
         "When the day was last read again (make verify, the weekly activities_verification job), every file was "
@@ -325,35 +325,37 @@ _RETENTION = "no_days_leaving_retention_unstored"
 
 
 def build_checks(
-    tenant: str, asset: dg.AssetsDefinition, partitions: dg.DailyPartitionsDefinition, *, watch_retention: bool = True
+    activities: dg.AssetsDefinition, grid: TenantDays, *, demo: Collection[str] = ()
 ) -> dg.AssetChecksDefinition:
-    """The tenant's ten checks on `asset`, in one step; they reach its tenant through `mdca_<name>`.
-    `watch_retention` False (a demo tenant, whose days are made again on demand): no day is ever at risk."""
-    resource = mdca_key(tenant)
+    """The ten checks on `activities`, for every tenant's days, in one step a day. `demo`: the demo tenants, whose
+    days are made again on demand, so that none is ever at risk of leaving the service's window."""
 
     @dg.multi_asset_check(
         specs=[
-            dg.AssetCheckSpec(name, asset=asset, partitions_def=partitions, blocking=blocking, description=text)
+            dg.AssetCheckSpec(
+                name, asset=activities, partitions_def=grid.partitions, blocking=blocking, description=text
+            )
             for name, (_, blocking, text) in CHECKS.items()
         ],
         can_subset=True,
-        name=f"{tenant}_activities_checks",
-        description=f"The ten checks of a day of tenant {tenant}, in one step that reads the stored day once.",
-        required_resource_keys={resource, "storage"},
+        name="activities_checks",
+        description="The ten checks of a tenant's day, in one step that reads the stored day once.",
+        required_resource_keys={MDCA, "storage"},
     )
     def activities_checks(context: dg.AssetCheckExecutionContext) -> Iterator[dg.AssetCheckResult]:
         storage: ActivityStorage = context.resources.storage
+        tenant, day = partition_tenant(context), partition_day(context)
         store = storage.tenant(tenant)
-        mdca: TenantResource = getattr(context.resources, resource)
-        day = partition_day(context)
+        mdca: TenantResource = getattr(context.resources, MDCA)[tenant]
         wanted = {key.name for key in context.selected_asset_check_keys}
+        watch = tenant not in demo and _RETENTION in wanted
         evidence = Evidence(
             tenant=tenant,
             facts=store.facts(day),
             history=store.trailing_manifests(day, TRAILING_DAYS) if wanted & _HISTORY else {},
             client=lambda: mdca.client(context.log),
             storage=storage,
-            at_risk=_at_risk(context, store, partitions) if watch_retention and _RETENTION in wanted else [],
+            at_risk=_at_risk(context, store, grid.days_of(tenant)) if watch else [],
             filters=mdca.filters,
             verification=store.verification(day) if "stored_files_intact" in wanted else None,
         )
@@ -365,7 +367,7 @@ def build_checks(
                 context.log.info(f"{name} skipped for {tenant} {day}: {verdict}")
                 continue
             yield dg.AssetCheckResult(
-                asset_key=asset.key,
+                asset_key=activities.key,
                 check_name=name,
                 passed=verdict.passed,
                 severity=verdict.severity,
@@ -376,10 +378,7 @@ def build_checks(
     return activities_checks
 
 
-def _at_risk(
-    context: dg.AssetCheckExecutionContext, store: TenantStore, partitions: dg.DailyPartitionsDefinition
-) -> list[DayAtRisk]:
+def _at_risk(context: dg.AssetCheckExecutionContext, store: TenantStore, days: list[dt.date]) -> list[DayAtRisk]:
     """The tenant's days at risk as of the run's start (the clock is never read inside a check)."""
     today = run_start(context).date()
-    days = [dt.date.fromisoformat(key) for key in partitions.get_partition_keys()]
     return at_risk(days, today=today, stored=store.days(), incomplete=store.failed_days())

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,21 +24,22 @@ import dagster as dg
 
 from activity_pipeline.alerts import Alert, AlertDeliveryError, Destination
 from activity_pipeline.alerts.message import RETENTION_RUNBOOK, RUN_RUNBOOK, RUNBOOK
-from activity_pipeline.defs.automation import rescue_requests
-from activity_pipeline.defs.resources import ActivityStorage
-from activity_pipeline.defs.verification import JOB as VERIFICATION_JOB
-from activity_pipeline.ingest import SETTLE_DAYS
+from activity_pipeline.components.automation import TENANT_TAG, TICK_BUDGET_SECONDS, rescue_requests
+from activity_pipeline.components.partitions import DAY, TENANT, TenantDays, key
+from activity_pipeline.components.resources import ActivityStorage
+from activity_pipeline.components.rotation import Rotation
+from activity_pipeline.components.verification import JOB as VERIFICATION_JOB
+from activity_pipeline.days import SETTLE_DAYS
 from activity_pipeline.mdca.redact import redact
-from activity_pipeline.retention import RESCUE_MARGIN_DAYS
+from activity_pipeline.service_window import RESCUE_MARGIN_DAYS
 
-TENANT_TAG = "activity_pipeline/tenant"
 # Checks whose failure is a warning: alerted only once it stands past the settle window.
 WARN_CHECKS = ("count_matches_source", "no_unexpected_silent_hours", "apps_still_reporting")
 # How far back the hourly sensor looks for standing warnings: a week past the settle window.
 WARN_LOOKBACK_DAYS = 7
 _SENT_KEPT = 2000
-# A tenant's name, asset and partitions, and whether it is a demo tenant.
-Watched = tuple[str, dg.AssetsDefinition, dg.DailyPartitionsDefinition, bool]
+# A tenant's name, and whether it is a demo tenant.
+Watched = tuple[str, bool]
 
 
 def deliver(alert: Alert, destinations: Sequence[Destination], log: Any) -> int:
@@ -57,11 +59,8 @@ def deliver(alert: Alert, destinations: Sequence[Destination], log: Any) -> int:
 
 
 def _tenant_of(run: dg.DagsterRun) -> str | None:
-    if run.tags.get(TENANT_TAG):
-        return run.tags[TENANT_TAG]
-    keys = run.asset_selection or set()
-    names = {key.path[0] for key in keys if len(key.path) == 2 and key.path[1] == "activities"}
-    return names.pop() if len(names) == 1 else None
+    # A backfill's runs carry Dagster's partition tags only.
+    return run.tags.get(TENANT_TAG) or run.tags.get(f"dagster/partition/{TENANT}")
 
 
 def _failed_checks(instance: dg.DagsterInstance, run_id: str) -> list[tuple[str, str]]:
@@ -84,7 +83,7 @@ def run_failure_alert(context: dg.RunFailureSensorContext) -> Alert | None:
         tenant = "every tenant"  # the failure names each damaged tenant and day
     if tenant is None or run.tags.get("dagster/will_retry", "").lower() == "true":
         return None
-    day = run.tags.get("dagster/partition")
+    day = run.tags.get(f"dagster/partition/{DAY}")
     steps = []
     for event in context.get_step_failure_events():
         data = event.step_failure_data
@@ -109,21 +108,24 @@ def run_failure_alert(context: dg.RunFailureSensorContext) -> Alert | None:
 def standing_alerts(
     instance: dg.DagsterInstance,
     storage: ActivityStorage,
+    activities: dg.AssetKey,
+    grid: TenantDays,
     tenants: Sequence[Watched],
     today: dt.date,
 ) -> list[Alert]:
-    """Warnings still standing past the settle window, and days about to leave the retention unstored."""
+    """Warnings still standing past the settle window, and days about to leave the service's window unstored, of
+    `tenants`."""
     from dagster._core.event_api import PartitionKeyFilter
 
     found = []
-    for tenant, asset, partitions, demo in tenants:
-        keys = set(partitions.get_partition_keys())
+    for tenant, demo in tenants:
+        first = grid.first[tenant]
         days = [today - dt.timedelta(days=k) for k in range(SETTLE_DAYS + 1, SETTLE_DAYS + 1 + WARN_LOOKBACK_DAYS)]
-        for day in (d for d in days if d.isoformat() in keys):
+        for day in (d for d in days if d >= first):
             for check in WARN_CHECKS:
-                check_key = dg.AssetCheckKey(asset.key, check)
+                check_key = dg.AssetCheckKey(activities, check)
                 latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(
-                    [check_key], partition_filter=PartitionKeyFilter(key=day.isoformat())
+                    [check_key], partition_filter=PartitionKeyFilter(key=str(key(day, tenant)))
                 ).get(check_key)
                 entry = latest.event if latest is not None else None
                 evaluation = entry.dagster_event.event_specific_data if entry and entry.dagster_event else None
@@ -143,17 +145,20 @@ def standing_alerts(
                 )
         if demo:
             continue  # a demo tenant's days are made again on demand: none is lost
-        risky = rescue_requests(tenant, partitions, storage, today, margin_days=RESCUE_MARGIN_DAYS // 2)
+        risky = rescue_requests(tenant, grid, storage, today, margin_days=RESCUE_MARGIN_DAYS // 2)
         if risky:
-            listed = ", ".join(f"{r.partition_key} ({r.tags['activity_pipeline/reason']})" for r in risky)
+            days_at_risk = [str(r.partition_key).split("|")[0] for r in risky]
+            listed = ", ".join(
+                f"{d} ({r.tags['activity_pipeline/reason']})" for d, r in zip(days_at_risk, risky, strict=True)
+            )
             found.append(
                 Alert(
                     tenant,
                     None,
-                    f"{len(risky)} days leave the service's retention unstored",
+                    f"{len(risky)} days leave the service's window unstored",
                     f"Missing or incomplete, within {RESCUE_MARGIN_DAYS // 2} days of the service's 180: {listed}",
                     RETENTION_RUNBOOK,
-                    key=f"retention:{tenant}:{','.join(r.partition_key for r in risky)}",
+                    key=f"retention:{tenant}:{','.join(days_at_risk)}",
                 )
             )
     return found
@@ -161,6 +166,8 @@ def standing_alerts(
 
 def build_alert_sensors(
     destinations: Sequence[Destination],
+    activities: dg.AssetKey,
+    grid: TenantDays,
     tenants: Sequence[Watched],
 ) -> list[dg.SensorDefinition]:
     """The two alert sensors, on by default; none when no destination is configured."""
@@ -182,24 +189,38 @@ def build_alert_sensors(
 
     @dg.sensor(
         name="activity_alerts_standing",
-        minimum_interval_seconds=3600,
+        minimum_interval_seconds=600,
         default_status=dg.DefaultSensorStatus.RUNNING,
         required_resource_keys={"storage"},
         description="Sends an alert, once, for a warning still standing past the settle window and for days about "
         "to leave the service's retention unstored.",
     )
     def standing(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        said = json.loads(context.cursor) if context.cursor else []
-        today = dt.datetime.now(dt.UTC).date()
-        new = [
-            a for a in standing_alerts(context.instance, context.resources.storage, tenants, today) if a.key not in said
-        ]
+        state = json.loads(context.cursor) if context.cursor else {}
+        # A cursor of an older release was the list of keys said.
+        said = state.get("said", []) if isinstance(state, dict) else state
+        now = time.time()
+        today = dt.datetime.fromtimestamp(now, dt.UTC).date()
+        demo = dict(tenants)
+        rotation = Rotation(
+            state.get("looked") if isinstance(state, dict) else None, list(demo), every=3600,
+            budget=TICK_BUDGET_SECONDS, now=now,
+        )  # fmt: skip
+        found = []
+        for tenant in rotation:
+            try:
+                found += standing_alerts(
+                    context.instance, context.resources.storage, activities, grid, [(tenant, demo[tenant])], today
+                )
+            except Exception as exc:  # one tenant's storage failing never stops the others
+                context.log.warning(f"standing alerts of {tenant} not looked at: {' '.join(str(exc).split())[:300]}")
+        new = [a for a in found if a.key not in said]
         for alert in new:
             deliver(alert, destinations, context.log)
             said.append(alert.key)
         return dg.SensorResult(
             skip_reason=None if new else dg.SkipReason("nothing new is standing"),
-            cursor=json.dumps(said[-_SENT_KEPT:]),
+            cursor=json.dumps({"said": said[-_SENT_KEPT:], "looked": rotation.cursor()}),
         )
 
     return [failed_runs, standing]

@@ -8,14 +8,14 @@ naming each day and its repair.
 """
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import dagster as dg
 
+from activity_pipeline.components.checks import verification_metadata
+from activity_pipeline.components.partitions import key, run_start
+from activity_pipeline.components.resources import ActivityStorage
 from activity_pipeline.config import TenantConfig
-from activity_pipeline.defs.checks import verification_metadata
-from activity_pipeline.defs.partitions import run_start
-from activity_pipeline.defs.resources import ActivityStorage
 from activity_pipeline.storage.integrity import Verification
 from activity_pipeline.verify import VERIFY_EVERY_DAYS, verify_days
 
@@ -31,7 +31,7 @@ class VerificationConfig(dg.Config):
 
 
 def build_verification(
-    tenants: Sequence[TenantConfig], assets: Mapping[str, dg.AssetsDefinition]
+    tenants: Sequence[TenantConfig], activities: dg.AssetsDefinition
 ) -> tuple[dg.JobDefinition, dg.ScheduleDefinition]:
     """The job and its weekly schedule (Sunday 05:15 UTC, after the vacuum and the retention's deletions)."""
     by_name = {t.name: t for t in tenants}
@@ -50,11 +50,11 @@ def build_verification(
             description = "; ".join(v.problems) + (f". Repair: {fix}" if fix else "") if not v.intact else None
             context.log_event(
                 dg.AssetCheckEvaluation(
-                    asset_key=assets[tenant.name].key,
+                    asset_key=activities.key,
                     check_name="stored_files_intact",
                     passed=v.intact,
                     severity=dg.AssetCheckSeverity.ERROR,
-                    partition=v.day.isoformat(),
+                    partition=str(key(v.day, tenant.name)),
                     description=description,
                     metadata=verification_metadata(v),
                 )

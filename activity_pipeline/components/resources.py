@@ -1,7 +1,7 @@
 """Resources: each tenant to read (a real one, or the built-in demo tenant), and the dataset they land in.
 
-Each tenant has its own resource, under the key `mdca_<name>`, which hands out an `MdcaClient`; which kind a
-tenant uses is chosen where the definitions are assembled (`resources_for`). The demo tenant's code is
+Every tenant's resource hands out an `MdcaClient`; all of them are one resource, `mdca` (`TenantClients`), and
+which kind a tenant uses is chosen where the definitions are assembled (`resources_for`). The demo tenant's code is
 imported only when its resource is used.
 """
 
@@ -14,7 +14,7 @@ import hashlib
 import logging
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,8 @@ import dagster as dg
 import pydantic
 
 from activity_pipeline.config import DEFAULT_DATA_DIR, PipelineConfig, TenantConfig
+from activity_pipeline.config.model import variable_values
+from activity_pipeline.errors import ConfigError
 from activity_pipeline.mdca import MdcaClient, MdcaSettings, RateLimiter, RetryPolicy
 from activity_pipeline.mdca.settings import DEFAULT_AUTHORITY_HOST, DEFAULT_REQUESTS_PER_MINUTE
 from activity_pipeline.storage.core import Dataset, Finding, TenantStore
@@ -102,7 +104,8 @@ class TenantResource(dg.ConfigurableResource):
 class MdcaResource(TenantResource):
     """A Defender for Cloud Apps tenant. Its fields are `MdcaSettings`' and mean the same.
 
-    Secrets come in through `dg.EnvVar`, so the UI shows the variable's name and never its value.
+    A secret left unset here is read from the variable `variables` names when a client opens: the resource's
+    configuration never holds it.
     """
 
     api_url: str
@@ -115,8 +118,11 @@ class MdcaResource(TenantResource):
     variables: dict[str, str] = pydantic.Field(default_factory=dict)
 
     def settings(self) -> MdcaSettings:
-        """Checked settings. Raises ConfigError naming what to fix."""
+        """Checked settings; a secret not given here is read from its variable (`variables`) now. Raises
+        ConfigError naming what to fix."""
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(MdcaSettings) if f.name != "variables"}
+        unset = {field: name for field, name in self.variables.items() if fields.get(field) is None}
+        fields.update(variable_values(unset))
         return MdcaSettings(**fields, variables=tuple(sorted(self.variables.items())))
 
     @contextlib.contextmanager
@@ -185,14 +191,40 @@ class ActivityStorage(dg.ConfigurableResource):
         return self.dataset.adopt_legacy_days(tenant)
 
 
-def mdca_key(tenant: str) -> str:
-    """The resource key of a tenant's `TenantResource`."""
-    return f"mdca_{tenant}"
+# The resource key of every tenant's client (`TenantClients`).
+MDCA = "mdca"
+
+
+class TenantClients:
+    """Every tenant's resource (`TenantResource`), by name: the definitions' one `mdca` resource.
+
+    One object for every tenant instead of a resource each: a step initializes the resources it requires, and a
+    thousand of them would be built for every run. A real tenant's secrets are read from its variables only when
+    its client opens (`MdcaResource.settings`), so no resource's configuration in the UI holds one.
+    """
+
+    def __init__(self, tenants: Mapping[str, TenantResource]) -> None:
+        self.tenants = dict(tenants)
+
+    def __repr__(self) -> str:
+        return f"TenantClients({len(self.tenants)} tenants)"
+
+    def __getitem__(self, tenant: str) -> TenantResource:
+        try:
+            return self.tenants[tenant]
+        except KeyError:
+            raise ConfigError(
+                f"no tenant named {tenant} is configured; configured: {', '.join(self.tenants)}"
+            ) from None
+
+    def client(self, tenant: str, logger: Any = None) -> contextlib.AbstractContextManager[MdcaClient]:
+        """A client for `tenant`, closed when the block ends."""
+        return self[tenant].client(logger)
 
 
 def tenant_resource(tenant: TenantConfig, *, rate_state_dir: Any = None) -> TenantResource:
-    """The tenant's resource: secrets as `dg.EnvVar`, so the UI shows only the variables' names.
-    `rate_state_dir`: see `TenantResource.rate_state_dir`."""
+    """The tenant's resource: its secrets' variables by name only (`MdcaResource.variables`), read when a client
+    opens. `rate_state_dir`: see `TenantResource.rate_state_dir`."""
     if tenant.demo is not None:
         # No shared log for the demo tenant: each process serves its own, on a port of its own, with its own
         # budget (and a file per port would pile up).
@@ -204,7 +236,6 @@ def tenant_resource(tenant: TenantConfig, *, rate_state_dir: Any = None) -> Tena
             filters=tenant.filters,
         )
     assert tenant.api_url is not None
-    variables = {field: dg.EnvVar(name) for field, name in tenant.variables.items()}
     return MdcaResource(
         rate_state_dir=rate_state_dir,
         api_url=tenant.api_url,
@@ -213,15 +244,16 @@ def tenant_resource(tenant: TenantConfig, *, rate_state_dir: Any = None) -> Tena
         rate_window_seconds=tenant.rate_window_seconds,
         variables=dict(tenant.variables),
         filters=tenant.filters,
-        **variables,
     )
 
 
-def resources_for(config: PipelineConfig) -> dict[str, dg.ConfigurableResource]:
-    """The resources a deployment with this configuration runs with: one per tenant, and the dataset."""
-    # Validated values that are not secrets go in as values; only the tenants' secrets go through dg.EnvVar.
+def resources_for(config: PipelineConfig) -> dict[str, Any]:
+    """The resources a deployment with this configuration runs with: every tenant's client, and the dataset."""
     data_dir = str(config.data_dir)
-    tenants: dict[str, dg.ConfigurableResource] = {
-        mdca_key(t.name): tenant_resource(t, rate_state_dir=data_dir) for t in config.tenants
+    clients = TenantClients({t.name: tenant_resource(t, rate_state_dir=data_dir) for t in config.tenants})
+    return {
+        MDCA: dg.ResourceDefinition.hardcoded_resource(
+            clients, description=f"The {len(clients.tenants)} configured tenants' API clients (ACTIVITY_TENANTS_FILE)"
+        ),
+        "storage": ActivityStorage(data_dir=data_dir, data_url=config.data_url),
     }
-    return {**tenants, "storage": ActivityStorage(data_dir=data_dir, data_url=config.data_url)}

@@ -1,6 +1,7 @@
-"""The service keeps activities for 180 days: which days can still be scanned, and which are about to be lost.
+"""The service window: Defender for Cloud Apps keeps activities for 180 days. Which days can still be
+scanned, and which are about to be lost.
 
-No Dagster here. `defs/automation.py` turns `at_risk` into run requests; the DuckDB file's `retention_risk`
+No Dagster here. `components/automation.py` turns `at_risk` into run requests; the DuckDB file's `retention_risk`
 view computes the same from the stored days at query time.
 """
 
@@ -10,28 +11,31 @@ import dataclasses
 import datetime as dt
 from collections.abc import Collection
 
-from activity_pipeline.mdca import RetentionError
+
+class OutsideServiceWindowError(Exception):
+    """The day asked for is older than the service keeps activities: it can no longer be scanned."""
+
 
 # Defender for Cloud Apps keeps the activity log for 180 days.
-RETENTION_DAYS = 180
+SERVICE_WINDOW_DAYS = 180
 # A day this close to the cliff that is not safely stored is rescued first.
 RESCUE_MARGIN_DAYS = 14
 
 
-def first_retained_day(today: dt.date, retention_days: int = RETENTION_DAYS) -> dt.date:
+def first_scannable_day(today: dt.date, retention_days: int = SERVICE_WINDOW_DAYS) -> dt.date:
     """The oldest day the service still holds in full on `today` (UTC).
 
-    >>> first_retained_day(dt.date(2026, 11, 26))
+    >>> first_scannable_day(dt.date(2026, 11, 26))
     datetime.date(2026, 5, 30)
     """
     return today - dt.timedelta(days=retention_days)
 
 
-def check_retention(day: dt.date, now: dt.datetime, retention_days: int = RETENTION_DAYS) -> None:
+def check_scannable(day: dt.date, now: dt.datetime, retention_days: int = SERVICE_WINDOW_DAYS) -> None:
     """Refuse a day the service no longer keeps, rather than store it as empty."""
-    oldest = first_retained_day((now.astimezone(dt.UTC)).date(), retention_days)
+    oldest = first_scannable_day((now.astimezone(dt.UTC)).date(), retention_days)
     if day < oldest:
-        raise RetentionError(
+        raise OutsideServiceWindowError(
             f"{day} is {(now.date() - day).days} days ago; Defender for Cloud Apps keeps activities for "
             f"{retention_days} days (nothing before {oldest} can be scanned), so this partition would be written "
             "empty. Only days that were collected while still retained exist; set ACTIVITY_START_DATE no "
@@ -53,7 +57,7 @@ def at_risk(
     stored: Collection[dt.date],
     incomplete: Collection[dt.date] = (),
     margin_days: int = RESCUE_MARGIN_DAYS,
-    retention_days: int = RETENTION_DAYS,
+    retention_days: int = SERVICE_WINDOW_DAYS,
 ) -> list[DayAtRisk]:
     """Days among `days` within `margin_days` of leaving retention that are missing or incomplete, oldest first.
 
@@ -63,7 +67,7 @@ def at_risk(
     >>> [(d.day.isoformat(), d.days_left, d.state) for d in risky]
     [('2026-05-30', 0, 'missing'), ('2026-05-31', 1, 'missing'), ('2026-06-02', 3, 'incomplete')]
     """
-    oldest = first_retained_day(today, retention_days)
+    oldest = first_scannable_day(today, retention_days)
     stored_set, incomplete_set = set(stored), set(incomplete)
     found = []
     for day in sorted(days):
