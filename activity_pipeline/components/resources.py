@@ -199,23 +199,38 @@ class TenantClients:
     """Every tenant's resource (`TenantResource`), by name: the definitions' one `mdca` resource.
 
     One object for every tenant instead of a resource each: a step initializes the resources it requires, and a
-    thousand of them would be built for every run. A real tenant's secrets are read from its variables only when
-    its client opens (`MdcaResource.settings`), so no resource's configuration in the UI holds one.
+    thousand of them would be built for every run. A configured tenant's resource is built when it is first asked
+    for (`configured`), so a load of a thousand tenants builds none. A real tenant's secrets are read from its
+    variables only when its client opens (`MdcaResource.settings`), so no resource's configuration in the UI
+    holds one.
     """
 
-    def __init__(self, tenants: Mapping[str, TenantResource]) -> None:
-        self.tenants = dict(tenants)
+    def __init__(
+        self,
+        tenants: Mapping[str, TenantResource] | None = None,
+        *,
+        configured: Mapping[str, TenantConfig] | None = None,
+        rate_state_dir: str | None = None,
+    ) -> None:
+        self.tenants = dict(tenants or {})
+        self.configured = {name: t for name, t in (configured or {}).items() if name not in self.tenants}
+        self.rate_state_dir = rate_state_dir
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"TenantClients({len(self.tenants)} tenants)"
+        return f"TenantClients({len(self.names)} tenants)"
+
+    @property
+    def names(self) -> list[str]:
+        return [*self.tenants, *(n for n in self.configured if n not in self.tenants)]
 
     def __getitem__(self, tenant: str) -> TenantResource:
-        try:
-            return self.tenants[tenant]
-        except KeyError:
-            raise ConfigError(
-                f"no tenant named {tenant} is configured; configured: {', '.join(self.tenants)}"
-            ) from None
+        with self._lock:
+            if tenant not in self.tenants and tenant in self.configured:
+                self.tenants[tenant] = tenant_resource(self.configured[tenant], rate_state_dir=self.rate_state_dir)
+            if tenant in self.tenants:
+                return self.tenants[tenant]
+        raise ConfigError(f"no tenant named {tenant} is configured; configured: {', '.join(self.names)}")
 
     def client(self, tenant: str, logger: Any = None) -> contextlib.AbstractContextManager[MdcaClient]:
         """A client for `tenant`, closed when the block ends."""
@@ -250,10 +265,10 @@ def tenant_resource(tenant: TenantConfig, *, rate_state_dir: Any = None) -> Tena
 def resources_for(config: PipelineConfig) -> dict[str, Any]:
     """The resources a deployment with this configuration runs with: every tenant's client, and the dataset."""
     data_dir = str(config.data_dir)
-    clients = TenantClients({t.name: tenant_resource(t, rate_state_dir=data_dir) for t in config.tenants})
+    clients = TenantClients(configured={t.name: t for t in config.tenants}, rate_state_dir=data_dir)
     return {
         MDCA: dg.ResourceDefinition.hardcoded_resource(
-            clients, description=f"The {len(clients.tenants)} configured tenants' API clients (ACTIVITY_TENANTS_FILE)"
+            clients, description=f"The {len(clients.names)} configured tenants' API clients (ACTIVITY_TENANTS_FILE)"
         ),
         "storage": ActivityStorage(data_dir=data_dir, data_url=config.data_url),
     }
