@@ -113,3 +113,28 @@ def test_a_bad_object_store_url_is_named_with_the_fix(url, message):
         config.load({"ACTIVITY_DATA_URL": url})
     for secret in ("wJalrXUtnFEMI", "sig=abcdef"):
         assert secret not in str(info.value)
+
+
+def test_the_components_yaml_can_carry_the_tenants_read_by_the_same_parser(tmp_path):
+    component = tmp_path / "defs.yaml"
+    component.write_text(
+        "type: activity_pipeline.components.tenants.ActivityTenants\n"
+        "attributes:\n"
+        "  tenants:\n"
+        "    - {name: contoso, api_url: 'https://contoso.eu2.portal.cloudappsecurity.com', token_env: T}\n"
+        "    - {name: lab, demo: true}\n"
+    )
+    env = config.with_component_tenants({"ACTIVITY_DATA_DIR": str(tmp_path), "T": "t"}, tmp_path)
+    assert [t.name for t in config.load(env).tenants] == ["contoso", "lab"]
+    # A tenants file named in the environment wins.
+    other = tmp_path / "tenants.yaml"
+    other.write_text("tenants:\n  - {name: only, demo: true}\n")
+    env = config.with_component_tenants(
+        {"ACTIVITY_DATA_DIR": str(tmp_path), "ACTIVITY_TENANTS_FILE": str(other)}, tmp_path
+    )
+    assert [t.name for t in config.load(env).tenants] == ["only"]
+    # A mistake there names the component's file and line, as in a tenants file.
+    component.write_text(component.read_text().replace("token_env: T", "token_env: T, keep_dayz: 3"))
+    env = config.with_component_tenants({"ACTIVITY_DATA_DIR": str(tmp_path), "T": "t"}, tmp_path)
+    with pytest.raises(ConfigError, match=rf"tenant 'contoso' \(line 4 of {component}\).*keep_dayz.*keep_days"):
+        config.load(env)

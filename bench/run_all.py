@@ -171,7 +171,8 @@ BENCHMARKS: list[tuple[str, list[str], str]] = [
         "DuckDB over 30 days of 50,000 activities: pruning, and Parquet size against JSON",
         ["bench.duckdb_queries"],
         "",
-    ),    (
+    ),
+    (
         "Hundreds of tenants: the code location's load, a run's start-up and make tenants at 1 to 1,000 tenants",
         ["bench.many_tenants"],
         "Each figure from a fresh interpreter, as the code server, the daemon and every run worker start one; the "

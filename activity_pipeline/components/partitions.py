@@ -101,7 +101,8 @@ class TenantDays:
 
     @classmethod
     def of(cls, tenants: Sequence[TenantConfig], dataset: Dataset, today: dt.date) -> TenantDays:
-        oldest = _oldest_stored(dataset)
+        # Only a tenant without a start_date needs its oldest stored day: with none, nothing is read.
+        oldest = _oldest_stored(dataset) if any(t.start_date is None for t in tenants) else {}
         first = {t.name: start_date(t, oldest.get(t.name), today) for t in tenants}
         # No tenant at all is a configuration error caught before this; an empty axis would not load.
         earliest = min([*first.values(), today - dt.timedelta(days=1)])
