@@ -173,3 +173,18 @@ def test_automation_takes_only_true_or_false(tmp_path):
     tenants.write_text("tenants:\n  - {name: lab, demo: true, automation: 'off'}\n")
     with pytest.raises(ConfigError, match=r"tenant 'lab' \(line 2 .*`automation` must be true .* or false"):
         config.load({"ACTIVITY_TENANTS_FILE": str(tenants), "ACTIVITY_DATA_DIR": str(tmp_path)})
+
+
+def test_a_sensor_tick_looks_at_the_least_recently_seen_tenants_within_its_budget():
+    from activity_pipeline.components.rotation import Rotation
+
+    names = [f"t{i}" for i in range(5)]
+    first = Rotation(None, names, every=3600, budget=0.0, now=1000.0)
+    assert list(first) == ["t0"], "a spent budget still looks at one tenant, so every tick makes progress"
+    assert first.left == 4
+    second = Rotation(first.cursor(), names, every=3600, budget=30, now=1100.0)
+    assert list(second) == ["t1", "t2", "t3", "t4"], "not looked at before: before the one seen at 1000"
+    # An hour after each was seen, each is due again, the least recently seen first.
+    later = Rotation(second.cursor(), names, every=3600, budget=30, now=4650.0)
+    assert later.due == ["t0"]
+    assert Rotation("not json", names, every=3600, budget=30, now=0.0).due == names, "a bad cursor starts again"

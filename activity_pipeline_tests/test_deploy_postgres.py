@@ -24,7 +24,19 @@ import dagster as dg
 import pytest
 
 from activity_pipeline.demo_tenant import DemoTenant, DemoTenantServer, TenantSpec
-from activity_pipeline_testing.helpers import JOB, REPO, cli_env, free_port, last_days, later, launch, serve
+from activity_pipeline_testing.helpers import (
+    ASSET,
+    JOB,
+    REPO,
+    TENANT,
+    cli_env,
+    free_port,
+    last_days,
+    later,
+    launch,
+    partition,
+    serve,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -133,9 +145,9 @@ def test_the_daily_job_runs_into_the_postgres_instance(deployment, postgres, ten
     instance = _instance(deployment)
     assert type(instance.run_storage).__name__ == "PostgresRunStorage"
     assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
-    (run,) = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": day.isoformat()}))
+    (run,) = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": partition(day)}))
     assert run.status == dg.DagsterRunStatus.SUCCESS
-    event = instance.get_latest_materialization_event(dg.AssetKey(["default", "activities"]))
+    event = instance.get_latest_materialization_event(ASSET)
     assert event is not None and event.run_id == run.run_id
     assert event.asset_materialization.metadata["dagster/partition_row_count"].value == tenant[0].truth_count(day)
     assert _psql(postgres, f"SELECT status FROM runs WHERE run_id = '{run.run_id}'") == [("SUCCESS",)]
@@ -149,8 +161,8 @@ def test_a_three_day_backfill_runs_through_the_daemon(deployment, tenant):
     env = deployment["env"]
     workspace = ["-w", str(REPO / "workspace.yaml")]
     out = subprocess.run(
-        [str(BIN / "dagster"), "job", "backfill", *workspace, "-j", JOB, "--from", days[0].isoformat(),
-         "--to", days[-1].isoformat(), "--noprompt"],
+        [str(BIN / "dagster"), "job", "backfill", *workspace, "-j", JOB, "--partitions",
+         ",".join(partition(d) for d in days), "--noprompt"],
         env=env, cwd=REPO, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
@@ -169,10 +181,9 @@ def test_a_three_day_backfill_runs_through_the_daemon(deployment, tenant):
     finally:
         os.killpg(daemon.pid, 15)
         daemon.wait(timeout=60)
-    assert sorted(r.tags["dagster/partition"] for r in runs) == [d.isoformat() for d in days]
+    assert sorted(r.tags["dagster/partition"] for r in runs) == [partition(d) for d in days]
     assert {r.status for r in runs} == {dg.DagsterRunStatus.SUCCESS}
-    partitions = instance.get_materialized_partitions(dg.AssetKey(["default", "activities"]))
-    assert {d.isoformat() for d in days} <= partitions
+    assert {partition(d) for d in days} <= instance.get_materialized_partitions(ASSET)
 
 
 def test_a_schedule_tick_requests_yesterday_in_the_postgres_instance(deployment, postgres, monkeypatch):
@@ -215,7 +226,8 @@ def test_a_schedule_tick_requests_yesterday_in_the_postgres_instance(deployment,
     ticks = instance.get_ticks(schedule.get_remote_origin_id(), schedule.selector_id)
     assert ticks and ticks[0].status.value == "SUCCESS", ticks[:1]
     (run,) = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/schedule_name": f"{JOB}_schedule"}))
-    assert run.tags["dagster/partition"] == (tick_time.date() - dt.timedelta(days=1)).isoformat()
+    assert run.tags["dagster/partition"] == partition(tick_time.date() - dt.timedelta(days=1))
+    assert run.tags["activity_pipeline/tenant"] == TENANT
     # Queued by the QueuedRunCoordinator of deploy/dagster.yaml, for the daemon to dequeue.
     assert run.status == dg.DagsterRunStatus.QUEUED
     rows = _psql(postgres, "SELECT count(*) FROM job_ticks WHERE status = 'SUCCESS'")

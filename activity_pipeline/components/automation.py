@@ -11,12 +11,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import dagster as dg
 
-from activity_pipeline.components.partitions import TENANT, TenantDays, key
+from activity_pipeline.components.partitions import TenantDays, key
 from activity_pipeline.components.resources import MDCA, ActivityStorage, TenantClients
 from activity_pipeline.components.rotation import Rotation
 from activity_pipeline.config import TenantConfig
@@ -192,11 +192,3 @@ def rescue_requests(
         )
         for d in risky
     ]
-
-
-def tenants_of(requests: Collection[dg.RunRequest]) -> set[str]:
-    """The tenants `requests` ask for (tests and messages)."""
-    return {str(r.partition_key).split("|")[1] for r in requests if r.partition_key}
-
-
-__all__ = ["JOB", "TENANT", "TENANT_TAG", "Automation", "build_automation", "rescue_requests", "run_request"]
