@@ -221,3 +221,31 @@ def test_the_sensor_upgrades_a_day_compacted_with_older_typed_columns(tmp_path, 
     assert job.execute_in_process(partition_key=partition(old), tags=request.tags, instance=instance).success
     assert tenant_data(tmp_path).manifest(old).schema_version == 2
     assert partition(old) not in {r.partition_key for r in _compaction_tick(defs, tmp_path, instance)}
+
+
+def test_a_compaction_tick_asks_for_a_bounded_number_of_runs_and_the_next_goes_on(tmp_path):
+    from activity_pipeline.components.lifecycle import COMPACTIONS_PER_TICK_IN_ALL
+
+    names = [f"t{i:02d}" for i in range(30)]
+    tenants = tmp_path / "tenants.yaml"
+    tenants.write_text("tenants:\n" + "".join(f"  - {{name: {n}, demo: true}}\n" for n in names))
+    settled = [TODAY - dt.timedelta(days=k) for k in (10, 11)]
+    for name in names:
+        for day in settled:
+            with tenant_data(tmp_path, name).writer(day) as writer:
+                writer.commit()
+    settings = config.load({"ACTIVITY_TENANTS_FILE": str(tenants), "ACTIVITY_DATA_DIR": str(tmp_path)})
+    defs = _defs(settings)
+    sensor = defs.resolve_sensor_def("compaction")
+    resources = {"storage": ActivityStorage(data_dir=str(tmp_path))}
+    instance = dg.DagsterInstance.ephemeral()
+    with dg.build_sensor_context(instance=instance, resources=resources, definitions=defs) as context:
+        first = sensor.evaluate_tick(context)
+    assert len(first.run_requests) == COMPACTIONS_PER_TICK_IN_ALL, "not one run per settled day of every tenant"
+    asked = {r.tags["activity_pipeline/tenant"] for r in first.run_requests}
+    with dg.build_sensor_context(
+        instance=instance, resources=resources, definitions=defs, cursor=first.cursor
+    ) as context:
+        second = sensor.evaluate_tick(context)
+    assert {r.tags["activity_pipeline/tenant"] for r in second.run_requests}.isdisjoint(asked), "the others next"
+    assert len(first.run_requests) + len(second.run_requests) == 2 * COMPACTIONS_PER_TICK_IN_ALL

@@ -31,9 +31,11 @@ from activity_pipeline.storage.compaction import CompactionError, NotStoredError
 from activity_pipeline.storage.dataset import open_copy
 from activity_pipeline.storage.errors import DayChangedError, DayLockedError
 
-# A compaction sensor's tick asks for at most this many days, oldest first: a year of uncompacted days is
-# worked off over the following hours, without filling the run queue at once.
+# A compaction sensor's tick asks for at most this many days of a tenant, oldest first, and this many in all: a
+# year of uncompacted days (of a thousand tenants) is worked off over the following hours, without filling the run
+# queue at once.
 COMPACTIONS_PER_TICK = 6
+COMPACTIONS_PER_TICK_IN_ALL = 24
 # A version of a day (its files) whose compaction failed this many times is asked for no more: a day a run held
 # is asked for again at the next tick, a rewrite that does not verify is not rewritten every hour forever.
 COMPACTION_ATTEMPTS = 3
@@ -128,6 +130,8 @@ def build_lifecycle(
                 given_up += failed
             except Exception as exc:  # one tenant's storage failing never stops the others
                 context.log.warning(f"compaction of {tenant} skipped: {' '.join(str(exc).split())[:300]}")
+            if len(requests) >= COMPACTIONS_PER_TICK_IN_ALL:
+                break  # the tenants not reached are the first the next tick looks at
         reached = f"looked at {len(rotation.looked)} tenants ({rotation.left} due left for the next tick)"
         failed = f"; {given_up} failed {COMPACTION_ATTEMPTS} times" if given_up else ""
         return dg.SensorResult(
