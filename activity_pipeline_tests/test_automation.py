@@ -154,6 +154,7 @@ def test_one_schedule_and_one_sensor_per_concern_run_by_default(tmp_path):
         # A real tenant's days are lost at the service window's end; a demo tenant's are made again on demand.
         "service_window_rescue": "RUNNING",
         "compaction": "RUNNING",
+        "intraday": "RUNNING",
     }
 
 

@@ -42,9 +42,13 @@ def test_dg_list_defs_shows_the_assets_checks_job_schedule_and_sensor():
             "stored_files_intact",
         )
     }
-    assert sorted(j["name"] for j in listed["jobs"]) == ["activities_verification", "compact_day", JOB]
+    assert sorted(j["name"] for j in listed["jobs"]) == [
+        "activities_verification", "compact_day", JOB, "intraday_activities"
+    ]  # fmt: skip
     assert sorted(s["name"] for s in listed["schedules"]) == ["activities_verification_schedule", f"{JOB}_schedule"]
-    assert sorted(s["name"] for s in listed["sensors"]) == ["compaction", "late_arrivals", "service_window_rescue"]
+    assert sorted(s["name"] for s in listed["sensors"]) == [
+        "compaction", "intraday", "late_arrivals", "service_window_rescue"
+    ]  # fmt: skip
 
 
 def test_with_a_real_tenant_configured_nothing_of_the_demo_tenant_is_imported():

@@ -59,7 +59,9 @@ def test_each_tenant_has_its_own_first_day_and_the_grid_starts_at_the_earliest(t
     assert days.refusal("late", dt.date(2026, 11, 1)) is None
     assert "they run from 2026-11-01 (its start_date" in (days.refusal("late", dt.date(2026, 10, 31)) or "")
     assert "its keep_days (30)" in (days.refusal("kept", dt.date(2026, 10, 1)) or "")
-    assert "not a complete UTC day yet" in (days.refusal("early", TODAY) or "")
+    assert days.refusal("early", TODAY) is None, "today is the day in progress"
+    assert "has not begun" in (days.refusal("early", TODAY + dt.timedelta(days=1)) or "")
+    assert days.partitions.days.get_last_partition_key() == dt.datetime.now(dt.UTC).date().isoformat()
     assert "no tenant named nobody" in (days.refusal("nobody", TODAY) or "")
 
 

@@ -54,6 +54,8 @@ class Evidence:
     filters: dict[str, Any] = dataclasses.field(default_factory=dict)
     # The day's last verification (`make verify`, the weekly activities_verification job), if any.
     verification: Verification | None = None
+    # The day has not ended (today): what needs the whole day waits for it.
+    in_progress: bool = False
 
 
 @dataclasses.dataclass
@@ -197,6 +199,8 @@ def schema_matches(e: Evidence) -> Verdict | str:
 
 
 def _too_little_history(e: Evidence) -> Verdict | str | None:
+    if e.in_progress:
+        return f"{e.facts.day} is in progress: it is judged against the days before once it ends (00:00 UTC)"
     if not e.facts.exists or e.facts.manifest is None:
         return _missing(e.facts.day, WARN)
     if len(e.history) < MIN_HISTORY_DAYS:
@@ -358,6 +362,7 @@ def build_checks(
             at_risk=_at_risk(context, store, grid.days_of(tenant)) if watch else [],
             filters=mdca.filters,
             verification=store.verification(day) if "stored_files_intact" in wanted else None,
+            in_progress=day >= run_start(context).date(),
         )
         for name, (judge, _, _) in CHECKS.items():
             if name not in wanted:

@@ -1,5 +1,5 @@
 """Every tenant's days as one grid: a partition is a (day, tenant) pair, each tenant's days running from its first
-kept day to yesterday (the last complete UTC day).
+kept day to yesterday (the last complete UTC day), and today, the day in progress (collected intraday).
 
 Dagster's two-dimensional partitions share one day axis, which starts at the earliest tenant's first day. A tenant
 whose own first day is later (a `start_date`, a `keep_days`) does not have the days before it: the schedule, the
@@ -74,7 +74,7 @@ class TenantDayPartitions(dg.MultiPartitionsDefinition):
             raise dg.DagsterUnknownPartitionError(
                 f"{partition_key} is not a partition: a partition is DAY|TENANT (2026-11-24|contoso), DAY one of "
                 f"the days from {self.days.get_first_partition_key()} to {self.days.get_last_partition_key()} "
-                f"(yesterday, the last complete UTC day) and TENANT one of {', '.join(self.tenants[:5])}"
+                f"(today, the day in progress) and TENANT one of {', '.join(self.tenants[:5])}"
                 f"{' ...' if len(self.tenants) > 5 else ''}"
             ) from None
 
@@ -106,13 +106,15 @@ class TenantDays:
         first = {t.name: start_date(t, oldest.get(t.name), today) for t in tenants}
         # No tenant at all is a configuration error caught before this; an empty axis would not load.
         earliest = min([*first.values(), today - dt.timedelta(days=1)])
-        days = dg.DailyPartitionsDefinition(start_date=earliest.isoformat(), timezone="UTC", end_offset=0)
+        # end_offset=1: today is a partition too, the day in progress, collected intraday and exact as of each
+        # collection's watermark; every other day is complete.
+        days = dg.DailyPartitionsDefinition(start_date=earliest.isoformat(), timezone="UTC", end_offset=1)
         names = dg.StaticPartitionsDefinition([t.name for t in tenants])
         why = {t.name: _why_first(t) for t in tenants}
         return cls(TenantDayPartitions({DAY: days, TENANT: names}), first, today, why)
 
     def last(self, today: dt.date | None = None) -> dt.date:
-        """The newest day: yesterday, the last complete UTC day."""
+        """The newest complete day: yesterday."""
         return (today or self.loaded) - dt.timedelta(days=1)
 
     def days_of(self, tenant: str, today: dt.date | None = None) -> list[dt.date]:
@@ -129,10 +131,11 @@ class TenantDays:
         first, last = self.first.get(tenant), self.last(today)
         if first is None:
             return f"no tenant named {tenant} is configured; configured: {', '.join(self.first)}"
-        if first <= day <= last:
+        # Today is the day in progress: collected so far, exact as of its watermark.
+        if first <= day <= last + dt.timedelta(days=1):
             return None
         if day > last:
-            return f"{day} is not a complete UTC day yet: the newest day is {last} (yesterday)"
+            return f"{day} has not begun: the newest day is {last + dt.timedelta(days=1)} (today, in progress)"
         return (
             f"{day} is not one of tenant {tenant}'s days: they run from {first} ({self.why_first[tenant]}) to "
             f"{last} (yesterday). Pick a day in that range."

@@ -24,6 +24,7 @@ from activity_pipeline.components.alerting import build_alert_sensors
 from activity_pipeline.components.assets import build_activities, build_activities_duckdb
 from activity_pipeline.components.automation import build_automation
 from activity_pipeline.components.checks import build_checks
+from activity_pipeline.components.intraday import build_intraday
 from activity_pipeline.components.lifecycle import build_lifecycle
 from activity_pipeline.components.partitions import TenantDays
 from activity_pipeline.components.resources import resources_for
@@ -72,10 +73,11 @@ def tenants_definitions(settings: config.PipelineConfig, today: dt.date | None =
     lifecycle = build_lifecycle(tenants, activities, grid, object_storage=settings.data_url is not None)
     verification_job, verification_schedule = build_verification(tenants, activities)
     alerts = build_alert_sensors(settings.alerts, activities.key, grid, [(t.name, t.uses_demo_tenant) for t in tenants])
+    intraday = build_intraday(tenants, activities)
     return dg.Definitions(
         assets=[activities, duckdb],
         asset_checks=[checks],
-        jobs=[automation.job, *lifecycle.jobs, verification_job],
+        jobs=[automation.job, *lifecycle.jobs, verification_job, *([intraday.job] if intraday else [])],
         schedules=[automation.schedule, *lifecycle.schedules, verification_schedule],
-        sensors=[*automation.sensors, *lifecycle.sensors, *alerts],
+        sensors=[*automation.sensors, *lifecycle.sensors, *alerts, *([intraday.sensor] if intraday else [])],
     )

@@ -36,7 +36,13 @@ from activity_pipeline.config.model import (
     TenantConfig,
     parse_date,
 )
-from activity_pipeline.config.tenants_file import FILE_KEYS, FILE_VARIABLE_KEYS, read_file, read_tenants_file
+from activity_pipeline.config.tenants_file import (
+    FILE_KEYS,
+    FILE_VARIABLE_KEYS,
+    intraday_minutes,
+    read_file,
+    read_tenants_file,
+)
 from activity_pipeline.errors import ConfigError
 from activity_pipeline.mdca.filters import FilterError, check_filters
 from activity_pipeline.mdca.settings import DEFAULT_AUTHORITY_HOST, DEFAULT_REQUESTS_PER_MINUTE, check_base_url
@@ -144,11 +150,13 @@ def _tenant_from_variables(get: Any, start_date: dt.date | None, rate: int) -> T
         )
     origin = f"tenant {name!r} (the MDCA_* variables)"
     filters = _env_filters(get("MDCA_FILTERS"))
+    intraday = intraday_minutes(get("MDCA_INTRADAY_MINUTES"), "MDCA_INTRADAY_MINUTES")
     api_url = get("MDCA_API_URL")
     if not api_url:
         return TenantConfig(
-            name, start_date=start_date, requests_per_minute=rate, demo=DemoSettings(), filters=filters, origin=origin
-        )
+            name, start_date=start_date, requests_per_minute=rate, demo=DemoSettings(), filters=filters,
+            intraday_minutes=intraday, origin=origin,
+        )  # fmt: skip
     variables = {field: var for field, var in TENANT_VARIABLES.items() if get(var) and field != "api_url"}
     authority = variables.pop("authority_host", None)
     return TenantConfig(
@@ -160,6 +168,7 @@ def _tenant_from_variables(get: Any, start_date: dt.date | None, rate: int) -> T
         requests_per_minute=rate,
         start_date=start_date,
         filters=filters,
+        intraday_minutes=intraday,
         origin=origin,
     )
 

@@ -17,6 +17,9 @@ from activity_pipeline.mdca import MdcaSettings
 from activity_pipeline.mdca.settings import DEFAULT_AUTHORITY_HOST, DEFAULT_REQUESTS_PER_MINUTE, DEFAULT_VARIABLES
 
 DEFAULT_DATA_DIR = "data"
+DEFAULT_INTRADAY_MINUTES = 15
+# A day has 1,440 minutes; more would mean "not today".
+MAX_INTRADAY_MINUTES = 1440
 DEFAULT_TENANT_NAME = "default"
 TENANT_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 
@@ -60,6 +63,9 @@ class TenantConfig:
     keep_days: int | None = None
     # Delete a day only once this other dataset (a folder, or an object-storage URL) holds it whole.
     keep_copied_to: str | None = None
+    # Today (and yesterday, until its nightly run) is collected every this many minutes (`intraday_minutes`,
+    # `MDCA_INTRADAY_MINUTES`); 0: not at all, the day is scanned once it is complete.
+    intraday_minutes: int = DEFAULT_INTRADAY_MINUTES
     # Where the tenant was defined, for messages: "tenant 'contoso' (line 4 of /etc/tenants.yaml)".
     origin: str = ""
 

@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from activity_pipeline.alerts import Destination, parse_alerts
-from activity_pipeline.config.model import TENANT_NAME, DemoSettings, TenantConfig, parse_date
+from activity_pipeline.config.model import (
+    DEFAULT_INTRADAY_MINUTES,
+    MAX_INTRADAY_MINUTES,
+    TENANT_NAME,
+    DemoSettings,
+    TenantConfig,
+    parse_date,
+)
 from activity_pipeline.errors import ConfigError
 from activity_pipeline.mdca.filters import FilterError, check_filters
 from activity_pipeline.mdca.settings import DEFAULT_AUTHORITY_HOST, DEFAULT_REQUESTS_PER_MINUTE, check_base_url
@@ -26,7 +33,7 @@ FILE_VARIABLE_KEYS = {
 }
 FILE_KEYS = (
     "name", "api_url", *FILE_VARIABLE_KEYS, "authority_host", "requests_per_minute", "rate_window_seconds",
-    "start_date", "demo", "automation", "filters", "keep_days",
+    "start_date", "demo", "automation", "filters", "keep_days", "intraday_minutes",
 )  # fmt: skip
 _DEMO_KEYS = ("seed", "activities_per_day")
 # Keys someone may write a secret under; the message then says where secrets go instead.
@@ -148,7 +155,7 @@ def _file_tenant(
         shown = "missing" if raw_name is None else repr(raw_name)
         raise fail(
             f"`name` must be a lower-case name like contoso (a letter, then up to 39 letters, digits or "
-            f"underscores; it is used in asset keys, pools and folder names); got {shown}"
+            f"underscores; it is used in partition keys and folder names); got {shown}"
         )
     for key in entry:
         if key in FILE_KEYS:
@@ -238,6 +245,10 @@ def _file_tenant(
         at = lines.get(exc.filter or "", lines.get("", line))
         raise ConfigError(f"{who}: `filters`, line {at}: {exc}") from None
     keep_days, copied_to = _keep_days(entry.get("keep_days"), fail)
+    try:
+        intraday = intraday_minutes(entry.get("intraday_minutes"), "`intraday_minutes`")
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
     first = entry.get("start_date", start_date)
     if isinstance(first, str):
         try:
@@ -259,8 +270,25 @@ def _file_tenant(
         filters=filters,
         keep_days=keep_days,
         keep_copied_to=copied_to,
+        intraday_minutes=intraday,
         origin=who,
     )
+
+
+def intraday_minutes(value: Any, what: str) -> int:
+    """`intraday_minutes: 15` (the default when unset), 0 to turn it off, 1 at the least."""
+    if value is None or value == "":
+        return DEFAULT_INTRADAY_MINUTES
+    try:
+        minutes = int(value) if not isinstance(value, bool) and str(value).strip().isdigit() else -1
+    except (TypeError, ValueError):
+        minutes = -1
+    if not 0 <= minutes <= MAX_INTRADAY_MINUTES:
+        raise ConfigError(
+            f"{what} must be a whole number of minutes from 1 to {MAX_INTRADAY_MINUTES} (today is collected that "
+            f"often), or 0 to collect each day only once it is complete; got {value!r}"
+        )
+    return minutes
 
 
 def _keep_days(value: Any, fail: Any) -> tuple[int | None, str | None]:
