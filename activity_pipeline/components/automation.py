@@ -43,7 +43,8 @@ def run_request(tenant: str, day: dt.date, run_key: str | None, **tags: str) -> 
     return dg.RunRequest(partition_key=key(day, tenant), run_key=run_key, tags={TENANT_TAG: tenant, **tags})
 
 
-def _status(on: bool) -> dg.DefaultSensorStatus:
+def sensor_status(on: bool) -> dg.DefaultSensorStatus:
+    """A sensor's default status: running when it has a tenant to serve (one with automation on)."""
     return dg.DefaultSensorStatus.RUNNING if on else dg.DefaultSensorStatus.STOPPED
 
 
@@ -81,7 +82,7 @@ def build_automation(
         name="late_arrivals",
         job=job,
         minimum_interval_seconds=300,
-        default_status=_status(bool(automated)),
+        default_status=sensor_status(bool(automated)),
         required_resource_keys={MDCA, "storage"},
         description="Tops up the days of the settle window (the last 3 complete days) whose source count has passed "
         "what is stored: each tenant looked at about hourly, least recently first.",
@@ -113,7 +114,7 @@ def build_automation(
         minimum_interval_seconds=3600,
         # Against a real tenant a day not stored before the cliff is lost for good. A demo tenant's days are made
         # again on demand: nothing is lost, and rescuing them would only run a fortnight of synthetic days.
-        default_status=_status(bool(real)),
+        default_status=sensor_status(bool(real)),
         required_resource_keys={"storage"},
         description="Materializes days that leave the service's 180-day window within 14 days and are missing or "
         "incomplete, oldest first (real tenants only).",

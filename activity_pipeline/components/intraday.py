@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import dagster as dg
 import pydantic
 
+from activity_pipeline.components.automation import sensor_status
 from activity_pipeline.components.partitions import key, run_start
 from activity_pipeline.components.resources import MDCA, ActivityStorage, TenantClients
 from activity_pipeline.components.rotation import Rotation
@@ -110,7 +111,7 @@ def build_intraday(tenants: Sequence[TenantConfig], activities: dg.AssetsDefinit
         name="intraday",
         job=intraday_job,
         minimum_interval_seconds=60,
-        default_status=dg.DefaultSensorStatus.RUNNING if automated else dg.DefaultSensorStatus.STOPPED,
+        default_status=sensor_status(bool(automated)),
         description="Asks for one run of intraday_activities for the tenants whose intraday_minutes have passed "
         "since they were last asked for, unless one is still going.",
     )

@@ -14,7 +14,7 @@ from typing import Any
 
 import dagster as dg
 
-from activity_pipeline.components.automation import TENANT_TAG, TICK_BUDGET_SECONDS
+from activity_pipeline.components.automation import TENANT_TAG, TICK_BUDGET_SECONDS, sensor_status
 from activity_pipeline.components.partitions import (
     TenantDays,
     first_kept_day,
@@ -110,7 +110,7 @@ def build_lifecycle(
         name="compaction",
         job=compaction_job,
         minimum_interval_seconds=600,
-        default_status=dg.DefaultSensorStatus.RUNNING if automated else dg.DefaultSensorStatus.STOPPED,
+        default_status=sensor_status(bool(automated)),
         required_resource_keys={"storage"},
         description="Compacts each tenant's settled days (before the late-arrivals window) that are not compacted, "
         "or compacted with older typed columns (which the compaction upgrades from `raw`), oldest first.",
