@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import pyarrow.parquet as pq
 import pytest
 
@@ -51,6 +52,11 @@ def _exact_as_of_watermark(data: Path, tenant: str, truth: DemoTenant) -> int:
     return len(ids)
 
 
+def _materializations(result: dg.ExecuteInProcessResult, asset: str) -> list[dg.DagsterEvent]:
+    events = [e for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"]
+    return [e for e in events if e.event_specific_data.materialization.asset_key.path == [asset]]
+
+
 def test_the_days_in_progress_are_today_and_yesterday_until_the_nightly_run():
     assert days_in_progress(dt.datetime(2026, 12, 5, 2, 14, tzinfo=dt.UTC)) == [
         dt.date(2026, 12, 4),
@@ -90,13 +96,32 @@ def test_an_intraday_run_collects_today_so_far_exactly_and_then_tops_it_up(tmp_p
     assert first.success
     rows = _exact_as_of_watermark(tmp_path, TENANT, tenant)
     assert 0 < rows < tenant.truth_count(TODAY, now=int(NOW.timestamp() * 1000) + 86_400_000), "today so far"
-    (event,) = [e for e in first.all_events if e.event_type_value == "ASSET_MATERIALIZATION"]
+    (event,) = _materializations(first, "activities")
     assert event.event_specific_data.materialization.partition == partition(TODAY)
+    # There was no DuckDB file: the run built one, and its views return what the run stored.
+    assert len(_materializations(first, "activities_duckdb")) == 1
+    watermark = dt.datetime.fromtimestamp(tenant_data(tmp_path, TENANT).manifest(TODAY).watermark_ms / 1000, dt.UTC)
+    with duckdb.connect(str(tmp_path / "activities.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM activities").fetchone() == (rows,)
+        # Today is in progress, with its watermark; the tenant's clock is half an hour behind the real one, so its
+        # watermark (five minutes before its scan began) is 35 minutes old: behind an interval of 1 minute.
+        health = con.execute(
+            "SELECT in_progress, collected_up_to, rows_stored FROM partition_health WHERE date = ?", [TODAY]
+        ).fetchall()
+        assert health == [(True, watermark, rows)]
+        (fresh,) = con.execute(
+            "SELECT tenant, intraday_minutes, newest_day, complete_up_to, lag_minutes, state, newest_activity "
+            "FROM freshness"
+        ).fetchall()
+    assert fresh[:4] == (TENANT, 1, TODAY, watermark)
+    assert 34 <= fresh[4] <= 40 and fresh[5] == "behind"
+    assert fresh[6] <= NOW - dt.timedelta(minutes=30), "nothing newer than the tenant held"
     # Twenty minutes on: a top-up of what was created since the watermark.
     tenant.advance(dt.timedelta(minutes=20))
     second = job.execute_in_process(run_config={"ops": {"collect_intraday": {"config": {"tenants": [TENANT]}}}})
-    (event,) = [e for e in second.all_events if e.event_type_value == "ASSET_MATERIALIZATION"]
+    (event,) = _materializations(second, "activities")
     assert event.event_specific_data.materialization.metadata["mode"].value == "top-up"
+    assert not _materializations(second, "activities_duckdb"), "on local disk the views find new versions themselves"
     assert _exact_as_of_watermark(tmp_path, TENANT, tenant) > rows
     # The day's next run of the daily job (the nightly one, or the UI's) is a top-up too, and its checks pass.
     tenant.advance(dt.timedelta(minutes=10))
@@ -146,3 +171,14 @@ def test_no_intraday_job_when_every_tenant_turns_it_off(tmp_path):
     settings = _settings(tmp_path, {"a": 0, "b": 0})
     defs = build_defs(resources_for(settings), settings)
     assert JOB not in {j.name for j in defs.resolve_all_job_defs()}
+
+
+def test_the_uis_freshness_follows_the_shortest_interval_or_the_nightly_run(tmp_path):
+    def policy(minutes: dict[str, int]) -> dg.FreshnessPolicy:
+        settings = _settings(tmp_path, minutes)
+        spec = build_defs(resources_for(settings), settings).resolve_assets_def("activities").specs_by_key
+        return spec[dg.AssetKey("activities")].freshness_policy
+
+    assert policy({"a": 15, "b": 5, "c": 0}).fail_window.to_timedelta() == dt.timedelta(minutes=15)
+    assert policy({"a": 15}).warn_window.to_timedelta() == dt.timedelta(minutes=20)
+    assert policy({"a": 0}).deadline_cron == "0 4 * * *"

@@ -229,3 +229,40 @@ def test_a_short_full_rescan_is_kept_aside_and_the_table_keeps_the_day(tmp_path,
     assert Lake(url).table().version() == version, "nothing committed"
     assert sorted(stored(open_dataset(tmp_path, url), "contoso", DAYS[0])) == before
     assert list(info.value.path.glob("*.parquet")), "the short scan's files are kept aside locally"
+
+
+def test_an_intraday_collection_on_object_storage_is_queryable_at_once(tmp_path, lake, served):
+    """On object storage the DuckDB file names the table's files of the moment it was built: each intraday run that
+    stores a version builds it again, so what it stored is returned, and `freshness` has its watermark."""
+    from activity_pipeline import config
+    from activity_pipeline.components.intraday import JOB as INTRADAY
+
+    url, _env = lake
+    now = dt.datetime.now(dt.UTC)
+    tenant = DemoTenant(TenantSpec(days=(now.date(),), activities_per_day=3_000, seed=9))
+    tenant.set_now(now - dt.timedelta(minutes=20))
+    tenants = tmp_path / "tenants.yaml"
+    tenants.write_text(f"tenants:\n  - {{name: {TENANT}, demo: true, intraday_minutes: 1}}\n")
+    data = tmp_path / "data"
+    settings = config.load(
+        {"ACTIVITY_TENANTS_FILE": str(tenants), "ACTIVITY_DATA_DIR": str(data), "ACTIVITY_DATA_URL": url}
+    )
+    storage = ActivityStorage(data_dir=str(data), data_url=url)
+    defs = build_defs({MDCA: TenantClients({TENANT: tenant_resource(served(tenant))}), "storage": storage}, settings)
+    job = defs.resolve_job_def(INTRADAY)
+    ask = {"ops": {"collect_intraday": {"config": {"tenants": [TENANT]}}}}
+    dataset = open_dataset(data, url)
+    for _ in range(2):
+        assert job.execute_in_process(run_config=ask).success
+        manifest = dataset.tenant(TENANT).manifest(now.date())
+        con = duckdb.connect(str(data / "activities.duckdb"), read_only=True)
+        try:
+            for sql in duckdb_setup(url):
+                con.execute(sql)
+            assert con.execute("SELECT count(*) FROM activities").fetchone() == (manifest.rows,)
+            (watermark,) = con.execute("SELECT complete_up_to FROM freshness").fetchone()
+            (in_progress,) = con.execute("SELECT in_progress FROM partition_health").fetchone()
+        finally:
+            con.close()
+        assert watermark == dt.datetime.fromtimestamp(manifest.watermark_ms / 1000, dt.UTC) and in_progress
+        tenant.advance(dt.timedelta(minutes=10))

@@ -115,11 +115,26 @@ def _metadata(result: IngestResult, total_rows: int) -> dict[str, object]:
     }
 
 
-def build_activities(grid: TenantDays, *, adopt_legacy_days: bool = False) -> dg.AssetsDefinition:
+def freshness_policy(intraday_minutes: int) -> dg.FreshnessPolicy:
+    """The UI's freshness of `activities`, a whole asset's (per tenant: the `freshness` view).
+
+    With tenants collected intraday (`intraday_minutes`: the shortest interval; 0: none) some tenant's day lands
+    every interval: late after the interval, the watermark's five minutes and five for the run; warned five
+    minutes before. Otherwise the nightly run at 02:15 UTC should have landed yesterday by 04:00.
+    """
+    if intraday_minutes > 0:
+        late = dt.timedelta(minutes=intraday_minutes + 10)
+        return dg.FreshnessPolicy.time_window(fail_window=late, warn_window=late - dt.timedelta(minutes=5))
+    return dg.FreshnessPolicy.cron(deadline_cron="0 4 * * *", lower_bound_delta=dt.timedelta(hours=2))
+
+
+def build_activities(
+    grid: TenantDays, *, adopt_legacy_days: bool = False, intraday_minutes: int = 0
+) -> dg.AssetsDefinition:
     """The `activities` asset: every tenant's days, a partition per (day, tenant).
 
     `adopt_legacy_days`: move days stored before tenants existed under the one tenant first (a deployment of one
-    tenant without a tenants file).
+    tenant without a tenants file). `intraday_minutes`: `freshness_policy`'s.
     """
 
     @dg.asset(
@@ -133,8 +148,7 @@ def build_activities(grid: TenantDays, *, adopt_legacy_days: bool = False) -> dg
         kinds={"parquet"},
         group_name="activities",
         code_version="1",
-        # The daily schedule runs at 02:15 UTC; yesterday should have landed by 04:00.
-        freshness_policy=dg.FreshnessPolicy.cron(deadline_cron="0 4 * * *", lower_bound_delta=dt.timedelta(hours=2)),
+        freshness_policy=freshness_policy(intraday_minutes),
         description="Every Defender for Cloud Apps activity of one tenant for one UTC day (by `timestamp`), one "
         "Parquet folder per day under $ACTIVITY_DATA_DIR/activities/tenant=NAME/date=YYYY-MM-DD/.",
     )
@@ -200,14 +214,17 @@ def _tag(context: dg.AssetExecutionContext, name: str) -> bool:
     return context.run.tags.get(name, "").strip().lower() == "true"
 
 
-def build_activities_duckdb(activities: dg.AssetsDefinition, start_dates: Mapping[str, dt.date]) -> dg.AssetsDefinition:
-    """`activities_duckdb`: views over every tenant's days, rebuilt after any tenant's day lands."""
+def build_activities_duckdb(
+    activities: dg.AssetsDefinition, start_dates: Mapping[str, dt.date], intervals: Mapping[str, int]
+) -> dg.AssetsDefinition:
+    """`activities_duckdb`: views over every tenant's days, rebuilt after any tenant's day lands. `start_dates` and
+    `intervals` are `storage.duckdb_views.build_database`'s."""
 
     @dg.asset(deps=[activities], kinds={"duckdb"}, group_name="dataset")
     def activities_duckdb(context: dg.AssetExecutionContext, storage: ActivityStorage) -> dg.MaterializeResult:
         """Views over every tenant's stored days in $ACTIVITY_DATA_DIR/activities.duckdb: a file the DuckDB CLI opens, with absolute paths and a `tenant` column."""  # noqa: E501
         try:
-            db = build_database(storage.dataset, start_dates=start_dates)
+            db = build_database(storage.dataset, start_dates=start_dates, intervals=intervals)
         except (DatabaseBusyError, DatabaseWriteError) as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
         context.log.info(f"{db.path}: {len(db.views)} views over {db.tenant_days} tenant-days, {db.rows:,} activities")

@@ -64,16 +64,20 @@ def tenants_definitions(settings: config.PipelineConfig, today: dt.date | None =
     grid = TenantDays.of(tenants, dataset, today)
     # A deployment of one tenant without a tenants file may hold days from before tenants existed: its runs adopt them.
     adopt = settings.tenants_file is None and len(tenants) == 1
-    activities = build_activities(grid, adopt_legacy_days=adopt)
+    # The UI's freshness follows the shortest interval of the tenants collected intraday by the daemon.
+    shortest = min((t.intraday_minutes for t in tenants if t.automation and t.intraday_minutes > 0), default=0)
+    activities = build_activities(grid, adopt_legacy_days=adopt, intraday_minutes=shortest)
     # The service window's end is watched for real tenants only: a demo tenant's days are made again on demand.
     demo = {t.name for t in tenants if t.uses_demo_tenant}
-    duckdb = build_activities_duckdb(activities, {n: d for n, d in grid.first.items() if n not in demo})
+    start_dates = {n: d for n, d in grid.first.items() if n not in demo}
+    intervals = {t.name: t.intraday_minutes for t in tenants}
+    duckdb = build_activities_duckdb(activities, start_dates, intervals)
     checks = build_checks(activities, grid, demo=demo)
     automation = build_automation(tenants, activities, duckdb, grid)
     lifecycle = build_lifecycle(tenants, activities, grid, object_storage=settings.data_url is not None)
     verification_job, verification_schedule = build_verification(tenants, activities)
     alerts = build_alert_sensors(settings.alerts, activities.key, grid, [(t.name, t.uses_demo_tenant) for t in tenants])
-    intraday = build_intraday(tenants, activities)
+    intraday = build_intraday(tenants, activities, grid, start_dates)
     return dg.Definitions(
         assets=[activities, duckdb],
         asset_checks=[checks],

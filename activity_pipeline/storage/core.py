@@ -292,6 +292,12 @@ class ViewSources:
     rows: Mapping[tuple[str, dt.date], int]
     # The glob of the deleted days' audit records; None: none yet.
     deleted: str | None = None
+    # Each stored day's watermark (every record created by then is stored) and when its version was written:
+    # (tenant, date, watermark TIMESTAMPTZ, collected_at TIMESTAMPTZ) for at least each tenant's two newest days.
+    progress: str = (
+        "SELECT NULL::VARCHAR AS tenant, NULL::DATE AS date, NULL::TIMESTAMPTZ AS watermark, "
+        "NULL::TIMESTAMPTZ AS collected_at WHERE false"
+    )
 
 
 class Dataset(abc.ABC):
@@ -299,6 +305,9 @@ class Dataset(abc.ABC):
     file on either backend."""
 
     root: Path
+    # Whether the DuckDB file's views find what is stored when they are queried (a folder's glob); False: they
+    # name the files stored when the file was built (a Delta table's), and a new version needs a new file.
+    views_follow_writes: bool = True
 
     @property
     @abc.abstractmethod

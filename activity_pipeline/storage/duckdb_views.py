@@ -136,9 +136,16 @@ ANALYTIC_VIEWS: dict[str, str] = {
 }
 
 
-def _health_view(health_glob: str | None) -> str:
+# The UTC date when the view is queried.
+_TODAY = "CAST(now() AT TIME ZONE 'UTC' AS DATE)"
+
+
+def _health_view(health_glob: str | None, progress: str) -> str:
     """`partition_health` over the count checks' findings at `health_glob` (a folder's or a bucket's; None:
-    there are none yet)."""
+    there are none yet), and each stored day's watermark (`progress`, `ViewSources.progress`).
+
+    A day is in progress while it has not ended, and the day before until its count check has run after it ended
+    (the nightly run at 02:15 UTC)."""
     stored = """SELECT tenant, date, count(*) AS rows_stored FROM activities GROUP BY ALL"""
     if health_glob is not None:
         checks = (
@@ -156,16 +163,61 @@ def _health_view(health_glob: str | None) -> str:
             "NULL::TIMESTAMPTZ AS watermark, NULL::BIGINT AS pending, NULL::VARCHAR AS filters WHERE false"
         )
     return f"""
-        WITH stored AS ({stored}), checks AS ({checks})
-        SELECT coalesce(stored.tenant, checks.tenant) AS tenant, coalesce(stored.date, checks.date) AS date,
-               coalesce(stored.rows_stored, 0) AS rows_stored,
-               checks.source_total AS source_total_at_last_check,
-               checks.source_total - coalesce(stored.rows_stored, 0) AS drift,
-               checks.passed AS last_check_passed, checks.checked_at AS last_checked_at,
-               checks.watermark AS complete_up_to, checks.pending AS pending_after_watermark,
-               checks.filters AS collected_under_filters
-        FROM stored FULL OUTER JOIN checks ON stored.tenant = checks.tenant AND stored.date = checks.date
+        WITH stored AS ({stored}), checks AS ({checks}), progress AS ({progress}), days AS (
+            SELECT coalesce(stored.tenant, checks.tenant) AS tenant, coalesce(stored.date, checks.date) AS date,
+                   coalesce(stored.rows_stored, 0) AS rows_stored,
+                   checks.source_total AS source_total_at_last_check,
+                   checks.source_total - coalesce(stored.rows_stored, 0) AS drift,
+                   checks.passed AS last_check_passed, checks.checked_at AS last_checked_at,
+                   checks.watermark AS complete_up_to, checks.pending AS pending_after_watermark,
+                   checks.filters AS collected_under_filters
+            FROM stored FULL OUTER JOIN checks ON stored.tenant = checks.tenant AND stored.date = checks.date
+        )
+        SELECT days.*,
+               days.date >= {_TODAY} OR (days.date = {_TODAY} - 1 AND (days.last_checked_at IS NULL
+                   OR days.last_checked_at AT TIME ZONE 'UTC' < CAST(days.date + 1 AS TIMESTAMP))) AS in_progress,
+               progress.watermark AS collected_up_to, progress.collected_at AS last_collected_at
+        FROM days LEFT JOIN progress ON progress.tenant = days.tenant AND progress.date = days.date
         ORDER BY 1, 2"""
+
+
+# A tenant collected intraday is `behind` once its watermark is older than its interval, the watermark's margin
+# (five minutes, `ingest.WATERMARK_MARGIN_MS`) and this grace for the run itself.
+WATERMARK_MARGIN_MINUTES = 5
+BEHIND_GRACE_MINUTES = 5
+
+
+def _freshness_view(intervals: Mapping[str, int], progress: str) -> str:
+    """`freshness`: per tenant, the newest day and activity stored, the watermark (every activity created by then
+    is stored) and how far it is behind now; `intervals` are the configured tenants' intraday_minutes (0: off).
+    Evaluated when queried."""
+    pairs = ", ".join(f"({_sql_string(t)}, {int(m)})" for t, m in sorted(intervals.items()))
+    tenants = (
+        f"SELECT * FROM (VALUES {pairs}) AS t(tenant, intraday_minutes)"
+        if pairs
+        else "SELECT NULL::VARCHAR AS tenant, NULL::INTEGER AS intraday_minutes WHERE false"
+    )
+    lag = "epoch(now() - latest.complete_up_to) / 60"
+    allowed = f"tenants.intraday_minutes + {WATERMARK_MARGIN_MINUTES + BEHIND_GRACE_MINUTES}"
+    return f"""
+        WITH tenants AS ({tenants}), progress AS ({progress}), latest AS (
+            SELECT tenant, max(date) AS newest_day, arg_max(watermark, date) AS complete_up_to,
+                   arg_max(collected_at, date) AS last_collected_at
+            FROM progress GROUP BY tenant
+        ), recent AS (
+            SELECT tenant, max(timestamp) AS newest_activity FROM activities WHERE date >= {_TODAY} - 1 GROUP BY tenant
+        )
+        SELECT coalesce(tenants.tenant, latest.tenant) AS tenant, tenants.intraday_minutes, latest.newest_day,
+               recent.newest_activity, latest.complete_up_to, latest.last_collected_at,
+               CAST(round({lag}, 1) AS DOUBLE) AS lag_minutes,
+               CASE WHEN latest.newest_day IS NULL THEN 'nothing stored'
+                    WHEN coalesce(tenants.intraday_minutes, 0) = 0 THEN 'daily'
+                    WHEN latest.newest_day < {_TODAY}
+                      OR {lag} > {allowed} THEN 'behind'
+                    ELSE 'current' END AS state
+        FROM tenants FULL OUTER JOIN latest ON latest.tenant = tenants.tenant
+        LEFT JOIN recent ON recent.tenant = coalesce(tenants.tenant, latest.tenant)
+        ORDER BY 1"""
 
 
 def _retention_risk_view(start_dates: Mapping[str, dt.date], stored: str) -> str:
@@ -175,7 +227,7 @@ def _retention_risk_view(start_dates: Mapping[str, dt.date], stored: str) -> str
     Evaluated when queried (today is the query's UTC date), from the stored days and the count check's
     findings, so it is current between rebuilds of the file.
     """
-    today = "CAST(now() AT TIME ZONE 'UTC' AS DATE)"
+    today = _TODAY
     starts = ", ".join(f"({_sql_string(t)}, DATE '{d.isoformat()}')" for t, d in sorted(start_dates.items()))
     tenants = (
         f"SELECT * FROM (VALUES {starts}) AS t(tenant, start_date)"
@@ -208,11 +260,17 @@ class Database:
     at_risk: list[tuple[str, dt.date, int, str]]
 
 
-def build_database(dataset: Dataset, *, start_dates: Mapping[str, dt.date] | None = None) -> Database:
+def build_database(
+    dataset: Dataset,
+    *,
+    start_dates: Mapping[str, dt.date] | None = None,
+    intervals: Mapping[str, int] | None = None,
+) -> Database:
     """Build `activities.duckdb` in the dataset's folder (`dataset.root`), over every tenant's days.
 
     `start_dates` holds each configured tenant's first partition: `retention_risk` looks for missing days
-    from there (a tenant not named has its stored days in every view, and no missing days).
+    from there (a tenant not named has its stored days in every view, and no missing days). `intervals` are the
+    configured tenants' intraday_minutes, for `freshness` (a tenant not named shows with its stored days).
     Builds from concurrent runs (one per tenant) take turns; each one's result is complete.
 
     On object storage (`storage.lake`) the views read the Delta table's current files in place, and
@@ -225,23 +283,29 @@ def build_database(dataset: Dataset, *, start_dates: Mapping[str, dt.date] | Non
     staging.mkdir(parents=True, exist_ok=True)
     with open(staging / f"{DATABASE}.lock", "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return _build(dataset, target, start_dates or {})
+        return _build(dataset, target, start_dates or {}, intervals or {})
 
 
-def _build(dataset: Dataset, target: Path, start_dates: Mapping[str, dt.date]) -> Database:
+def _build(
+    dataset: Dataset, target: Path, start_dates: Mapping[str, dt.date], intervals: Mapping[str, int]
+) -> Database:
     _refuse_if_open(target)
     root = dataset.root
     tmp = root / f".{DATABASE}.{os.getpid()}.tmp"
     tmp.unlink(missing_ok=True)
     sources = dataset.view_sources()  # one listing (or one read of the table's log) for the whole build
     source = sources.activities or _typed_empty()
-    health_view = _health_view(sources.findings)
-    risk_view = _retention_risk_view(start_dates, sources.stored)
-    views = ["activities", *ANALYTIC_VIEWS, "partition_health", "retention_risk", "deleted_days"]
+    derived = {
+        "partition_health": _health_view(sources.findings, sources.progress),
+        "retention_risk": _retention_risk_view(start_dates, sources.stored),
+        "deleted_days": _deleted_view(sources.deleted),
+        "freshness": _freshness_view(intervals, sources.progress),
+    }
+    views = ["activities", *ANALYTIC_VIEWS, *derived]
     import duckdb
 
     try:
-        _write(tmp, target, sources.setup, source, health_view, risk_view, _deleted_view(sources.deleted))
+        _write(tmp, sources.setup, source, derived)
         if sources.script is not None:
             script = root / "activities.sql"
             lines = [f"-- duckdb -init {script} {target}", *(f"{sql};" for sql in sources.script)]
@@ -279,10 +343,9 @@ def _deleted_view(glob: str | None) -> str:
     )
 
 
-def _write(
-    tmp: Path, target: Path, setup: list[str], source: str, health_view: str, risk_view: str, deleted_view: str
-) -> None:
-    """Write the views to `tmp` (renamed into `target`'s place by the caller)."""
+def _write(tmp: Path, setup: list[str], source: str, derived: Mapping[str, str]) -> None:
+    """Write the views to `tmp` (renamed into place by the caller); `derived` are the views over `activities` and
+    the dataset's records, in the order they are created."""
     import duckdb
 
     with duckdb.connect(str(tmp)) as con:
@@ -297,9 +360,8 @@ def _write(
             con.execute(f"CREATE VIEW {name} AS {sql}")
         con.execute("DROP TABLE activities")
         con.execute(f"CREATE VIEW activities AS {source}")
-        con.execute(f"CREATE VIEW partition_health AS {health_view}")
-        con.execute(f"CREATE VIEW retention_risk AS {risk_view}")
-        con.execute(f"CREATE VIEW deleted_days AS {deleted_view}")
+        for name, sql in derived.items():
+            con.execute(f"CREATE VIEW {name} AS {sql}")
         con.execute("CHECKPOINT")
 
 

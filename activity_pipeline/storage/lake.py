@@ -248,6 +248,8 @@ class LakeDataset(Dataset):
     """Every tenant's days in the Delta table at `url`; `root` (`ACTIVITY_DATA_DIR`) keeps work in progress,
     locks and the DuckDB file."""
 
+    views_follow_writes = False
+
     def __init__(self, root: Path, url: str) -> None:
         self.root = Path(root).expanduser().resolve()
         self.lake = Lake(url)
@@ -302,6 +304,7 @@ class LakeDataset(Dataset):
         )
         rows = {key: sum(int(f["rows"] or 0) for f in day_files) for key, day_files in files.items()}
         return ViewSources(
+            progress=self._progress(files),
             setup=duckdb_setup(self.lake.url),
             script=duckdb_setup(self.lake.url, script=True),
             activities=activities,
@@ -310,6 +313,26 @@ class LakeDataset(Dataset):
             rows=rows,
             deleted=deleted,
         )
+
+    def _progress(self, files: dict[tuple[str, dt.date], list[dict]]) -> str:
+        """The two newest days of each tenant, as their manifests were when the file was built (on object storage
+        the views name the files of that moment; a run that writes a version builds the file again)."""
+        newest: dict[str, list[dt.date]] = {}
+        for tenant, day in sorted(files):
+            newest.setdefault(tenant, []).append(day)
+        found = []
+        for tenant, days in newest.items():
+            store = self.tenant(tenant)
+            for day in days[-2:]:
+                manifest = store.manifest(day, [f["name"] for f in files[(tenant, day)]])
+                if manifest is None or manifest.watermark_ms is None:
+                    continue
+                collected = f"TIMESTAMPTZ {_sql(manifest.written_at)}" if manifest.written_at else "NULL::TIMESTAMPTZ"
+                watermark = f"make_timestamptz({int(manifest.watermark_ms)} * 1000)"
+                found.append(f"({_sql(tenant)}, DATE '{day.isoformat()}', {watermark}, {collected})")
+        if not found:
+            return ViewSources.progress
+        return f"SELECT * FROM (VALUES {', '.join(found)}) AS p(tenant, date, watermark, collected_at)"
 
 
 def _sql(value: str) -> str:

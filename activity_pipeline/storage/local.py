@@ -358,12 +358,19 @@ class LocalDataset(Dataset):
         health = self.root / HEALTH
         findings = str(health / "tenant=*" / "*.json") if any(health.glob("tenant=*/*.json")) else None
         # Read when queried, from the manifests: current between rebuilds of the DuckDB file.
+        progress = {}
         if any(days.glob(f"tenant=*/date=*/{MANIFEST}")):
             manifests = days / "tenant=*" / "date=*" / MANIFEST
             stored = (
                 f"SELECT tenant, day AS date FROM read_json({_sql(str(manifests))}, hive_partitioning = true, "
                 "hive_types = {'tenant': VARCHAR}, columns = {day: 'DATE'})"
             )
+            progress = {
+                "progress": "SELECT tenant, day AS date, make_timestamptz(watermark_ms * 1000) AS watermark, "
+                "TRY_CAST(written_at AS TIMESTAMPTZ) AS collected_at "
+                f"FROM read_json({_sql(str(manifests))}, hive_partitioning = true, hive_types = {{'tenant': VARCHAR}}, "
+                "columns = {day: 'DATE', watermark_ms: 'BIGINT', written_at: 'VARCHAR'})"
+            }
         else:
             stored = "SELECT NULL::VARCHAR AS tenant, NULL::DATE AS date WHERE false"
         rows = {
@@ -374,7 +381,14 @@ class LocalDataset(Dataset):
         deleted_dir = self.root / DELETED
         deleted = str(deleted_dir / "tenant=*" / "*.json") if any(deleted_dir.glob("tenant=*/*.json")) else None
         return ViewSources(
-            setup=[], script=None, activities=activities, findings=findings, stored=stored, rows=rows, deleted=deleted
+            setup=[],
+            script=None,
+            activities=activities,
+            findings=findings,
+            stored=stored,
+            rows=rows,
+            deleted=deleted,
+            **progress,
         )
 
 
