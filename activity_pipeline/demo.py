@@ -23,7 +23,7 @@ EXAMPLE = """SELECT tenant, app_name, count(*) AS activities, count(DISTINCT use
 FROM activities GROUP BY tenant, app_name
 QUALIFY row_number() OVER (PARTITION BY tenant ORDER BY count(*) DESC) <= 3
 ORDER BY tenant, activities DESC"""
-ERRORS_ONLY = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+ERRORS_ONLY = {"loggers": {"brief": {"config": {"log_level": "ERROR"}}}}
 
 
 def main() -> int:

@@ -56,15 +56,13 @@ def launch(
         selector = JobSubsetSelector(
             location_name=LOCATION, repository_name=REPOSITORY, job_name=job_name, op_selection=None
         )
+        if not location.get_repository(REPOSITORY).has_job(job_name):
+            why = _ABSENT.get(job_name, "it is not defined")
+            raise JobAbsentError(f"{job_name}: no such job in this deployment: {why}")
         remote_job: RemoteJob = location.get_job(selector)
         recon_job = recon_job_from_origin(remote_job.get_python_origin())
         job_def = recon_job.get_definition()
-        job_def.validate_partition_key(partition, selected_asset_keys=None, context=None)
-        tags = {
-            **remote_job.tags,
-            **job_def.get_tags_for_partition_key(partition, selected_asset_keys=None),
-            **(tags or {}),
-        }
+        tags = {**remote_job.tags, **_partition_tags(job_def, partition), **(tags or {})}
         plan = location.get_execution_plan(
             remote_job, dict(run_config or {}), step_keys_to_execute=None, known_state=None, instance=instance
         ).execution_plan_snapshot
@@ -93,6 +91,32 @@ def launch(
     ended = instance.get_run_by_id(run.run_id)
     assert ended is not None
     return ended
+
+
+class JobAbsentError(LookupError):
+    """The job is not defined by this configuration."""
+
+
+# Jobs defined only when the configuration calls for them, and what does.
+_ABSENT = {
+    "retention": "no tenant sets keep_days (docs/configuration.md), so there is nothing to delete",
+    "intraday_activities": "every tenant has intraday_minutes: 0",
+    "activities_vacuum": "the dataset is not on object storage (ACTIVITY_DATA_URL)",
+}
+
+
+def _partition_tags(job_def: dg.JobDefinition, partition: str) -> dict[str, str]:
+    """The run tags of `partition` ("": a job without partitions). A job of checks alone has no asset to take a
+    partitions definition from: its partition goes in as the tags a partitioned run carries, which its checks read."""
+    if not partition:
+        return {}
+    if job_def.partitions_def is not None:
+        job_def.validate_partition_key(partition, selected_asset_keys=None, context=None)
+        return dict(job_def.get_tags_for_partition_key(partition, selected_asset_keys=None))
+    from activity_pipeline.components.partitions import DAY, TENANT
+
+    day, _, tenant = partition.partition("|")
+    return {"dagster/partition": partition, f"dagster/partition/{DAY}": day, f"dagster/partition/{TENANT}": tenant}
 
 
 # The signals that stop make (GNU make catches these and, on SIGINT or SIGHUP, waits for its children).
@@ -177,19 +201,38 @@ def was_interrupted(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
     return any("interrupt" in repr(e.dagster_event).lower() for e in failures)
 
 
+def _merged(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """`b` over `a`, mapping by mapping."""
+    out = dict(a)
+    for key, value in b.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m activity_pipeline.launch", description=__doc__.splitlines()[0])
     parser.add_argument("job")
-    parser.add_argument("partition")
-    parser.add_argument("--config-json", default="{}", help="the run's config, as dg launch takes it")
+    parser.add_argument("partition", nargs="?", default="", help="DAY|TENANT; none for a job without partitions")
+    parser.add_argument(
+        "--config-json",
+        action="append",
+        default=[],
+        help="the run's config, as dg launch takes it (repeatable, merged)",
+    )
     parser.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="a run tag (repeatable)")
     args = parser.parse_args(argv)
     tags = dict(t.split("=", 1) for t in args.tag if "=" in t)
     handle_stop_signals()
     try:
-        run = launch(dg.DagsterInstance.get(), args.job, args.partition, json.loads(args.config_json), tags)
+        config: dict[str, Any] = {}
+        for text in args.config_json:
+            config = _merged(config, json.loads(text))
+        run = launch(dg.DagsterInstance.get(), args.job, args.partition, config, tags)
     except KeyboardInterrupt:
         return INTERRUPTED  # before the run began: nothing was written
+    except JobAbsentError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     if run.status == dg.DagsterRunStatus.SUCCESS:
         return 0
     return INTERRUPTED if was_interrupted(dg.DagsterInstance.get(), run) else 1

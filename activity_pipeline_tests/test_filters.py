@@ -184,7 +184,9 @@ def test_loading_the_definitions_stops_at_a_bad_filter_and_make_tenants_shows_go
     env = clean_env(ACTIVITY_TENANTS_FILE=str(path), ACTIVITY_DATA_DIR=str(tmp_path))
     shown = subprocess.run(["make", "-s", "-C", str(REPO), "tenants"], env=env, capture_output=True, text=True)
     assert shown.returncode == 0, shown.stderr
-    assert shown.stdout.splitlines() == ['contoso\tfilters: {"service":{"neq":[20893]}}', "fabrikam"]
+    demo = "demo tenant: synthetic activities, served on 127.0.0.1 while a run goes"
+    filters = 'filters: {"service":{"neq":[20893]}}'
+    assert shown.stdout.splitlines() == [f"contoso\t{demo}\t{filters}", f"fabrikam\t{demo}"]
     path.write_text("tenants:\n  - name: contoso\n    demo: true\n    filters:\n      service: {has: [20893]}\n")
     started = time.monotonic()
     loaded = subprocess.run([sys.executable, "-c", "import activity_pipeline.definitions as d; d.defs()"], env=env,

@@ -182,3 +182,31 @@ def test_the_uis_freshness_follows_the_shortest_interval_or_the_nightly_run(tmp_
     assert policy({"a": 15, "b": 5, "c": 0}).fail_window.to_timedelta() == dt.timedelta(minutes=15)
     assert policy({"a": 15}).warn_window.to_timedelta() == dt.timedelta(minutes=20)
     assert policy({"a": 0}).deadline_cron == "0 4 * * *"
+
+
+def test_the_nightly_run_waits_for_a_day_an_intraday_collection_holds(tmp_path, served):
+    """Until 02:15 yesterday is collected intraday: the nightly run that finds it locked waits, then tops it up."""
+    import threading
+    import time
+
+    tenant = DemoTenant(TenantSpec(days=(TODAY,), activities_per_day=2_000))
+    tenant.set_now(NOW - dt.timedelta(minutes=5))
+    url = served(tenant)
+    store = tenant_data(tmp_path, TENANT)
+    held = threading.Event()
+
+    def hold() -> None:
+        with store.writer(TODAY, run_id="intraday-run"):
+            held.set()
+            time.sleep(4)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(10)
+    instance = dg.DagsterInstance.ephemeral()
+    result = run_day(TODAY, tenant_resource(url), tmp_path, instance=instance)
+    holder.join()
+    assert result.success
+    logs = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    assert any("Another run is writing" in m and "waiting for it (up to 5 minutes)" in m for m in logs)
+    assert store.manifest(TODAY) is not None

@@ -5,7 +5,9 @@ Built by the tenants component (`components/tenants.py`), so nothing here is a d
 
 import datetime as dt
 import errno
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
+from typing import Protocol
 from urllib.parse import quote
 
 import dagster as dg
@@ -27,7 +29,7 @@ from activity_pipeline.mdca import (
     ScanStalledError,
 )
 from activity_pipeline.service_window import RESCUE_MARGIN_DAYS, OutsideServiceWindowError, check_scannable
-from activity_pipeline.storage.duckdb_views import DatabaseBusyError, DatabaseWriteError, build_database
+from activity_pipeline.storage.duckdb_views import DATABASE, DatabaseBusyError, DatabaseWriteError, build_database
 from activity_pipeline.storage.errors import (
     DamagedDayError,
     DayLockedError,
@@ -178,11 +180,11 @@ def _materialize_day(
         with mdca.client(context.log) as client:
             # A stored day is topped up with what was created since its watermark, not scanned again; the
             # choice is made under the day's lock, from what is committed then.
-            result = collect_day(
+            result = _waiting_for_the_day(context, lambda: collect_day(
                 client, store, day, mode="full" if _tag(context, FULL_RESCAN_TAG) else "auto",
                 slices=mdca.slices or None, logger=context.log, run_id=run_id,
                 allow_shorter=_tag(context, ALLOW_SHORTER_TAG),
-            )  # fmt: skip
+            ))  # fmt: skip
     except _FINAL as exc:
         raise dg.Failure(description=f"tenant {tenant}: {exc}", allow_retries=False) from None
     except OSError as exc:
@@ -208,6 +210,25 @@ def _materialize_day(
         f"scan began), {result.quarantined} quarantined, {result.requests} requests, in {result.seconds:.1f}s"
     )
     return dg.MaterializeResult(metadata=_metadata(result, store.row_total()))
+
+
+# An intraday collection holds a day for seconds (yesterday's, until 02:15): the nightly run that finds the day
+# locked waits this long for it before failing; another run's scan of the whole day may take longer.
+LOCK_WAIT_SECONDS = 300
+
+
+def _waiting_for_the_day(context: dg.AssetExecutionContext, collect: Callable[[], IngestResult]) -> IngestResult:
+    deadline, told = time.monotonic() + LOCK_WAIT_SECONDS, False
+    while True:
+        try:
+            return collect()
+        except DayLockedError as exc:
+            if time.monotonic() >= deadline:
+                raise
+            if not told:
+                context.log.info(f"{exc}; waiting for it (up to {LOCK_WAIT_SECONDS // 60} minutes)")
+                told = True
+            time.sleep(5)
 
 
 def _tag(context: dg.AssetExecutionContext, name: str) -> bool:
@@ -250,3 +271,40 @@ def build_activities_duckdb(
         )
 
     return activities_duckdb
+
+
+class RebuildViews(Protocol):
+    def __call__(
+        self, context: dg.OpExecutionContext, storage: ActivityStorage, why: str, *, only_if_stale: bool = False
+    ) -> None: ...
+
+
+def rebuild_views(
+    context: dg.OpExecutionContext,
+    storage: ActivityStorage,
+    why: str,
+    *,
+    only_if_stale: bool = False,
+    start_dates: Mapping[str, dt.date],
+    intervals: Mapping[str, int],
+) -> None:
+    """Build the DuckDB file again after a run changed stored days outside the daily job (`why`), recorded as a
+    materialization of `activities_duckdb`. `only_if_stale`: only when its views would not show the change by
+    themselves (`Dataset.views_follow_writes`), or there is no file yet. A busy or full disk is a warning: the days
+    are stored, and the next run builds the file."""
+    dataset = storage.dataset
+    if only_if_stale and dataset.views_follow_writes and (dataset.root / DATABASE).exists():
+        return
+    try:
+        db = build_database(dataset, start_dates=start_dates, intervals=intervals)
+    except (DatabaseBusyError, DatabaseWriteError) as exc:
+        context.log.warning(f"the DuckDB file was not rebuilt: {exc}")
+        return
+    context.log.info(f"{db.path}: {len(db.views)} views over {db.tenant_days} tenant-days, {db.rows:,} activities")
+    context.log_event(
+        dg.AssetMaterialization(
+            asset_key="activities_duckdb",
+            description=why,
+            metadata={"dagster/row_count": db.rows, "path": dg.MetadataValue.path(str(db.path))},
+        )
+    )

@@ -116,12 +116,14 @@ def count_matches_source(e: Evidence) -> Verdict | str:
         verdict = Verdict(False, ERROR, {}, damage)
     elif diff < 0:
         note = f"{-diff:,} activities{as_of} at the source are not stored{kept}: a real gap (the scan lost records); "
-        verdict = Verdict(False, ERROR, {}, note + f"run {day} again with activity_pipeline/full_rescan=true")
+        verdict = Verdict(False, ERROR, {}, note + f"scan it again in full: make run DAY={day} TENANT={e.tenant} "
+                          "FULL_RESCAN=1 (from the UI: a run tagged activity_pipeline/full_rescan=true)")  # fmt: skip
     elif diff > 0:
         verdict = Verdict(False, ERROR, {}, f"{diff:,} more rows{as_of} stored{kept} than the source reports")
     elif pending and settled:
         verdict = Verdict(False, WARN, {}, f"{pending:,} activities created after the watermark are still not "
-                          f"stored, more than {SETTLE_DAYS} days on: top the day up (make run DAY={day})")  # fmt: skip
+                          f"stored, more than {SETTLE_DAYS} days on: top the day up "
+                          f"(make run DAY={day} TENANT={e.tenant})")  # fmt: skip
     else:
         late = f"; {pending:,} created since, for the late-arrivals sensor to top up" if pending else ""
         held = f" ({quarantined:,} of them in quarantine, see no_quarantined_records)" if quarantined else ""

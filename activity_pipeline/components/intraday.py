@@ -13,18 +13,18 @@ import dataclasses
 import datetime as dt
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import dagster as dg
 import pydantic
 
+from activity_pipeline.components.assets import RebuildViews
 from activity_pipeline.components.automation import sensor_status
 from activity_pipeline.components.partitions import TenantDays, key, run_start
 from activity_pipeline.components.resources import MDCA, ActivityStorage, TenantClients
 from activity_pipeline.components.rotation import Rotation
 from activity_pipeline.config import TenantConfig
 from activity_pipeline.ingest import collect_day
-from activity_pipeline.storage.duckdb_views import DATABASE, DatabaseBusyError, DatabaseWriteError, build_database
 from activity_pipeline.storage.errors import DayLockedError
 
 JOB = "intraday_activities"
@@ -59,16 +59,13 @@ def days_in_progress(now: dt.datetime) -> list[dt.date]:
 
 
 def build_intraday(
-    tenants: Sequence[TenantConfig],
-    activities: dg.AssetsDefinition,
-    grid: TenantDays,
-    start_dates: Mapping[str, dt.date],
+    tenants: Sequence[TenantConfig], activities: dg.AssetsDefinition, grid: TenantDays, views: RebuildViews
 ) -> Intraday | None:
     """The intraday job and the sensor that asks for it; None when no tenant collects intraday. A day in progress
     that is not one of a tenant's days (yesterday, when it starts today) is not collected for it.
 
-    `start_dates` are the DuckDB file's (`activities_duckdb`), built again by a run when its views cannot see the
-    new versions by themselves (`Dataset.views_follow_writes`: on object storage), or when there is none yet."""
+    `views` builds the DuckDB file again after a run, when its views cannot see the new versions by themselves
+    (`Dataset.views_follow_writes`: on object storage), or when there is none yet."""
     minutes = {t.name: t.intraday_minutes for t in tenants if t.intraday_minutes > 0}
     if not minutes:
         return None
@@ -102,7 +99,7 @@ def build_intraday(
                     failures[tenant] = " ".join(str(exc).split())[:500]
                     context.log.error(f"tenant {tenant}: intraday collection failed: {failures[tenant]}")
         if len(failures) < len(chosen):
-            _refresh_views(context, storage, start_dates, {t.name: t.intraday_minutes for t in tenants})
+            views(context, storage, "rebuilt after an intraday collection", only_if_stale=True)
         if failures:
             raise dg.Failure(
                 description=f"{len(failures)} of {len(chosen)} tenants were not collected: "
@@ -158,32 +155,6 @@ def build_intraday(
         )
 
     return Intraday(intraday_job, intraday)
-
-
-def _refresh_views(
-    context: dg.OpExecutionContext,
-    storage: ActivityStorage,
-    start_dates: Mapping[str, dt.date],
-    intervals: Mapping[str, int],
-) -> None:
-    """Build the DuckDB file again when its views would not return what this run stored."""
-    dataset = storage.dataset
-    if dataset.views_follow_writes and (dataset.root / DATABASE).exists():
-        return
-    try:
-        db = build_database(dataset, start_dates=start_dates, intervals=intervals)
-    except (DatabaseBusyError, DatabaseWriteError) as exc:
-        # The days are stored; the next run (or activities_duckdb) builds the file.
-        context.log.warning(f"the DuckDB file was not rebuilt: {exc}")
-        return
-    context.log.info(f"{db.path}: {len(db.views)} views over {db.tenant_days} tenant-days, {db.rows:,} activities")
-    context.log_event(
-        dg.AssetMaterialization(
-            asset_key="activities_duckdb",
-            description="rebuilt after an intraday collection",
-            metadata={"dagster/row_count": db.rows, "path": dg.MetadataValue.path(str(db.path))},
-        )
-    )
 
 
 _GOING = [

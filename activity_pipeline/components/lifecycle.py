@@ -14,6 +14,7 @@ from typing import Any
 
 import dagster as dg
 
+from activity_pipeline.components.assets import RebuildViews
 from activity_pipeline.components.automation import TENANT_TAG, TICK_BUDGET_SECONDS, sensor_status
 from activity_pipeline.components.partitions import (
     TenantDays,
@@ -53,7 +54,12 @@ class Lifecycle:
 
 
 def build_lifecycle(
-    tenants: Sequence[TenantConfig], activities: dg.AssetsDefinition, grid: TenantDays, *, object_storage: bool
+    tenants: Sequence[TenantConfig],
+    activities: dg.AssetsDefinition,
+    grid: TenantDays,
+    views: RebuildViews,
+    *,
+    object_storage: bool,
 ) -> Lifecycle:
     automated = [t.name for t in tenants if t.automation]
 
@@ -143,7 +149,7 @@ def build_lifecycle(
     lifecycle = Lifecycle(jobs=[compaction_job], sensors=[compaction], schedules=[])
     kept = [t for t in tenants if t.keep_days is not None]
     if kept:
-        job, schedule = _build_retention(kept, activities)
+        job, schedule = _build_retention(kept, activities, views)
         lifecycle.jobs.append(job)
         lifecycle.schedules.append(schedule)
     if object_storage:
@@ -196,7 +202,9 @@ class RetentionConfig(dg.Config):
     tenant: str = ""
 
 
-def _build_retention(tenants: Sequence[TenantConfig], activities: dg.AssetsDefinition) -> tuple[Any, Any]:
+def _build_retention(
+    tenants: Sequence[TenantConfig], activities: dg.AssetsDefinition, views: RebuildViews
+) -> tuple[Any, Any]:
     by_name = {t.name: t for t in tenants}
 
     @dg.op(
@@ -214,12 +222,15 @@ def _build_retention(tenants: Sequence[TenantConfig], activities: dg.AssetsDefin
                 f"{', '.join(by_name)}",
                 allow_retries=False,
             )
-        failures = []
+        failures, deleted = [], 0
         for tenant in [by_name[config.tenant]] if config.tenant else tenants:
             try:
-                _delete_expired(context, storage, tenant, activities.key, today)
+                deleted += _delete_expired(context, storage, tenant, activities.key, today)
             except Exception as exc:  # one tenant's storage failing never stops the others
                 failures.append(f"tenant {tenant.name}: {' '.join(str(exc).split())[:500]}")
+        if deleted:
+            # deleted_days and every view show the deletion at once, not after the next daily run.
+            views(context, storage, f"rebuilt after retention deleted {deleted} days")
         if failures:
             raise dg.Failure(description=" | ".join(failures), allow_retries=False)
 
@@ -246,7 +257,8 @@ def _build_retention(tenants: Sequence[TenantConfig], activities: dg.AssetsDefin
 
 def _delete_expired(
     context: dg.OpExecutionContext, storage: ActivityStorage, tenant: TenantConfig, asset: dg.AssetKey, today: dt.date
-) -> None:
+) -> int:
+    """Delete the tenant's days before its first kept day; returns how many."""
     name, keep = tenant.name, tenant.keep_days
     first_kept = first_kept_day(tenant, today)
     assert first_kept is not None
@@ -256,6 +268,7 @@ def _delete_expired(
     copied = copy.tenant(name).day_rows() if copy is not None else {}
     held = store.day_rows() if copy is not None else {}
     refused = []
+    deleted = 0
     reason = f"keep_days {keep}: older than {first_kept}"
     for day in expired:
         if copy is not None:
@@ -266,6 +279,7 @@ def _delete_expired(
         record = store.delete_day(day, reason=reason, run_id=context.run.run_id[:12])
         if record is None:
             continue
+        deleted += 1
         context.log.info(f"{name} {day}: deleted ({record.rows:,} rows, {record.files} files); {reason}")
         context.log_event(
             dg.AssetObservation(
@@ -282,6 +296,7 @@ def _delete_expired(
             f"{len(refused)} expired days were kept, because keep_days.copied_to does not hold them whole: "
             f"{', '.join(refused[:10])}. Copy them there first; the next run deletes them."
         )
+    return deleted
 
 
 def _version(names: list[str]) -> str:

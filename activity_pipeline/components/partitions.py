@@ -19,7 +19,7 @@ import dagster as dg
 
 from activity_pipeline.config import TenantConfig
 from activity_pipeline.days import utc_day
-from activity_pipeline.service_window import first_scannable_day
+from activity_pipeline.service_window import SERVICE_WINDOW_DAYS, first_scannable_day
 from activity_pipeline.storage.core import Dataset
 
 # The two dimensions; Dagster orders a key's parts by dimension name: "2026-11-24|contoso".
@@ -55,12 +55,19 @@ def _oldest_stored(dataset: Dataset) -> dict[str, dt.date]:
         return {}
 
 
-def _why_first(tenant: TenantConfig) -> str:
-    if tenant.keep_days:
-        return f"its keep_days ({tenant.keep_days}) or start_date"
+def _why_first(tenant: TenantConfig, first: dt.date, today: dt.date) -> str:
+    """What sets the tenant's first day `first`, named so that the person knows which setting to change."""
+    kept = first_kept_day(tenant, today)
+    if kept is not None and first == kept:
+        return f"its keep_days ({tenant.keep_days}): older days are deleted on purpose; raise keep_days to keep more"
     if tenant.start_date is not None:
-        return "its start_date, or ACTIVITY_START_DATE"
-    return "the oldest day the service still keeps, or its oldest stored day"
+        return (
+            "its start_date (the tenants file's `start_date`, else ACTIVITY_START_DATE); set it earlier to include "
+            "older days"
+        )
+    if first == first_scannable_day(today):
+        return f"the oldest day the service still keeps: its {SERVICE_WINDOW_DAYS} days end there"
+    return "its oldest stored day"
 
 
 class TenantDayPartitions(dg.MultiPartitionsDefinition):
@@ -110,7 +117,7 @@ class TenantDays:
         # collection's watermark; every other day is complete.
         days = dg.DailyPartitionsDefinition(start_date=earliest.isoformat(), timezone="UTC", end_offset=1)
         names = dg.StaticPartitionsDefinition([t.name for t in tenants])
-        why = {t.name: _why_first(t) for t in tenants}
+        why = {t.name: _why_first(t, first[t.name], today) for t in tenants}
         return cls(TenantDayPartitions({DAY: days, TENANT: names}), first, today, why)
 
     def last(self, today: dt.date | None = None) -> dt.date:

@@ -25,6 +25,7 @@ from activity_pipeline.config import DEFAULT_DATA_DIR, PipelineConfig, TenantCon
 from activity_pipeline.config.model import variable_values
 from activity_pipeline.errors import ConfigError
 from activity_pipeline.mdca import MdcaClient, MdcaSettings, RateLimiter, RetryPolicy
+from activity_pipeline.mdca.errors import MdcaError
 from activity_pipeline.mdca.settings import DEFAULT_AUTHORITY_HOST, DEFAULT_REQUESTS_PER_MINUTE
 from activity_pipeline.storage.core import Dataset, Finding, TenantStore
 from activity_pipeline.storage.dataset import open_dataset
@@ -116,6 +117,9 @@ class MdcaResource(TenantResource):
     authority_host: str = DEFAULT_AUTHORITY_HOST
     # Field -> the name of the variable it is read from (names, not values), for messages that say what to fix.
     variables: dict[str, str] = pydantic.Field(default_factory=dict)
+    # Where `api_url` (and `authority_host`) were set, for those messages: "" is the MDCA_* variables; a tenants-file
+    # tenant's are its keys in that file, never a variable it does not use.
+    url_source: str = ""
 
     def settings(self) -> MdcaSettings:
         """Checked settings; a secret not given here is read from its variable (`variables`) now. Raises
@@ -128,7 +132,12 @@ class MdcaResource(TenantResource):
     @contextlib.contextmanager
     def client(self, logger: Any = None) -> Iterator[MdcaClient]:
         with self._client(self.settings(), logger) as client:
-            yield client
+            try:
+                yield client
+            except MdcaError as exc:
+                if self.url_source and exc.args:
+                    exc.args = (_named_by(str(exc.args[0]), self.url_source), *exc.args[1:])
+                raise
 
 
 class DemoTenantResource(TenantResource):
@@ -237,6 +246,13 @@ class TenantClients:
         return self[tenant].client(logger)
 
 
+def _named_by(message: str, source: str) -> str:
+    """`message` with the MDCA_* variables that set the URLs replaced by where this tenant sets them."""
+    return message.replace("MDCA_API_URL", f"the `api_url` of {source}").replace(
+        "MDCA_AUTHORITY_HOST", f"the `authority_host` of {source}"
+    )
+
+
 def tenant_resource(tenant: TenantConfig, *, rate_state_dir: Any = None) -> TenantResource:
     """The tenant's resource: its secrets' variables by name only (`MdcaResource.variables`), read when a client
     opens. `rate_state_dir`: see `TenantResource.rate_state_dir`."""
@@ -259,6 +275,8 @@ def tenant_resource(tenant: TenantConfig, *, rate_state_dir: Any = None) -> Tena
         rate_window_seconds=tenant.rate_window_seconds,
         variables=dict(tenant.variables),
         filters=tenant.filters,
+        # A tenants-file tenant (its origin names the file and line) never reads MDCA_API_URL.
+        url_source="" if "MDCA_" in tenant.origin else tenant.origin,
     )
 
 

@@ -21,15 +21,18 @@ import dagster as dg
 
 from activity_pipeline import config
 from activity_pipeline.components.alerting import build_alert_sensors
-from activity_pipeline.components.assets import build_activities, build_activities_duckdb
+from activity_pipeline.components.assets import build_activities, build_activities_duckdb, rebuild_views
 from activity_pipeline.components.automation import build_automation
 from activity_pipeline.components.checks import build_checks
+from activity_pipeline.components.console import LOGGERS
 from activity_pipeline.components.intraday import build_intraday
 from activity_pipeline.components.lifecycle import build_lifecycle
 from activity_pipeline.components.partitions import TenantDays
 from activity_pipeline.components.resources import resources_for
 from activity_pipeline.components.verification import build_verification
 from activity_pipeline.storage.dataset import open_dataset
+
+CHECK_JOB = "check_day"
 
 
 class ActivityTenants(dg.Component, dg.Model, dg.Resolvable):
@@ -72,16 +75,25 @@ def tenants_definitions(settings: config.PipelineConfig, today: dt.date | None =
     start_dates = {n: d for n, d in grid.first.items() if n not in demo}
     intervals = {t.name: t.intraday_minutes for t in tenants}
     duckdb = build_activities_duckdb(activities, start_dates, intervals)
+    views = functools.partial(rebuild_views, start_dates=start_dates, intervals=intervals)
     checks = build_checks(activities, grid, demo=demo)
     automation = build_automation(tenants, activities, duckdb, grid)
-    lifecycle = build_lifecycle(tenants, activities, grid, object_storage=settings.data_url is not None)
+    lifecycle = build_lifecycle(tenants, activities, grid, views, object_storage=settings.data_url is not None)
     verification_job, verification_schedule = build_verification(tenants, activities)
     alerts = build_alert_sensors(settings.alerts, activities.key, grid, [(t.name, t.uses_demo_tenant) for t in tenants])
-    intraday = build_intraday(tenants, activities, grid, start_dates)
+    intraday = build_intraday(tenants, activities, grid, views)
+    # `make check`: a stored day's checks alone, without collecting it (as the UI's check menu runs them).
+    check_job = dg.define_asset_job(
+        CHECK_JOB,
+        selection=dg.AssetSelection.checks_for_assets(activities),
+        tags={"activity_pipeline/work": "check"},
+        description="A stored day's checks alone, against the service's count now; the day is not collected.",
+    )
     return dg.Definitions(
+        loggers=LOGGERS,
         assets=[activities, duckdb],
         asset_checks=[checks],
-        jobs=[automation.job, *lifecycle.jobs, verification_job, *([intraday.job] if intraday else [])],
+        jobs=[automation.job, check_job, *lifecycle.jobs, verification_job, *([intraday.job] if intraday else [])],
         schedules=[automation.schedule, *lifecycle.schedules, verification_schedule],
         sensors=[*automation.sensors, *lifecycle.sensors, *alerts, *([intraday.sensor] if intraday else [])],
     )

@@ -40,6 +40,7 @@ from activity_pipeline.config.tenants_file import (
     FILE_KEYS,
     FILE_VARIABLE_KEYS,
     intraday_minutes,
+    mistakes,
     read_file,
     read_tenants_file,
 )
@@ -106,6 +107,16 @@ def load(env: Mapping[str, str] | None = None) -> PipelineConfig:
     def get(name: str) -> str:
         return (env.get(name) or "").strip()
 
+    # Each part is checked whatever the others hold: every mistake is named in one go, each on its own line.
+    problems: list[str] = []
+
+    def checked(read: Any, *args: Any) -> Any:
+        try:
+            return read(*args)
+        except ConfigError as exc:
+            problems.extend(_lines(exc))
+            return None
+
     data_url = None
     if get("ACTIVITY_DATA_URL"):
         from activity_pipeline.storage.dataset import DataUrlError, parse_data_url
@@ -113,25 +124,32 @@ def load(env: Mapping[str, str] | None = None) -> PipelineConfig:
         try:
             data_url = parse_data_url(get("ACTIVITY_DATA_URL"))
         except DataUrlError as exc:
-            raise ConfigError(str(exc)) from None
+            problems.append(str(exc))
     data_dir = get("ACTIVITY_DATA_DIR")
-    start_date = parse_date(get("ACTIVITY_START_DATE"), "ACTIVITY_START_DATE")
-    rate = _requests_per_minute(get("MDCA_REQUESTS_PER_MINUTE"))
+    start_date = checked(parse_date, get("ACTIVITY_START_DATE"), "ACTIVITY_START_DATE")
+    rate = checked(_requests_per_minute, get("MDCA_REQUESTS_PER_MINUTE"))
+    rate = DEFAULT_REQUESTS_PER_MINUTE if rate is None else rate
     tenants_file = get("ACTIVITY_TENANTS_FILE")
     alerts: tuple[Destination, ...] = ()
+    path = None
+    tenants: tuple[TenantConfig, ...] = ()
     if tenants_file:
         path = Path(tenants_file).expanduser().resolve()
-        tenants, alerts = read_file(path, env, default_start_date=start_date, default_rate=rate)
+        found = checked(lambda: read_file(path, env, default_start_date=start_date, default_rate=rate))
+        if found is not None:
+            tenants, alerts = found
     else:
-        path = None
-        tenants = (_tenant_from_variables(get, start_date, rate),)
+        tenant = checked(_tenant_from_variables, env, start_date, rate)
+        tenants = (tenant,) if tenant is not None else ()
     from activity_pipeline.storage.layout import StorageLocationError, check_root
 
     root = Path(data_dir or DEFAULT_DATA_DIR).expanduser().resolve()
     try:
         check_root(root)
     except StorageLocationError as exc:
-        raise ConfigError(str(exc)) from None
+        problems.append(str(exc))
+    if problems:
+        raise ConfigError(mistakes(problems))
     return PipelineConfig(
         data_dir=root,
         tenants=tenants,
@@ -141,17 +159,45 @@ def load(env: Mapping[str, str] | None = None) -> PipelineConfig:
     )
 
 
-def _tenant_from_variables(get: Any, start_date: dt.date | None, rate: int) -> TenantConfig:
+def _lines(exc: ConfigError) -> list[str]:
+    """The mistakes an error names (`tenants_file.mistakes` puts several in one)."""
+    lines = str(exc).splitlines()
+    return [line.strip() for line in lines[1:]] if len(lines) > 1 and " mistakes, " in lines[0] else [str(exc)]
+
+
+def _tenant_from_variables(env: Mapping[str, str], start_date: dt.date | None, rate: int) -> TenantConfig:
+    """The tenant of the MDCA_* variables, checked whole (every mistake named, ConfigError one a line)."""
+
+    def get(name: str) -> str:
+        return (env.get(name) or "").strip()
+
+    problems: list[str] = []
     name = get("MDCA_TENANT_NAME") or DEFAULT_TENANT_NAME
     if not TENANT_NAME.fullmatch(name):
-        raise ConfigError(
+        problems.append(
             f"MDCA_TENANT_NAME must be a lower-case name like contoso ([a-z][a-z0-9_]{{0,39}}: a letter, then up to "
             f"39 letters, digits or underscores); got {name!r}"
         )
     origin = f"tenant {name!r} (the MDCA_* variables)"
-    filters = _env_filters(get("MDCA_FILTERS"))
-    intraday = intraday_minutes(get("MDCA_INTRADAY_MINUTES"), "MDCA_INTRADAY_MINUTES")
+    filters: dict[str, Any] = {}
+    intraday = 0
+    try:
+        filters = _env_filters(get("MDCA_FILTERS"))
+    except ConfigError as exc:
+        problems.append(str(exc))
+    try:
+        intraday = intraday_minutes(get("MDCA_INTRADAY_MINUTES"), "MDCA_INTRADAY_MINUTES")
+    except ConfigError as exc:
+        problems.append(str(exc))
     api_url = get("MDCA_API_URL")
+    problems += _credential_mistakes(env, bool(api_url))
+    if api_url:
+        try:
+            api_url = check_base_url(api_url)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigError(mistakes(problems))
     if not api_url:
         return TenantConfig(
             name, start_date=start_date, requests_per_minute=rate, demo=DemoSettings(), filters=filters,
@@ -161,8 +207,8 @@ def _tenant_from_variables(get: Any, start_date: dt.date | None, rate: int) -> T
     authority = variables.pop("authority_host", None)
     return TenantConfig(
         name,
-        # Checked here, as the tenants file's `api_url` is, so that a wrong URL stops loading, not the first run.
-        api_url=check_base_url(api_url),
+        # Checked above, as the tenants file's `api_url` is, so that a wrong URL stops loading, not the first run.
+        api_url=api_url,
         variables=variables,
         authority_host=get(authority) if authority else DEFAULT_AUTHORITY_HOST,
         requests_per_minute=rate,
@@ -171,6 +217,41 @@ def _tenant_from_variables(get: Any, start_date: dt.date | None, rate: int) -> T
         intraday_minutes=intraday,
         origin=origin,
     )
+
+
+_TOKEN, _ENTRA = "MDCA_API_TOKEN", ("MDCA_TENANT_ID", "MDCA_CLIENT_ID", "MDCA_CLIENT_SECRET")
+
+
+def _credential_mistakes(env: Mapping[str, str], real: bool) -> list[str]:
+    """What is wrong with the credential variables (set, not empty, one kind, complete), without a request and
+    without repeating a value. `real`: MDCA_API_URL is set (else the built-in demo tenant runs, and takes none)."""
+    given = [v for v in (_TOKEN, *_ENTRA) if v in env]
+    empty = [v for v in given if not env[v].strip()]
+    filled = [v for v in given if v not in empty]
+    found = [f"{v} is set but empty: set it to the credential, or unset it" for v in empty]
+    if not real:
+        if filled:
+            found.append(
+                f"{', '.join(filled)} {'is' if len(filled) == 1 else 'are'} set but MDCA_API_URL is not, so the "
+                "built-in demo tenant would run and the credentials go unused: set MDCA_API_URL to the tenant's "
+                "portal URL, or unset them"
+            )
+        return found
+    entra = [v for v in _ENTRA if v in filled]
+    if _TOKEN in filled and entra:
+        found.append(
+            f"Both kinds of credentials are set: {_TOKEN} and {', '.join(entra)}. Set only one kind: the legacy API "
+            f"token, or the Entra ID application ({', '.join(_ENTRA)})."
+        )
+    elif entra and len(entra) < len(_ENTRA):
+        missing = [v for v in _ENTRA if v not in filled]
+        found.append(f"Entra ID credentials are incomplete: {', '.join(entra)} set but {', '.join(missing)} missing.")
+    elif not filled and not empty:
+        found.append(
+            f"MDCA_API_URL is set but no credentials are: set {_TOKEN} to a legacy API token, or MDCA_TENANT_ID, "
+            "MDCA_CLIENT_ID and MDCA_CLIENT_SECRET to an Entra ID application with Investigation.read"
+        )
+    return found
 
 
 def _env_filters(text: str) -> dict[str, dict[str, Any]]:
@@ -200,8 +281,11 @@ def _requests_per_minute(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m activity_pipeline.config [--names]`: check the configuration; print each tenant, one a line: its
-    name, and the API filters it collects under when it has any (`--names`: the names alone, for scripts)."""
+    """`python -m activity_pipeline.config [--names | --probe]`: check the configuration, every mistake at once (exit
+    2); print each tenant, one a line: its name, whether it is a built-in demo tenant (synthetic activities), and the
+    API filters it collects under when it has any. `--names`: the names alone, for scripts. `--probe`: one cheap
+    authenticated request to each real tenant (its count of the last hour), each one's result on its line, never a
+    secret; exit 1 when any fails."""
     import sys
 
     from activity_pipeline.mdca.filters import describe
@@ -210,9 +294,40 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load()
     except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
+        lines = _lines(exc)
+        print(f"configuration error{'s' if len(lines) > 1 else ''}:", file=sys.stderr)
+        for line in lines:
+            print(f"  {line}", file=sys.stderr)
         return 2
+    failed = 0
     for tenant in settings.tenants:
-        shown = "" if "--names" in argv or not tenant.filters else f"\tfilters: {describe(tenant.filters)}"
-        print(f"{tenant.name}{shown}")
-    return 0
+        if "--names" in argv:
+            print(tenant.name)
+            continue
+        shown = [tenant.name]
+        if tenant.uses_demo_tenant:
+            shown.append("demo tenant: synthetic activities, served on 127.0.0.1 while a run goes")
+        if tenant.filters:
+            shown.append(f"filters: {describe(tenant.filters)}")
+        if "--probe" in argv and not tenant.uses_demo_tenant:
+            ok, said = _probe(tenant)
+            failed += not ok
+            shown.append(said)
+        print("\t".join(shown), flush=True)
+    return 1 if failed else 0
+
+
+def _probe(tenant: TenantConfig) -> tuple[bool, str]:
+    """One authenticated request to the tenant: its count of the last hour. (ok, what to print)."""
+    import time
+
+    from activity_pipeline.components.resources import tenant_resource
+
+    now = int(time.time() * 1000)
+    started = time.monotonic()
+    try:
+        with tenant_resource(tenant).client() as client:
+            total = client.count(now - 3_600_000, now)
+    except Exception as exc:  # whatever the tenant answered: its line says it, the next tenant is still probed
+        return False, f"FAILED: {' '.join(str(exc).split())[:600]}"
+    return True, f"ok: the API answered in {time.monotonic() - started:.1f} s ({total:,} activities in the last hour)"

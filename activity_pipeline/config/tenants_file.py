@@ -3,6 +3,7 @@ the file, the tenant (or the line) and what to fix, and never repeat a value tha
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import difflib
 import re
@@ -103,22 +104,44 @@ def read_file(
     nodes = {key.value: value for key, value in root.value}
     tenants: list[TenantConfig] = []
     seen: dict[str, int] = {}
+    # Every tenant is checked, whatever the ones before it hold: all the file's mistakes are named in one go.
+    problems: list[str] = []
     for entry, node in zip(document["tenants"], nodes["tenants"].value, strict=True):
         line = node.start_mark.line + 1
-        tenant = _file_tenant(entry, line, path, env, default_start_date, default_rate, _filters_lines(node))
+        try:
+            tenant = _file_tenant(entry, line, path, env, default_start_date, default_rate, _filters_lines(node))
+        except ConfigError as exc:
+            problems += str(exc).splitlines()
+            name = entry.get("name") if isinstance(entry, dict) else None
+            if isinstance(name, str):
+                seen.setdefault(name, line)
+            continue
         if tenant.name in seen:
-            raise ConfigError(
+            problems.append(
                 f"{where}: tenant {tenant.name!r} at line {line} is already defined at line {seen[tenant.name]}; "
                 "names must be unique (they key partitions and folders)"
             )
+            continue
         seen[tenant.name] = line
         tenants.append(tenant)
     alerts: tuple[Destination, ...] = ()
     if document.get("alerts") is not None:
         node = nodes["alerts"]
         alert_lines = [item.start_mark.line + 1 for item in node.value] if isinstance(node, yaml.SequenceNode) else []
-        alerts = parse_alerts(document["alerts"], alert_lines, path, env, set(seen))
+        try:
+            alerts = parse_alerts(document["alerts"], alert_lines, path, env, set(seen))
+        except ConfigError as exc:
+            problems += str(exc).splitlines()
+    if problems:
+        raise ConfigError(mistakes(problems))
     return tuple(tenants), alerts
+
+
+def mistakes(problems: list[str]) -> str:
+    """One message for every mistake found, each on its own line."""
+    if len(problems) == 1:
+        return problems[0]
+    return f"{len(problems)} mistakes, one a line:\n" + "\n".join(f"  {p}" for p in problems)
 
 
 def _filters_lines(node: Any) -> dict[str, int]:
@@ -141,19 +164,22 @@ def _file_tenant(
     rate: int,
     filters_lines: dict[str, int] | None = None,
 ) -> TenantConfig:
+    """One tenant of the file, checked whole: every mistake in it is named (ConfigError, one line each)."""
     if not isinstance(entry, dict):
         raise ConfigError(f"{path}, line {line}: each tenant is a mapping that starts with `- name: ...`")
     raw_name = entry.get("name")
     name = raw_name if isinstance(raw_name, str) else ""
     valid = bool(TENANT_NAME.fullmatch(name))
     who = f"tenant {name!r} (line {line} of {path})" if valid else f"the tenant at line {line} of {path}"
+    problems: list[str] = []
 
     def fail(problem: str) -> ConfigError:
-        return ConfigError(f"{who}: {problem}")
+        problems.append(f"{who}: {problem}")
+        return ConfigError(problems[-1])
 
     if not valid:
         shown = "missing" if raw_name is None else repr(raw_name)
-        raise fail(
+        fail(
             f"`name` must be a lower-case name like contoso (a letter, then up to 39 letters, digits or "
             f"underscores; it is used in partition keys and folder names); got {shown}"
         )
@@ -161,102 +187,96 @@ def _file_tenant(
         if key in FILE_KEYS:
             continue
         if isinstance(key, str) and _SECRET_LIKE.search(key):
-            raise fail(
+            fail(
                 f"unknown key `{key}`. Secrets are never written in this file: put the secret in an environment "
                 "variable and name that variable with `token_env` (or `client_secret_env`)"
             )
+            continue
         close = difflib.get_close_matches(str(key), FILE_KEYS, n=1)
         hint = f" (did you mean `{close[0]}`?)" if close else ""
-        raise fail(f"unknown key `{key}`{hint}; the keys a tenant takes are: {', '.join(FILE_KEYS)}")
-    variables: dict[str, str] = {}
-    for key, field in FILE_VARIABLE_KEYS.items():
-        if key not in entry:
-            continue
-        variable = entry[key]
-        if not isinstance(variable, str) or not _VARIABLE_NAME.fullmatch(variable) or _looks_like_secret(variable):
-            # Not repeated in the message: it may be the secret itself.
-            raise fail(
-                f"`{key}` must name an environment variable (like CONTOSO_MDCA_TOKEN), not hold a value; the value "
-                "given looks like a secret. Put the secret in a variable and write the variable's name here"
-            )
-        if not (env.get(variable) or "").strip():
-            raise fail(
-                f"`{key}` names the variable {variable}, which is not set (or is empty); set it, or fix the name"
-            )
-        variables[field] = variable
+        fail(f"unknown key `{key}`{hint}; the keys a tenant takes are: {', '.join(FILE_KEYS)}")
+    variables = _variables(entry, env, fail)
     entra = [k for k in FILE_VARIABLE_KEYS if k != "token_env" and k in entry]
     demo = entry.get("demo")
+    settings, api_url = None, None
     if "api_url" in entry and demo is not None:
-        raise fail("give either `api_url` (a real tenant) or `demo` (the built-in demo tenant), not both")
-    if demo is not None:
+        fail("give either `api_url` (a real tenant) or `demo` (the built-in demo tenant), not both")
+    elif demo is not None:
         if variables:
-            raise fail("a `demo` tenant takes no credentials; remove the *_env keys")
-        settings = _demo_settings(demo, fail)
-        api_url = None
+            fail("a `demo` tenant takes no credentials; remove the *_env keys")
+        with contextlib.suppress(ConfigError):  # named in problems
+            settings = _demo_settings(demo, fail)
     else:
         if "api_url" not in entry:
-            raise fail("`api_url` is missing: the portal's URL, like https://contoso.eu2.portal.cloudappsecurity.com")
-        try:
-            api_url = check_base_url(str(entry["api_url"]), variable="`api_url`")
-        except ConfigError as exc:
-            raise fail(str(exc)) from None
-        settings = None
+            fail("`api_url` is missing: the portal's URL, like https://contoso.eu2.portal.cloudappsecurity.com")
+        else:
+            try:
+                api_url = check_base_url(str(entry["api_url"]), variable="`api_url`")
+            except ConfigError as exc:
+                fail(str(exc))
         if "token_env" in entry and entra:
-            raise fail(
+            fail(
                 f"both kinds of credentials are given (`token_env` and `{'`, `'.join(entra)}`); keep one: a legacy "
                 "API token, or an Entra ID application"
             )
-        if not variables:
-            raise fail(
+        elif not any(k in entry for k in FILE_VARIABLE_KEYS):
+            fail(
                 "no credentials: add `token_env` (a variable holding a legacy API token), or `tenant_id_env`, "
                 "`client_id_env` and `client_secret_env` (an Entra ID application with Investigation.read)"
             )
-        if entra and len(entra) < 3:
+        elif entra and len(entra) < 3:
             missing = [k for k in FILE_VARIABLE_KEYS if k != "token_env" and k not in entry]
-            raise fail(f"Entra ID credentials are incomplete: add `{'`, `'.join(missing)}`")
+            fail(f"Entra ID credentials are incomplete: add `{'`, `'.join(missing)}`")
     authority = entry.get("authority_host", DEFAULT_AUTHORITY_HOST)
     if "authority_host" in entry:
         try:
             authority = check_base_url(str(authority), variable="`authority_host`")
         except ConfigError as exc:
-            raise fail(str(exc)) from None
+            fail(str(exc))
     tenant_rate = entry.get("requests_per_minute", rate)
     if isinstance(tenant_rate, bool) or not isinstance(tenant_rate, int) or not 0 <= tenant_rate <= 6000:
-        raise fail(
+        fail(
             "`requests_per_minute` must be a whole number from 1 to 6000 (the service allows 30), or 0 for no "
             f"client-side limit; got {tenant_rate!r}"
         )
     window = entry.get("rate_window_seconds", 60)
     if isinstance(window, bool) or not isinstance(window, int | float) or not 1 <= window <= 3600:
-        raise fail(
+        fail(
             "`rate_window_seconds` must be a number of seconds from 1 to 3600; the service counts its limit in 60 "
             f"(shorter only to scale time in tests and benchmarks); got {window!r}"
         )
     automation = entry.get("automation", True)
     if not isinstance(automation, bool):
-        raise fail(
+        fail(
             "`automation` must be true (the default: the schedule and the sensors run whenever the daemon runs) or "
             f"false (they stay stopped until switched on in the UI); got {automation!r}"
         )
+    filters: dict[str, Any] = {}
     try:
         filters = check_filters(entry.get("filters"))
     except FilterError as exc:
         lines = filters_lines or {}
         at = lines.get(exc.filter or "", lines.get("", line))
-        raise ConfigError(f"{who}: `filters`, line {at}: {exc}") from None
-    keep_days, copied_to = _keep_days(entry.get("keep_days"), fail)
+        problems.append(f"{who}: `filters`, line {at}: {exc}")
+    keep_days, copied_to = None, None
+    with contextlib.suppress(ConfigError):  # named in problems
+        keep_days, copied_to = _keep_days(entry.get("keep_days"), fail)
+    intraday = DEFAULT_INTRADAY_MINUTES
     try:
         intraday = intraday_minutes(entry.get("intraday_minutes"), "`intraday_minutes`")
     except ConfigError as exc:
-        raise fail(str(exc)) from None
+        fail(str(exc))
     first = entry.get("start_date", start_date)
     if isinstance(first, str):
         try:
             first = parse_date(first, "`start_date`")
         except ConfigError as exc:
-            raise fail(str(exc)) from None
+            fail(str(exc))
+            first = None
     if isinstance(first, dt.datetime) or not (first is None or isinstance(first, dt.date)):
-        raise fail(f"`start_date` must be a date like 2026-06-01; got {first!r}")
+        fail(f"`start_date` must be a date like 2026-06-01; got {first!r}")
+    if problems:
+        raise ConfigError("\n".join(problems))
     return TenantConfig(
         name,
         api_url=api_url,
@@ -273,6 +293,26 @@ def _file_tenant(
         intraday_minutes=intraday,
         origin=who,
     )
+
+
+def _variables(entry: Mapping[str, Any], env: Mapping[str, str], fail: Any) -> dict[str, str]:
+    """The tenant's credential fields -> the variables that hold them, each checked to be set and not empty."""
+    variables: dict[str, str] = {}
+    for key, field in FILE_VARIABLE_KEYS.items():
+        if key not in entry:
+            continue
+        variable = entry[key]
+        if not isinstance(variable, str) or not _VARIABLE_NAME.fullmatch(variable) or _looks_like_secret(variable):
+            # Not repeated in the message: it may be the secret itself.
+            fail(
+                f"`{key}` must name an environment variable (like CONTOSO_MDCA_TOKEN), not hold a value; the value "
+                "given looks like a secret. Put the secret in a variable and write the variable's name here"
+            )
+        elif not (env.get(variable) or "").strip():
+            fail(f"`{key}` names the variable {variable}, which is not set (or is empty); set it, or fix the name")
+        else:
+            variables[field] = variable
+    return variables
 
 
 def intraday_minutes(value: Any, what: str) -> int:
