@@ -23,7 +23,7 @@ ifeq ($(strip $(ACTIVITY_TENANTS_FILE)$(MDCA_API_URL)$(MDCA_API_TOKEN)$(MDCA_TEN
 demo ui run backfill compact check retention tenants verify upgrade: export ACTIVITY_TENANTS_FILE := $(CURDIR)/deploy/local/demo-tenants.yaml
 endif
 
-.PHONY: help demo test lint bench ui run backfill compact check retention tenants verify upgrade clean
+.PHONY: help demo test lint bench ui run backfill compact check retention tenants verify upgrade daemon-check clean
 .DEFAULT_GOAL := help
 
 # `make` or `make help`: each target with the `##` note on its rule line.
@@ -81,7 +81,7 @@ ui: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml  ## the Dagster UI and daemo
 # The configured tenants, one a line, after checking the whole configuration without a request (every mistake at
 # once, exit 2); PROBE=1 also makes one cheap authenticated request per tenant, each one's result on its line.
 tenants: $(VENV)/.installed  ## [PROBE=1]: check the configuration (every mistake at once); list the tenants, one a line
-	@$(BIN)/python -m activity_pipeline.config $(if $(PROBE),--probe)
+	@$(BIN)/python -m activity_pipeline.$(if $(PROBE),probe,config)
 
 # The tenants a target runs for (TENANT=, else every configured one), each checked, and DAY checked against
 # each one's partitions; leaves them in $$tenants.
@@ -156,6 +156,11 @@ verify: $(VENV)/.installed  ## [DAY=YYYY-MM-DD] [TENANT=name]: read stored days 
 
 upgrade: $(VENV)/.installed  ## [DAY=YYYY-MM-DD] [TENANT=name]: derive stored days' typed columns again from raw, where they are of an older version
 	@$(BIN)/python -m activity_pipeline.upgrade $(if $(DAY),--day $(DAY)) $(if $(TENANT),--tenant $(TENANT))
+
+# Whether the daemon is running now, from its heartbeats (exit 1 naming each stale one); unlike
+# `dagster-daemon liveness-check`, which says "live" for 30 minutes after the daemon died.
+daemon-check: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml  ## is the daemon running now? (its heartbeats within 2 minutes; exit 1 if not)
+	@$(BIN)/python -m activity_pipeline.daemon_check
 
 clean:  ## remove the venv, the instance (.dagster_home/ only), the emulators and the data (not data/README.md)
 	rm -rf $(VENV) $(DEFAULT_DAGSTER_HOME) .azurite data/activities data/_health data/_index data/_deleted data/.staging data/*.duckdb data/activities.sql

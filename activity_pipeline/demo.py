@@ -11,6 +11,7 @@ import datetime as dt
 import logging
 import re
 import sys
+import textwrap
 
 import dagster as dg
 import duckdb
@@ -49,8 +50,9 @@ def main() -> int:
     data_dir = settings.data_dir
     print(f"demo: tenants {', '.join(tenants)}, {days[0]} .. {days[-1]}, into {data_dir}", flush=True)
     handle_stop_signals()
-    outcomes: dict[tuple[str, dt.date], list[str]] = {}
+    outcomes: dict[tuple[str, dt.date], str] = {}
     warnings: dict[str, int] = {}
+    skipped: dict[str, int] = {}
     failed = 0
     for tenant in tenants:
         for day in days:
@@ -71,7 +73,10 @@ def main() -> int:
             verdicts = dict.fromkeys(CHECKS, "skipped")
             for e in check_evaluations(instance, run.run_id):
                 verdicts[e.check_name] = "pass" if e.passed else e.severity.value.lower()
-            outcomes[tenant, day] = [f"{name}={verdict}" for name, verdict in verdicts.items()]
+            outcomes[tenant, day] = _checks_column(verdicts)
+            for name, verdict in verdicts.items():
+                if verdict == "skipped":
+                    skipped[name] = skipped.get(name, 0) + 1
     database = data_dir / "activities.duckdb"
     with duckdb.connect(str(database), read_only=True) as con:
         query = "SELECT tenant, date, rows_stored, source_total_at_last_check, drift FROM partition_health"
@@ -79,14 +84,18 @@ def main() -> int:
         print(f"\n{'tenant':<10}{'day':<12}{'stored':>9}{'at source':>11}{'drift':>7}  checks")
         for tenant, day in outcomes:
             stored, source, drift = health.get((tenant, day), (0, None, None))
-            checks = " ".join(sorted(outcomes[tenant, day]))
-            print(f"{tenant:<10}{day!s:<12}{stored:>9,}{source or 0:>11,}{drift or 0:>7}  {checks}")
+            print(f"{tenant:<10}{day!s:<12}{stored:>9,}{source or 0:>11,}{drift or 0:>7}  {outcomes[tenant, day]}")
+        if skipped:
+            # Which checks had nothing to judge yet (each run's log says why: too few days before it, say).
+            said = ", ".join(f"{name} ({n} of {len(outcomes)} runs)" for name, n in skipped.items())
+            print(textwrap.fill(f"skipped: {said}", width=118, subsequent_indent="  "))
         print(f"\n{database}\n{EXAMPLE};")
         print(con.sql(EXAMPLE))
     if warnings:
         print("\nWarnings, each once:")
         for message, runs in warnings.items():
-            print(f"  ({runs} of {len(outcomes)} runs) {message}")
+            print(textwrap.fill(f"({runs} of {len(outcomes)} runs) {message}", width=118, initial_indent="  ",
+                                subsequent_indent="    "))  # fmt: skip
     print(f"\nTry it yourself:\n  .venv/bin/duckdb {database}")
     print(f"  make run DAY={days[-1]} TENANT={tenants[-1]}   # one day again, headless, into the same instance")
     print("  make ui                       # the Dagster UI over the same instance, http://127.0.0.1:3000")
@@ -94,6 +103,23 @@ def main() -> int:
     if failed:
         print(f"{failed} run(s) failed; see the logs above.")
     return 1 if failed else 0
+
+
+def _checks_column(verdicts: dict[str, str]) -> str:
+    """`7 pass, 3 skipped`, and the checks that did not pass by name: one short column of the table.
+
+    >>> _checks_column({"a": "pass", "b": "skipped", "c": "warn"})
+    '1 pass, 1 skipped, 1 warn (c)'
+    """
+    counts: dict[str, int] = {}
+    for verdict in verdicts.values():
+        counts[verdict] = counts.get(verdict, 0) + 1
+    shown = ", ".join(f"{n} {verdict}" for verdict, n in sorted(counts.items(), key=lambda kv: _ORDER.index(kv[0])))
+    failing = [name for name, verdict in verdicts.items() if verdict in ("warn", "error")]
+    return shown + (f" ({', '.join(failing)})" if failing else "")
+
+
+_ORDER = ["pass", "skipped", "warn", "error"]
 
 
 def _warnings(instance: dg.DagsterInstance, run_id: str) -> list[str]:

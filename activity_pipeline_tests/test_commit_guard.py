@@ -164,7 +164,7 @@ def test_make_run_fails_naming_a_server_that_ignores_created_and_keeps_the_day(t
     tenant.advance(dt.timedelta(days=2))
     with broken(IgnoresCreated, tenant) as server:
         proc = make_run(server.url)
-    assert proc.returncode != 0 and "failed: default" in proc.stderr
+    assert proc.returncode != 0 and f"1 failed run (daily_activities):\ndefault {day}: FAILURE" in proc.stderr
     assert "ignored the request's `created` filter" in proc.stdout + proc.stderr
     after = helpers.tenant_data(tmp_path / "data").manifest(day)
     assert after.run_id == before.run_id and after.rows == before.rows

@@ -43,7 +43,7 @@ def test_dg_list_defs_shows_the_assets_checks_job_schedule_and_sensor():
         )
     }
     assert sorted(j["name"] for j in listed["jobs"]) == [
-        "activities_verification", "compact_day", JOB, "intraday_activities"
+        "activities_verification", "check_day", "compact_day", JOB, "intraday_activities"
     ]  # fmt: skip
     assert sorted(s["name"] for s in listed["schedules"]) == ["activities_verification_schedule", f"{JOB}_schedule"]
     assert sorted(s["name"] for s in listed["sensors"]) == [

@@ -20,6 +20,7 @@ import duckdb
 import pyarrow.parquet as pq
 
 from activity_pipeline.components.intraday import JOB
+from activity_pipeline.daemon_check import stale
 from activity_pipeline.demo_tenant import DemoTenant, TenantSpec
 from activity_pipeline_testing.helpers import (
     REPO,
@@ -97,6 +98,12 @@ def test_the_daemon_collects_today_within_minutes_for_every_tenant_but_the_refus
                 break
         assert complete_at is not None, "records created 3 minutes ago were still not stored"
         runs = instance.get_runs(dg.RunsFilter(job_name=JOB))
+        # The daemon's health as a supervisor should ask it: running now; and five minutes without a heartbeat
+        # is not running (where Dagster's own liveness-check waits 30).
+        checked = subprocess.run(["make", "-s", "daemon-check"], env=env, cwd=REPO, capture_output=True, text=True,
+                                 timeout=120)  # fmt: skip
+        assert checked.returncode == 0, checked.stderr
+        assert set(stale(instance, 120, now=time.time() + 300)) == set(instance.get_required_daemon_types())
     finally:
         os.killpg(daemon.pid, 15)
         daemon.wait(timeout=120)

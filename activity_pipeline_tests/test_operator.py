@@ -212,4 +212,33 @@ def test_a_tenant_from_a_file_is_never_told_to_check_an_mdca_variable(tmp_path: 
     out = _make(env, "run", f"DAY={DAY}")
     last = _last_line(out)
     assert out.returncode != 0 and "refused the connection" in last
-    assert f"the `api_url` of tenant 'dead' (line 2 of {path})" in last and "MDCA_" not in out.stdout, last
+    assert "the `api_url` of tenant 'dead' in the tenants file" in last and "MDCA_" not in out.stdout, last
+
+
+def test_the_views_asset_draws_each_tenants_days(tmp_path: Path):
+    """activities.html beside the DuckDB file: a section per tenant, a bar per day (activities, failures) and its
+    completeness (the count check passed, or the day missing), linked from activities_duckdb's metadata."""
+    import re
+
+    from activity_pipeline.demo_tenant import DemoTenant
+    from activity_pipeline_testing.helpers import run_day, tenant_data, tenant_resource
+
+    first, _, third = last_days(3)
+    tenant = DemoTenant(TenantSpec(days=(first, third), activities_per_day=2_000))
+    tenant.set_now(later(5))
+    with serve(tenant) as server:
+        for day in (first, third):
+            result = run_day(day, tenant_resource(server.url), tmp_path)
+            assert result.success
+    (made,) = result.asset_materializations_for_node("activities_duckdb")
+    page = tmp_path / "activities.html"
+    assert made.metadata["picture"].value == f"file://{page}"
+    text = page.read_text()
+    days = re.findall(r'<g class="day" data-date="([0-9-]+)" data-rows="(\d+)" data-state="([a-z ]+)">', text)
+    store = tenant_data(tmp_path)
+    assert days == [
+        (str(first), str(store.manifest(first).rows), "passed"),
+        (str(first + dt.timedelta(days=1)), "0", "missing"),
+        (str(third), str(store.manifest(third).rows), "passed"),
+    ]
+    assert 'data-tenant="default"' in text and "failed;" in text

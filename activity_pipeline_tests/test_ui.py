@@ -191,3 +191,31 @@ def test_runs_made_as_make_run_makes_them_are_on_the_overview_timeline(ui, brows
     expect(page.get_by_text(JOB, exact=True).first).to_be_visible()
     expect(page.get_by_text("No runs or scheduled ticks in this time period")).to_have_count(0)
     page.screenshot(path=str(tmp / "timeline.png"), full_page=True)
+
+
+def test_the_picture_of_each_tenants_days_is_linked_from_the_views_asset_and_drawn(ui, browser):
+    """activities_duckdb's metadata links activities.html; in the browser it draws each tenant's days: contoso's
+    three, fabrikam's one, each with its activities and the count check's verdict."""
+    from playwright.sync_api import expect
+
+    url, days, tmp = ui
+    page = _open(browser, url + "/assets/activities_duckdb")
+    expect(page.get_by_text("picture", exact=True).first).to_be_visible()
+    link = page.locator("a[href$='activities.html']").first
+    expect(link).to_be_visible()
+    picture = _page(browser, link.get_attribute("href"))
+    expect(picture.get_by_role("heading", name="contoso")).to_be_visible()
+    expect(picture.get_by_role("heading", name="fabrikam")).to_be_visible()
+    drawn = {
+        name: picture.locator(f"section[data-tenant='{name}'] g.day").evaluate_all(
+            "gs => gs.map(g => [g.dataset.date, g.dataset.state, Number(g.dataset.rows)])"
+        )
+        for name in ("contoso", "fabrikam")
+    }
+    assert [(d, s) for d, s, _ in drawn["contoso"]] == [(str(day), "passed") for day in days]
+    assert [(d, s) for d, s, _ in drawn["fabrikam"]] == [(str(days[-1]), "passed")]
+    assert all(rows > 0 for _, _, rows in drawn["contoso"] + drawn["fabrikam"])
+    # Each day's figures in its tooltip.
+    assert f"{days[0]}: " in picture.locator("section[data-tenant='contoso'] g.day title").first.text_content()
+    picture.screenshot(path=str(tmp / "picture.png"), full_page=True)
+    assert (tmp / "picture.png").stat().st_size > 5_000

@@ -29,7 +29,13 @@ from activity_pipeline.mdca import (
     ScanStalledError,
 )
 from activity_pipeline.service_window import RESCUE_MARGIN_DAYS, OutsideServiceWindowError, check_scannable
-from activity_pipeline.storage.duckdb_views import DATABASE, DatabaseBusyError, DatabaseWriteError, build_database
+from activity_pipeline.storage.duckdb_views import (
+    DATABASE,
+    PICTURE,
+    DatabaseBusyError,
+    DatabaseWriteError,
+    build_database,
+)
 from activity_pipeline.storage.errors import (
     DamagedDayError,
     DayLockedError,
@@ -152,7 +158,11 @@ def build_activities(
         code_version="1",
         freshness_policy=freshness_policy(intraday_minutes),
         description="Every Defender for Cloud Apps activity of one tenant for one UTC day (by `timestamp`), one "
-        "Parquet folder per day under $ACTIVITY_DATA_DIR/activities/tenant=NAME/date=YYYY-MM-DD/.",
+        "Parquet folder per day under $ACTIVITY_DATA_DIR/activities/tenant=NAME/date=YYYY-MM-DD/. A day shown as "
+        "missing is one not collected yet, not a loss: each tenant's days start at the oldest the service still "
+        "keeps (its 180 days, unless start_date or keep_days says otherwise), and any of them can be backfilled "
+        "(Materialize, then pick the days; or make backfill FROM= TO=). The nightly run collects yesterday; today "
+        "is the day in progress, collected every intraday_minutes.",
     )
     def activities(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         storage: ActivityStorage = context.resources.storage
@@ -260,6 +270,8 @@ def build_activities_duckdb(
                 "dagster/uri": dg.MetadataValue.url("file://" + quote(str(db.path), safe="/=")),
                 "dagster/row_count": db.rows,
                 "path": dg.MetadataValue.path(str(db.path)),
+                # Each tenant's days drawn: activities, failures and completeness (storage/picture.py).
+                "picture": dg.MetadataValue.url("file://" + quote(str(db.path.parent / PICTURE), safe="/=")),
                 "tenants": len(start_dates),
                 "days": db.tenant_days,
                 "views": ", ".join(db.views),

@@ -253,6 +253,12 @@ def _named_by(message: str, source: str) -> str:
     )
 
 
+def _url_source(tenant: TenantConfig) -> str:
+    """Where a tenant's `api_url` is set, for its messages: "" for the MDCA_* variables."""
+    from_file = tenant.origin and "MDCA_" not in tenant.origin
+    return f"tenant {tenant.name!r} in the tenants file" if from_file else ""
+
+
 def tenant_resource(tenant: TenantConfig, *, rate_state_dir: Any = None) -> TenantResource:
     """The tenant's resource: its secrets' variables by name only (`MdcaResource.variables`), read when a client
     opens. `rate_state_dir`: see `TenantResource.rate_state_dir`."""
@@ -276,7 +282,9 @@ def tenant_resource(tenant: TenantConfig, *, rate_state_dir: Any = None) -> Tena
         variables=dict(tenant.variables),
         filters=tenant.filters,
         # A tenants-file tenant (its origin names the file and line) never reads MDCA_API_URL.
-        url_source="" if "MDCA_" in tenant.origin else tenant.origin,
+        url_source=""
+        if "MDCA_" in tenant.origin or not tenant.origin
+        else f"tenant {tenant.name!r} in the tenants file",
     )
 
 

@@ -280,12 +280,11 @@ def _requests_per_minute(text: str) -> int:
         raise ConfigError(f"MDCA_REQUESTS_PER_MINUTE must be a whole number like 30, got {text!r}") from None
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m activity_pipeline.config [--names | --probe]`: check the configuration, every mistake at once (exit
-    2); print each tenant, one a line: its name, whether it is a built-in demo tenant (synthetic activities), and the
-    API filters it collects under when it has any. `--names`: the names alone, for scripts. `--probe`: one cheap
-    authenticated request to each real tenant (its count of the last hour), each one's result on its line, never a
-    secret; exit 1 when any fails."""
+def main(argv: list[str] | None = None, probe: Any = None) -> int:
+    """`python -m activity_pipeline.config [--names]`: check the configuration, every mistake at once (exit 2); print
+    each tenant, one a line: its name, whether it is a built-in demo tenant (synthetic activities), and the API
+    filters it collects under when it has any. `--names`: the names alone, for scripts. `probe(tenant)` -> (ok, text)
+    adds each real tenant's result to its line (`activity_pipeline.probe`); exit 1 when any fails."""
     import sys
 
     from activity_pipeline.mdca.filters import describe
@@ -309,25 +308,9 @@ def main(argv: list[str] | None = None) -> int:
             shown.append("demo tenant: synthetic activities, served on 127.0.0.1 while a run goes")
         if tenant.filters:
             shown.append(f"filters: {describe(tenant.filters)}")
-        if "--probe" in argv and not tenant.uses_demo_tenant:
-            ok, said = _probe(tenant)
+        if probe is not None and not tenant.uses_demo_tenant:
+            ok, said = probe(tenant)
             failed += not ok
             shown.append(said)
         print("\t".join(shown), flush=True)
     return 1 if failed else 0
-
-
-def _probe(tenant: TenantConfig) -> tuple[bool, str]:
-    """One authenticated request to the tenant: its count of the last hour. (ok, what to print)."""
-    import time
-
-    from activity_pipeline.components.resources import tenant_resource
-
-    now = int(time.time() * 1000)
-    started = time.monotonic()
-    try:
-        with tenant_resource(tenant).client() as client:
-            total = client.count(now - 3_600_000, now)
-    except Exception as exc:  # whatever the tenant answered: its line says it, the next tenant is still probed
-        return False, f"FAILED: {' '.join(str(exc).split())[:600]}"
-    return True, f"ok: the API answered in {time.monotonic() - started:.1f} s ({total:,} activities in the last hour)"

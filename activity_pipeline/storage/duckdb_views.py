@@ -20,11 +20,14 @@ from pathlib import Path
 import pyarrow as pa
 
 from activity_pipeline.service_window import RESCUE_MARGIN_DAYS, SERVICE_WINDOW_DAYS, at_risk, first_scannable_day
+from activity_pipeline.storage import picture
 from activity_pipeline.storage.core import Dataset, Finding
 from activity_pipeline.storage.layout import STAGING
 from activity_pipeline.storage.schema import COLUMNS
 
 DATABASE = "activities.duckdb"
+# The picture per tenant written beside it (`storage.picture`).
+PICTURE = picture.NAME
 
 
 class DatabaseBusyError(RuntimeError):
@@ -363,6 +366,8 @@ def _write(tmp: Path, setup: list[str], source: str, derived: Mapping[str, str])
         for name, sql in derived.items():
             con.execute(f"CREATE VIEW {name} AS {sql}")
         con.execute("CHECKPOINT")
+        # The picture per tenant, from the same views (picture.py), beside the file.
+        picture.write(con, tmp.parent)
 
 
 def _at_risk(
