@@ -72,7 +72,7 @@ test: lint $(DAGSTER_HOME)/dagster.yaml  ## lint, dg check defs, pytest (PYTEST_
 	$(BIN)/dg check defs
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: $(VENV)/.installed-dev $(DAGSTER_HOME)/dagster.yaml  ## the benchmarks (about an hour and a half); rewrites bench/RESULTS.md
+bench: $(VENV)/.installed-dev $(DAGSTER_HOME)/dagster.yaml  ## the benchmarks (about three hours: intraday's lag takes one); rewrites bench/RESULTS.md
 	$(BIN)/python -m bench.run_all
 
 ui: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml  ## the Dagster UI and daemon over the same instance: http://127.0.0.1:3000 (PORT=3001 for another)

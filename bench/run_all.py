@@ -202,8 +202,8 @@ BENCHMARKS += [
         "Intraday: the lag from an activity's creation to the DuckDB file (one tenant in real time, 15 minutes)",
         ["bench.intraday", "lag"],
         "An hour of the daemon as `make ui` runs it. A record waits for the next interval (15 minutes at most, 7.5 "
-        "on average), then for the run (seconds): the lag is spread evenly over the interval, and its p95 sits a "
-        "little under the interval.",
+        "on average), then for the run (seconds): the p50 sits near half the interval and the p95 a little under "
+        "the whole.",
     ),
     (
         "Intraday: what a day costs collected every 15 minutes against once at 02:15 (100,000 activities)",
