@@ -41,7 +41,7 @@ def main() -> int:
     from activity_pipeline.components.checks import CHECKS
     from activity_pipeline.components.partitions import key
     from activity_pipeline.launch import INTERRUPTED, handle_stop_signals, launch, was_interrupted
-    from activity_pipeline.run_summary import check_evaluations, run_line
+    from activity_pipeline.run_summary import check_evaluations, run_line, verdict_of
 
     today = dt.datetime.now(dt.UTC).date()
     days = [today - dt.timedelta(days=k) for k in range(DAYS, 0, -1)]
@@ -72,7 +72,7 @@ def main() -> int:
             # A planned check that yielded nothing had nothing to judge: Skipped, as the UI shows it.
             verdicts = dict.fromkeys(CHECKS, "skipped")
             for e in check_evaluations(instance, run.run_id):
-                verdicts[e.check_name] = "pass" if e.passed else e.severity.value.lower()
+                verdicts[e.check_name] = verdict_of(e)
             outcomes[tenant, day] = _checks_column(verdicts)
             for name, verdict in verdicts.items():
                 if verdict == "skipped":

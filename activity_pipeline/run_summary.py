@@ -12,6 +12,15 @@ import sys
 import dagster as dg
 
 
+def verdict_of(evaluation: dg.AssetCheckEvaluation) -> str:
+    """`pass`, `warn` or `error`; `skipped` for a check that said it had nothing to judge yet."""
+    from activity_pipeline.components.checks import judged
+
+    if not judged(evaluation):
+        return "skipped"
+    return "pass" if evaluation.passed else evaluation.severity.value.lower()
+
+
 def run_line(instance: dg.DagsterInstance, run: dg.DagsterRun, checks: int) -> str:
     """The line for `run`, whose job plans `checks` checks (those without a verdict had nothing to judge)."""
     tenant = run.tags.get("dagster/partition/tenant") or run.tags.get("activity_pipeline/tenant", run.job_name)
@@ -34,7 +43,7 @@ def run_line(instance: dg.DagsterInstance, run: dg.DagsterRun, checks: int) -> s
     verdicts: dict[str, int] = {}
     failed: list[tuple[int, str]] = []
     for evaluation in check_evaluations(instance, run.run_id):
-        verdict = "pass" if evaluation.passed else evaluation.severity.value.lower()
+        verdict = verdict_of(evaluation)
         verdicts[verdict] = verdicts.get(verdict, 0) + 1
         if not evaluation.passed:
             # Warnings first, errors last: the line ends with what failed the run.

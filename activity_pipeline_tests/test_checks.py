@@ -115,16 +115,23 @@ def test_a_duplicated_row_fires_ids_unique_and_blocks_the_duckdb_views(tmp_path,
     assert not (tmp_path / "activities.duckdb").exists()
 
 
-def test_checks_with_too_little_history_are_skipped_not_passed(tmp_path, served):
+def test_checks_with_too_little_history_say_so_in_their_result_not_a_verdict(tmp_path, served):
+    from activity_pipeline.components.checks import judged
+
     day = last_days(2)[0]
     tenant = DemoTenant(TenantSpec(days=(day,), activities_per_day=3_000))
     tenant.set_now(later(5))
     instance = dg.DagsterInstance.ephemeral()
     result = run_day(day, tenant_resource(served(tenant)), tmp_path, instance=instance)
     assert result.success
-    judged = evaluations(result)
-    assert {"no_unexpected_silent_hours", "apps_still_reporting"}.isdisjoint(judged), "no verdict without history"
-    assert judged["count_matches_source"].passed and len(judged) == 7  # nine less the two with no history
+    found = evaluations(result)
+    unjudged = {name for name, e in found.items() if not judged(e)}
+    # The two with no history, and stored_files_intact (the version has not been read again since written).
+    assert unjudged == {"no_unexpected_silent_hours", "apps_still_reporting", "stored_files_intact"}
+    for name in unjudged:
+        assert found[name].description.startswith("Not judged yet: "), found[name].description
+    assert "only 0 of the 7 days before" in found["apps_still_reporting"].description
+    assert found["count_matches_source"].passed and judged(found["count_matches_source"])
     logs = [e.user_message for e in instance.all_logs(result.run_id)]
     assert any("apps_still_reporting skipped" in m and "only 0 of the 7 days before" in m for m in logs), logs
 

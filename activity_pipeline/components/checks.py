@@ -327,6 +327,17 @@ CHECKS: dict[str, tuple[Judge, bool, str]] = {
         "as written: the same bytes (SHA-256), every column decoding, the rows its manifest records."),
 }  # fmt: skip
 _HISTORY = {"no_unexpected_silent_hours", "apps_still_reporting"}
+# A check with nothing to judge yet (too few days before it, a day in progress) says so in its result: passed, with
+# this description and `judged: false` in its metadata; `judged` (below) tells such a result from a real pass.
+NOT_JUDGED, JUDGED = "Not judged yet", "judged"
+
+
+def judged(evaluation: dg.AssetCheckEvaluation) -> bool:
+    """Whether the evaluation is a verdict, not a check saying it had nothing to judge yet."""
+    value = evaluation.metadata.get(JUDGED)
+    return getattr(value, "value", value) is not False
+
+
 _RETENTION = "no_days_leaving_retention_unstored"
 
 
@@ -372,6 +383,16 @@ def build_checks(
             verdict = judge(evidence)
             if isinstance(verdict, str):
                 context.log.info(f"{name} skipped for {tenant} {day}: {verdict}")
+                # In the check's own result, for this day, so that the UI says why (Dagster has no verdict for
+                # "not judged": it is a pass that says so, marked `judged: false`, never a gate).
+                yield dg.AssetCheckResult(
+                    asset_key=activities.key,
+                    check_name=name,
+                    passed=True,
+                    severity=WARN,
+                    description=f"{NOT_JUDGED}: {verdict}",
+                    metadata={JUDGED: False},
+                )
                 continue
             yield dg.AssetCheckResult(
                 asset_key=activities.key,
