@@ -13,8 +13,10 @@ export ACTIVITY_DATA_DIR ?= $(CURDIR)/data
 # failure is its cause on one line (activity_pipeline/components/console.py).
 RUN_LOGS := {"loggers": {"brief": {"config": {"log_level": "INFO"}}}}
 
-# The UI's port: make ui PORT=3001
+# The UI's port: make ui PORT=3001; and the address it listens on, this machine only unless UI_HOST says otherwise
+# (the UI has no login of its own: docs/deployment.md).
 PORT ?= 3000
+UI_HOST ?= 127.0.0.1
 
 # With no tenant configured, the demo, the UI and headless runs read two built-in demo tenants side by side.
 # (Tenants listed in the component's own YAML, activity_pipeline/defs/tenants/defs.yaml, count as configured; so do
@@ -29,7 +31,7 @@ endif
 # `make` or `make help`: each target with the `##` note on its rule line.
 help:  ## this list
 	@echo "make <target>   (every target builds .venv on first use; needs only python3)"
-	@grep -E '^[a-z][a-z_-]*:.*  ## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z_-]+):.*  ## /  \1\t/' | expand -t 12
+	@grep -E '^[a-z][a-z_-]*:.*  ## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z_-]+):.*  ## /  \1\t/' | expand -t 16
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -75,8 +77,8 @@ test: lint $(DAGSTER_HOME)/dagster.yaml  ## lint, dg check defs, pytest (PYTEST_
 bench: $(VENV)/.installed-dev $(DAGSTER_HOME)/dagster.yaml  ## the benchmarks (about three hours: intraday's lag takes one); rewrites bench/RESULTS.md
 	$(BIN)/python -m bench.run_all
 
-ui: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml  ## the Dagster UI and daemon over the same instance: http://127.0.0.1:3000 (PORT=3001 for another)
-	$(BIN)/python -m activity_pipeline.ui --port $(PORT)
+ui: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml  ## the Dagster UI and daemon over the same instance: http://127.0.0.1:3000 (PORT=3001 for another; loopback only unless UI_HOST=)
+	$(BIN)/python -m activity_pipeline.ui --host $(UI_HOST) --port $(PORT)
 
 # The configured tenants, one a line, after checking the whole configuration without a request (every mistake at
 # once, exit 2); PROBE=1 also makes one cheap authenticated request per tenant, each one's result on its line.
@@ -162,5 +164,5 @@ upgrade: $(VENV)/.installed  ## [DAY=YYYY-MM-DD] [TENANT=name]: derive stored da
 daemon-check: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml  ## is the daemon running now? (its heartbeats within 2 minutes; exit 1 if not)
 	@$(BIN)/python -m activity_pipeline.daemon_check
 
-clean:  ## remove the venv, the instance (.dagster_home/ only), the emulators and the data (not data/README.md)
-	rm -rf $(VENV) $(DEFAULT_DAGSTER_HOME) .azurite data/activities data/_health data/_index data/_deleted data/.staging data/*.duckdb data/activities.sql
+clean:  ## remove the venv, the instance (.dagster_home/ only), the emulators and the default data folder (data/)
+	rm -rf $(VENV) $(DEFAULT_DAGSTER_HOME) .azurite data

@@ -45,12 +45,20 @@ def stop_group(proc: subprocess.Popen, pgid: int, grace: float = GRACE_SECONDS) 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m activity_pipeline.ui", description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=3000)
+    # Loopback unless told otherwise: the UI has no login of its own, and whoever reaches it can launch runs.
+    parser.add_argument("--host", default="127.0.0.1")
     args = parser.parse_args(argv)
     dg = Path(sys.executable).with_name("dg")
+    if args.host in ("127.0.0.1", "localhost", "::1"):
+        print(f"the UI listens on {args.host}:{args.port} only (this machine); it has no login of its own: see "
+              "docs/deployment.md before UI_HOST=0.0.0.0", flush=True)  # fmt: skip
+    else:
+        print(f"the UI listens on {args.host}:{args.port}, WITHOUT A LOGIN: anyone who reaches it can launch runs "
+              "and read run logs; put it behind an authenticating proxy (docs/deployment.md)", flush=True)  # fmt: skip
     # SIGINT at its default for dg dev even when this runs as a background job (which ignores it, and an ignored
     # signal is inherited): SIGINT is how it is asked to stop.
     proc = subprocess.Popen(
-        [str(dg), "dev", "--port", str(args.port)],
+        [str(dg), "dev", "--host", args.host, "--port", str(args.port)],
         start_new_session=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )

@@ -19,6 +19,7 @@ import datetime as dt
 import sys
 from collections.abc import Callable, Iterable
 
+from activity_pipeline import privacy
 from activity_pipeline.storage.compaction import CompactionError, NotStoredError, compact_day
 from activity_pipeline.storage.core import TenantStore
 from activity_pipeline.storage.errors import DayChangedError, DayLockedError
@@ -77,6 +78,11 @@ def main(argv: list[str]) -> int:
         print(f"; {len(failed)} NOT UPGRADED (unchanged; run make upgrade again): " + ", ".join(failed))
         return 1
     print("; every day named is current")
+    # Datasets written before files were private: closed to the setting now (privacy.py).
+    if cfg.data_dir.is_dir():
+        changed = privacy.tighten(cfg.data_dir, cfg.data_group)
+        who = f"its owner and group {cfg.data_group}" if cfg.data_group else "its owner only"
+        print(f"{cfg.data_dir}: {changed} paths tightened; every path is readable by {who}")
     return 0
 
 

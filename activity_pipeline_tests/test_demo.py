@@ -182,6 +182,9 @@ def test_make_ui_serves_the_instance_and_stops_whole_on_sigterm(demo, tmp_path):
                               headers={"Content-Type": "application/json"}, timeout=30).json()  # fmt: skip
         keys = {tuple(n["assetKey"]["path"]) for n in nodes["data"]["assetNodes"]}
         assert {("activities",), ("activities_duckdb",)} <= keys
+        # Loopback only: the UI has no login of its own.
+        bound = {c.laddr.ip for c in psutil.net_connections("inet") if c.status == "LISTEN" and c.laddr.port == port}
+        assert bound == {"127.0.0.1"}, bound
         # SIGTERM to make alone, as `kill` or a container runtime sends it: everything under it stops.
         started = psutil.Process(ui.pid).children(recursive=True)
         assert any("grpc" in " ".join(p.cmdline()) for p in started), "dg dev's code server was running"

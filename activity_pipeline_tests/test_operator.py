@@ -7,6 +7,7 @@ that failed are said not to have run."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 import subprocess
 from pathlib import Path
 
@@ -34,7 +35,8 @@ def _make(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
 
 def _last_line(out: subprocess.CompletedProcess) -> str:
     """The last line make's recipe printed (make's own `make: *** ... Error 1` aside)."""
-    lines = [line for line in out.stdout.splitlines() if line and not line.startswith("make: ***")]
+    # make's own line is `make: ***`, or `make[1]: ***` when this runs under make (make test).
+    lines = [line for line in out.stdout.splitlines() if line and not re.match(r"make(\[\d+\])?: \*\*\*", line)]
     return lines[-1]
 
 
@@ -177,7 +179,7 @@ def test_make_tenants_probe_asks_each_tenant_once_and_says_each_result_on_its_li
     before = recent_server.stats.requests
     out = _make(env, "-s", "tenants", "PROBE=1")
     assert out.returncode != 0
-    lines = [line for line in out.stdout.splitlines() if not line.startswith("make:")]
+    lines = [line for line in out.stdout.splitlines() if not re.match(r"make(\[\d+\])?:", line)]
     assert lines[0].startswith("good\tok: the API answered")
     assert lines[1].startswith("refused\tFAILED: The API rejected the credentials") and "BAD_TOKEN" in lines[1]
     assert lines[2].startswith("lab\tdemo tenant")
@@ -218,8 +220,6 @@ def test_a_tenant_from_a_file_is_never_told_to_check_an_mdca_variable(tmp_path: 
 def test_the_views_asset_draws_each_tenants_days(tmp_path: Path):
     """activities.html beside the DuckDB file: a section per tenant, a bar per day (activities, failures) and its
     completeness (the count check passed, or the day missing), linked from activities_duckdb's metadata."""
-    import re
-
     from activity_pipeline.demo_tenant import DemoTenant
     from activity_pipeline_testing.helpers import run_day, tenant_data, tenant_resource
 

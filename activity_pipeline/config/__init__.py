@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from activity_pipeline import privacy
 from activity_pipeline.alerts import Destination
 from activity_pipeline.config.model import (
     DEFAULT_DATA_DIR,
@@ -117,6 +118,12 @@ def load(env: Mapping[str, str] | None = None) -> PipelineConfig:
             problems.extend(_lines(exc))
             return None
 
+    # Private from the first byte: whatever this process's umask, what it writes from here on is its owner's
+    # (a group's too, on purpose: ACTIVITY_DATA_GROUP). See privacy.py.
+    group = get("ACTIVITY_DATA_GROUP") or None
+    if group is not None and checked(privacy.group_id, group) is None:
+        group = None
+    privacy.apply(group)
     data_url = None
     if get("ACTIVITY_DATA_URL"):
         from activity_pipeline.storage.dataset import DataUrlError, parse_data_url
@@ -148,6 +155,8 @@ def load(env: Mapping[str, str] | None = None) -> PipelineConfig:
         check_root(root)
     except StorageLocationError as exc:
         problems.append(str(exc))
+    else:
+        checked(privacy.share_root, root, group)
     if problems:
         raise ConfigError(mistakes(problems))
     return PipelineConfig(
@@ -156,6 +165,7 @@ def load(env: Mapping[str, str] | None = None) -> PipelineConfig:
         tenants_file=path,
         data_url=data_url,
         alerts=alerts,
+        data_group=group,
     )
 
 

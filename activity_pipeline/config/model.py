@@ -104,6 +104,8 @@ class PipelineConfig:
     data_url: str | None = None
     # Where alerts go: the tenants file's `alerts:` list (see activity_pipeline.alerts).
     alerts: tuple[Destination, ...] = ()
+    # The group that may read the dataset (ACTIVITY_DATA_GROUP, see activity_pipeline.privacy); None: its owner only.
+    data_group: str | None = None
 
     def tenant(self, name: str) -> TenantConfig:
         for tenant in self.tenants:
