@@ -69,9 +69,12 @@ def test_the_writer_needs_only_the_listed_permissions(tmp_path: Path, recent, re
         assert ran.returncode == 0, ran.stdout[-3000:]
         verified = make(writer, "verify")
         assert verified.returncode == 0 and "intact" in verified.stdout, verified.stdout[-3000:]
-        # The reader's rights do not write: the same run is refused by the storage.
+        # The reader's rights do not write: the same run is refused by the storage, at once (no retry a minute
+        # later fixes a permission), saying what to change.
         refused = make(reader, "run", f"DAY={day}", "FULL_RESCAN=1")
         assert refused.returncode != 0
+        assert "the storage service refused the credentials" in refused.stdout, refused.stdout[-3000:]
+        assert "requested a retry" not in refused.stdout
         for out in (ran, verified, refused):
             assert (
                 writer["AWS_SECRET_ACCESS_KEY"] not in out.stdout and reader["AWS_SECRET_ACCESS_KEY"] not in out.stdout

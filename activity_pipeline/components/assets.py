@@ -29,6 +29,7 @@ from activity_pipeline.mdca import (
     ScanStalledError,
 )
 from activity_pipeline.service_window import RESCUE_MARGIN_DAYS, OutsideServiceWindowError, check_scannable
+from activity_pipeline.storage.dataset import storage_problem
 from activity_pipeline.storage.duckdb_views import (
     DATABASE,
     PICTURE,
@@ -206,6 +207,16 @@ def _materialize_day(
             f"{_DISK_ERRNOS[exc.errno]}; the previously stored version of the day is intact.",
             allow_retries=False,
         ) from exc
+    except Exception as exc:
+        # The storage service refusing the credentials (a write the key may not make) or the bucket: no retry in a
+        # minute fixes it. Said in the storage's words mapped to what to change, never its raw text.
+        if (problem := storage_problem(str(exc))) is None:
+            raise
+        raise dg.Failure(
+            description=f"tenant {tenant}: {day} could not be stored in {storage.location}: {problem} Nothing was "
+            "swapped in; the previously stored version of the day is intact.",
+            allow_retries=False,
+        ) from None
     except (KeyboardInterrupt, dg.DagsterExecutionInterruptedError):
         # Dagster turns an interruption into a retry when the asset has a retry policy: a SIGTERM from Kubernetes
         # or a Ctrl-C would then start the scan again. Staging is already cleaned (the writer's exit ran).

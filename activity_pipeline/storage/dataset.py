@@ -11,11 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from activity_pipeline.storage.core import Dataset
-from activity_pipeline.storage.delta import DataUrlError, parse_data_url
+from activity_pipeline.storage.delta import DataUrlError, parse_data_url, storage_problem
 from activity_pipeline.storage.lake import LakeDataset
 from activity_pipeline.storage.local import LocalDataset
 
-__all__ = ["DataUrlError", "open_copy", "open_dataset", "parse_data_url"]
+__all__ = ["DataUrlError", "open_copy", "open_dataset", "parse_data_url", "storage_problem"]
 
 
 def open_dataset(data_dir: Path | str, data_url: str | None = None) -> Dataset:

@@ -196,10 +196,15 @@ _STORAGE_PROBLEMS = (
 
 
 def _storage_problem(text: str) -> str | None:
+    """What is wrong, in words a person can act on, when `text` (a storage error) says the bucket or the credentials
+    are; None for any other error."""
     for markers, problem in _STORAGE_PROBLEMS:
         if any(m.lower() in text.lower() for m in markers):
             return problem
     return None
+
+
+storage_problem = _storage_problem
 
 
 def files_of(table: Any) -> dict[tuple[str, dt.date], list[dict[str, Any]]]:
